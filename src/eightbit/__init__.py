@@ -1,0 +1,7 @@
+"""eightbit: float ONNX models in, 8-bit integer ONNX models out."""
+
+from eightbit.api import quantize
+from eightbit.errors import InputError
+
+__all__ = ["quantize", "InputError"]
+__version__ = "0.1.0"

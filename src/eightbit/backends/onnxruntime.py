@@ -1,0 +1,106 @@
+"""ONNX Runtime sessions: the only module that imports onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+
+from eightbit.config import DEFAULT_THREADS
+from eightbit.errors import InputError
+from eightbit.ir import model_to_bytes, save_model
+
+_PROTOBUF_LIMIT = 2**31 - 1
+_LEVELS = {
+    "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    # QDQ groups become integer kernels at this level; "all" adds layout changes.
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+class OrtSession:
+    """A CPU inference session on an onnx_ir model or an .onnx path, threads fixed for repeatability."""
+
+    def __init__(
+        self,
+        model: ir.Model | str | os.PathLike,
+        threads: int = DEFAULT_THREADS,
+        optimize: str = "all",
+        optimized_model_path: str | os.PathLike | None = None,
+    ) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        options.graph_optimization_level = _LEVELS[optimize]
+        if optimized_model_path is not None:
+            options.optimized_model_filepath = os.fspath(optimized_model_path)
+        self._scratch: tempfile.TemporaryDirectory | None = None
+        source: bytes | str
+        if isinstance(model, ir.Model):
+            try:
+                source = model_to_bytes(model)
+            except ValueError:
+                source = ""
+            if not source or len(source) >= _PROTOBUF_LIMIT:
+                self._scratch = tempfile.TemporaryDirectory(prefix="eightbit-")
+                source = os.fspath(save_model(model, Path(self._scratch.name) / "model.onnx"))
+        else:
+            source = os.fspath(model)
+        try:
+            self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # ORT raises its own exception types for bad graphs
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise InputError(f"ONNX Runtime cannot load the model: {first}") from None
+        self.output_names = [o.name for o in self._session.get_outputs()]
+        self.input_names = [i.name for i in self._session.get_inputs()]
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        names = outputs or self.output_names
+        results = self._session.run(names, feeds)
+        return dict(zip(names, results))
+
+    def close(self) -> None:
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+
+
+def _zeros_for(session: ort.InferenceSession) -> dict[str, np.ndarray]:
+    feeds = {}
+    for arg in session.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in arg.shape]
+        dtype = np.dtype(arg.type[len("tensor("):-1].replace("float", "float32").replace("double", "float64")
+                         .replace("float3232", "float32"))
+        feeds[arg.name] = np.zeros(shape, dtype=dtype)
+    return feeds
+
+
+def executed_op_types(model: ir.Model, threads: int = DEFAULT_THREADS) -> dict[str, int]:
+    """Kernels ONNX Runtime runs for `model` after all its fusions, counted by op type.
+
+    Read from a profile of one run on zeros (the optimized-model file ONNX Runtime can write
+    is not always loadable, the profile always reflects what executed).
+    """
+    with tempfile.TemporaryDirectory(prefix="eightbit-") as folder:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(folder) / "profile")
+        session = ort.InferenceSession(model_to_bytes(model), options, providers=["CPUExecutionProvider"])
+        session.run(None, _zeros_for(session))
+        events = json.loads(Path(session.end_profiling()).read_text())
+    counts: dict[str, int] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            op = event.get("args", {}).get("op_name", "?")
+            counts[op] = counts.get(op, 0) + 1
+    return counts

@@ -1,0 +1,65 @@
+"""Run the float model over calibration samples and observe the tensors a plan quantizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from eightbit.backends import OrtSession
+from eightbit.calibrate.minmax import MinMaxObserver
+from eightbit.config import DEFAULT_THREADS
+from eightbit.datasets import Samples
+from eightbit.errors import InputError
+from eightbit.report.progress import progress_bar
+
+OBSERVERS = {"minmax": MinMaxObserver}
+
+
+def _session_with_outputs(model: ir.Model, values: list[ir.Value], threads: int) -> OrtSession:
+    """A session on `model` whose graph also outputs `values`; the model is left as it was."""
+    outputs = model.graph.outputs
+    added = [v for v in values if v not in outputs]
+    outputs.extend(added)
+    try:
+        return OrtSession(model, threads=threads)
+    finally:
+        for _ in added:
+            outputs.pop()
+
+
+def collect_ranges(
+    model: ir.Model,
+    names: list[str],
+    samples: Samples,
+    method: str = "minmax",
+    threads: int = DEFAULT_THREADS,
+    show_progress: bool = True,
+) -> dict[str, tuple[float, float]]:
+    """(min, max) of each named value of `model` over all samples, keyed by name.
+
+    The runtime returns one batch of the observed tensors at a time and the observers keep
+    only their summaries, so memory does not grow with the number of samples.
+    """
+    try:
+        observer_type = OBSERVERS[method]
+    except KeyError:
+        raise InputError(f"unknown calibration method {method!r}; choose one of: {', '.join(OBSERVERS)}") from None
+    observers = {name: observer_type() for name in names}
+    input_names = {v.name for v in model.graph.inputs}
+    by_name = {v.name: v for node in model.graph for v in node.outputs}
+    produced = [name for name in names if name not in input_names]
+    session = _session_with_outputs(model, [by_name[name] for name in produced], threads)
+    try:
+        batches = samples.batches()
+        for feeds in progress_bar(batches, samples.number_of_batches(), "calibrating", show_progress):
+            results = session.run(feeds, produced) if produced else {}
+            for name, observer in observers.items():
+                batch = feeds[name] if name in input_names else results[name]
+                if not np.all(np.isfinite(batch)):
+                    raise InputError(
+                        f"tensor {name!r} becomes NaN or Inf on the calibration data; check the model and samples"
+                    )
+                observer.observe(batch)
+    finally:
+        session.close()
+    return {name: observer.range() for name, observer in observers.items()}

@@ -1,0 +1,227 @@
+"""The eightbit command line: a thin layer over eightbit.api."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from eightbit import api
+from eightbit.config import (
+    CALIBRATION_METHODS,
+    DEFAULT_CALIBRATION,
+    DEFAULT_REPORT_SAMPLES,
+    DEFAULT_SCHEME,
+    DEFAULT_THREADS,
+    DEFAULT_WEIGHT_RANGE,
+    SCHEMES,
+    WEIGHT_RANGES,
+)
+from eightbit.datasets import ImagePreprocessing
+from eightbit.errors import InputError
+
+
+def _add_image_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("image folders (when DATA is a folder of images)")
+    group.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="resize every image to H x W")
+    group.add_argument("--mean", nargs="+", type=float, help="per-channel mean of pixels scaled to [0, 1]")
+    group.add_argument("--std", nargs="+", type=float, help="per-channel std of pixels scaled to [0, 1]")
+    group.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw")
+
+
+def _images(args: argparse.Namespace) -> ImagePreprocessing | None:
+    if args.size is None:
+        if args.mean is not None or args.std is not None:
+            raise InputError("--mean/--std need --size H W (they describe an image folder)")
+        return None
+    return ImagePreprocessing(
+        height=args.size[0], width=args.size[1],
+        mean=tuple(args.mean or (0.0,)), std=tuple(args.std or (1.0,)), layout=args.layout,
+    )
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _check_output(output: Path, *inputs: Path) -> None:
+    """Refuse, before any work, an output that would overwrite an input or cannot be written."""
+    for source in inputs:
+        if source.exists() and output.exists() and os.path.samefile(source, output):
+            raise InputError(f"{output}: the output would overwrite an input; choose another -o")
+        if source.resolve() == output.resolve():
+            raise InputError(f"{output}: the output would overwrite an input; choose another -o")
+    folder = output.parent
+    if not folder.is_dir():
+        raise InputError(f"{folder}: output folder does not exist; create it or choose another -o")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"{folder}: output folder is not writable; choose another -o")
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from eightbit.report.compare import compare_models, file_size
+    from eightbit.report.tables import comparison_table, float_nodes_table, print_tables
+
+    source, output = Path(args.model), Path(args.output)
+    _check_output(output, source)
+    images = _images(args)
+    model = api.quantize(
+        source, args.calibration, scheme=args.scheme, calibrate=args.calibrate,
+        weight_range=args.weight_range, images=images,
+        threads=args.threads, show_progress=_show_progress(args),
+    )
+    float_nodes = api.float_nodes_of(model)
+    api.save_model(model, output)
+    report_data = args.eval if args.eval is not None else args.calibration
+    comparison = None
+    if report_data is not None and not args.no_report:
+        float_model = api.load_model(source)
+        samples = api.load_samples(report_data, float_model, images)
+        if args.eval is None:
+            samples = samples.take(0, min(samples.count, DEFAULT_REPORT_SAMPLES))
+        comparison = compare_models(source, output, samples, threads=args.threads,
+                                    show_progress=_show_progress(args))
+    sizes = (file_size(source), file_size(output))
+    if args.json:
+        result = comparison.as_dict() if comparison is not None else {}
+        result["size_bytes"] = {"float": sizes[0], "quantized": sizes[1], "ratio": round(sizes[1] / sizes[0], 4)}
+        result["scheme"] = args.scheme
+        result["weight_range"] = model.metadata_props.get(api.WEIGHT_RANGE_KEY)
+        result["float_nodes"] = [vars(node) for node in float_nodes]
+        result["output"] = str(output)
+        print(json.dumps(result, indent=2))
+        return 0
+    if comparison is not None:
+        comparison.float_bytes, comparison.quantized_bytes = sizes
+        where = "held-out samples" if args.eval is not None else "calibration samples (pass --eval for held-out)"
+        print_tables(comparison_table(comparison, f"{source.name} -> {output.name}, {comparison.samples} {where}"))
+    else:
+        print(f"{source.name} -> {output.name}: {sizes[0]} -> {sizes[1]} bytes (x{sizes[1] / sizes[0]:.2f})")
+    if args.scheme != "weights":
+        print(model.metadata_props.get(api.WEIGHT_RANGE_KEY, ""))
+        print_tables(float_nodes_table(float_nodes))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from eightbit.backends import OrtSession
+
+    if args.backend != "ort":
+        raise InputError(f"backend {args.backend!r} is not available; use --backend ort")
+    output = Path(args.output)
+    _check_output(output, Path(args.model), Path(args.data))
+    model = api.load_model(args.model)
+    samples = api.load_samples(args.data, model, _images(args))
+    session = OrtSession(args.model, threads=args.threads)
+    results: dict[str, list[np.ndarray]] = {name: [] for name in session.output_names}
+    for feeds in samples.batches():
+        for name, value in session.run(feeds).items():
+            results[name].append(value)
+    join = np.stack if samples.per_sample else np.concatenate
+    arrays = {name: join(values) for name, values in results.items()}
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".npz", dir=output.parent)
+    os.close(descriptor)
+    try:
+        np.savez(temporary, **arrays)
+        os.replace(temporary, output)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+    print(f"{samples.count} samples -> {output} ({', '.join(f'{k} {list(v.shape)}' for k, v in arrays.items())})")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from eightbit.report.compare import compare_models, file_size
+    from eightbit.report.tables import comparison_table, print_tables
+
+    if args.backend != "ort":
+        raise InputError(f"backend {args.backend!r} is not available; use --backend ort")
+    float_model = api.load_model(args.float_model)
+    api.load_model(args.quantized_model)
+    samples = api.load_samples(args.data, float_model, _images(args))
+    comparison = compare_models(args.float_model, args.quantized_model, samples, threads=args.threads,
+                                time_it=not args.no_timing, show_progress=_show_progress(args))
+    comparison.float_bytes = file_size(args.float_model)
+    comparison.quantized_bytes = file_size(args.quantized_model)
+    if args.json:
+        print(json.dumps(comparison.as_dict(), indent=2))
+    else:
+        print_tables(comparison_table(comparison, f"{args.float_model} vs {args.quantized_model}, "
+                                                  f"{comparison.samples} samples"))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from eightbit.demo import run_demo
+
+    return run_demo(output_dir=args.output_dir, threads=args.threads, show_progress=_show_progress(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eightbit", description="Float ONNX models in, 8-bit ONNX models out.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="ONNX Runtime threads")
+        sub.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    quantize = commands.add_parser("quantize", help="quantize a float ONNX model")
+    quantize.add_argument("model", help="float model (.onnx)")
+    quantize.add_argument("-o", "--output", required=True, help="where to write the quantized model")
+    quantize.add_argument("--calibration", help="calibration samples: .npz keyed by input name, or an image folder")
+    quantize.add_argument("--scheme", choices=tuple(SCHEMES), default=DEFAULT_SCHEME)
+    quantize.add_argument("--calibrate", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION)
+    quantize.add_argument("--weight-range", choices=WEIGHT_RANGES, default=DEFAULT_WEIGHT_RANGE,
+                          help="weight codes: full [-127,127], 7bit [-63,63] (exact on x86 without VNNI), "
+                               "or auto (by this CPU)")
+    quantize.add_argument("--eval", help="held-out samples for the report (default: the first "
+                                         f"{DEFAULT_REPORT_SAMPLES} calibration samples)")
+    quantize.add_argument("--json", action="store_true", help="print the report as JSON")
+    quantize.add_argument("--no-report", action="store_true", help="skip the accuracy and latency report")
+    _add_image_options(quantize)
+    common(quantize)
+    quantize.set_defaults(handler=_quantize)
+
+    run = commands.add_parser("run", help="run a model on every sample, write outputs keyed by output name")
+    run.add_argument("model")
+    run.add_argument("--data", required=True)
+    run.add_argument("-o", "--output", required=True)
+    run.add_argument("--backend", default="ort")
+    _add_image_options(run)
+    common(run)
+    run.set_defaults(handler=_run)
+
+    compare = commands.add_parser("compare", help="agreement and speed of a quantized model vs its float original")
+    compare.add_argument("float_model")
+    compare.add_argument("quantized_model")
+    compare.add_argument("--data", required=True)
+    compare.add_argument("--json", action="store_true")
+    compare.add_argument("--no-timing", action="store_true", help="skip the latency measurement")
+    compare.add_argument("--backend", default="ort")
+    _add_image_options(compare)
+    common(compare)
+    compare.set_defaults(handler=_compare)
+
+    demo = commands.add_parser("demo", help="quantize the shipped digits CNN and show what changed")
+    demo.add_argument("--output-dir", help="keep the float and int8 models here (default: a temporary folder)")
+    common(demo)
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except InputError as error:
+        print(f"eightbit: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Typed, frozen configuration: every default is defined here, once.
+
+A `Scheme` says how each kind of tensor is stored as integers. The presets are the
+only schemes the command line offers; building a `Scheme` by hand is for the API.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+import numpy as np
+
+
+class Granularity(enum.Enum):
+    """How many (scale, zero_point) pairs a tensor gets."""
+
+    PER_TENSOR = "per_tensor"
+    PER_CHANNEL = "per_channel"
+
+
+@dataclasses.dataclass(frozen=True)
+class IntegerFormat:
+    """An integer type and how real values map onto it (docs/quantization.md, eq. 1-6).
+
+    `narrow` drops the most negative code of a signed type (-128 for int8) so that a
+    symmetric range maps onto [-127, 127] and negation never overflows.
+    """
+
+    bits: int = 8
+    signed: bool = False
+    symmetric: bool = False
+    granularity: Granularity = Granularity.PER_TENSOR
+    narrow: bool = False
+    # Codes use only this many bits of the storage type (7 keeps u8 x s8 pair sums inside int16).
+    value_bits: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.bits not in (8, 16, 32):
+            raise ValueError(f"bits must be 8, 16 or 32 (storage types ONNX has), got {self.bits}")
+        if self.value_bits is not None and not 2 <= self.value_bits <= self.bits:
+            raise ValueError(f"value_bits must be in [2, {self.bits}], got {self.value_bits}")
+
+    @property
+    def _value_bits(self) -> int:
+        return self.value_bits or self.bits
+        if self.symmetric and not self.signed:
+            raise ValueError("a symmetric format needs a signed type (zero_point 0 in the middle of the range)")
+
+    @property
+    def qmin(self) -> int:
+        if not self.signed:
+            return 0
+        low = -(2 ** (self._value_bits - 1))
+        return low + 1 if self.narrow else low
+
+    @property
+    def qmax(self) -> int:
+        return 2 ** (self._value_bits - 1) - 1 if self.signed else 2**self._value_bits - 1
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        return np.dtype(f"{'int' if self.signed else 'uint'}{self.bits}")
+
+
+class SchemeKind(enum.Enum):
+    WEIGHTS_ONLY = "weights"
+    STATIC = "static"
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheme:
+    """What a quantized model stores and computes in integers."""
+
+    name: str
+    kind: SchemeKind
+    weights: IntegerFormat
+    activations: IntegerFormat | None = None
+    bias_bits: int = 32
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.kind is SchemeKind.STATIC
+
+
+# u8 activations x s8 weights: the fastest pairing on x86 with VNNI (docs/quantization.md, section 4).
+ACTIVATIONS_U8 = IntegerFormat(bits=8, signed=False, symmetric=False)
+WEIGHTS_S8_PER_CHANNEL = IntegerFormat(
+    bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL, narrow=True
+)
+# The same, with codes in [-63, 63]: |u8 * s8 + u8 * s8| <= 2 * 255 * 63 < 2^15, so x86 CPUs
+# without VNNI (vpmaddubsw, int16 pair sums) compute exactly what the model says.
+WEIGHTS_S7_PER_CHANNEL = dataclasses.replace(WEIGHTS_S8_PER_CHANNEL, value_bits=7)
+BIAS_S32 = IntegerFormat(bits=32, signed=True, symmetric=True)
+
+SCHEMES: dict[str, Scheme] = {
+    "eightbit": Scheme(
+        name="eightbit", kind=SchemeKind.STATIC, weights=WEIGHTS_S8_PER_CHANNEL, activations=ACTIVATIONS_U8
+    ),
+    "weights": Scheme(name="weights", kind=SchemeKind.WEIGHTS_ONLY, weights=WEIGHTS_S8_PER_CHANNEL),
+}
+DEFAULT_SCHEME = "eightbit"
+
+# Weight ranges: "full" [-127, 127]; "7bit" [-63, 63]; "auto": full where the CPU doing the
+# quantization has VNNI (or is not x86), 7bit where u8 x s8 products can saturate.
+WEIGHT_RANGES = ("auto", "full", "7bit")
+DEFAULT_WEIGHT_RANGE = "auto"
+
+CALIBRATION_METHODS = ("minmax",)
+DEFAULT_CALIBRATION = "minmax"
+
+# Number of samples the quantize report evaluates when no held-out data is given.
+DEFAULT_REPORT_SAMPLES = 16
+# Samples fed to the runtime at once where the model's batch dimension is free.
+DEFAULT_BATCH = 8
+# ONNX Runtime threads for calibration, evaluation and timing.
+DEFAULT_THREADS = 2
+# Lowest opset the converter works in: per-axis QuantizeLinear/DequantizeLinear need 13, HardSwish 14.
+MIN_OPSET = 14
+
+
+def scheme_named(name: str) -> Scheme:
+    try:
+        return SCHEMES[name]
+    except KeyError:
+        raise ValueError(f"unknown scheme {name!r}; choose one of: {', '.join(SCHEMES)}") from None

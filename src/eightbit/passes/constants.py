@@ -1,0 +1,59 @@
+"""Reading and creating constant tensors in an onnx_ir graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+
+def constant_array(value: ir.Value | None) -> np.ndarray | None:
+    """The value's array if it is a constant (an initializer or a folded value), else None."""
+    if value is None or value.const_value is None or value.is_graph_input():
+        return None
+    return value.const_value.numpy()
+
+
+def unique_name(graph: ir.Graph, base: str, taken: set[str]) -> str:
+    """A value name not used in the graph, derived from `base`."""
+    if not taken:
+        taken.update(v.name for node in graph for v in node.outputs if v.name)
+        taken.update(v.name for v in graph.inputs if v.name)
+        taken.update(graph.initializers)
+    name, counter = base, 1
+    while name in taken:
+        name = f"{base}_{counter}"
+        counter += 1
+    taken.add(name)
+    return name
+
+
+def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    """Register `array` as an initializer called `name` and return its value."""
+    array = np.array(array, order="C")  # np.ascontiguousarray would turn a scalar into shape [1]
+    tensor = ir.tensor(array, name=name)
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
+    graph.register_initializer(value)
+    return value
+
+
+def attribute(node: ir.Node, name: str, default):
+    """The attribute's Python value, or `default` when the node does not set it."""
+    attr = node.attributes.get(name)
+    return default if attr is None else attr.value
+
+
+def single_consumer(value: ir.Value) -> ir.Node | None:
+    """The only node reading `value`, if exactly one does and `value` is not a graph output."""
+    uses = value.uses()
+    if len(uses) != 1 or value.is_graph_output():
+        return None
+    return uses[0].node
+
+
+def replace_output(graph: ir.Graph, old: ir.Value, new: ir.Value) -> None:
+    """Make every reader of `old` read `new`; `new` takes over `old`'s name if `old` is a graph output."""
+    if old.is_graph_output():
+        name = old.name
+        old.name = None
+        new.name = name
+    old.replace_all_uses_with(new, replace_graph_outputs=True)

@@ -1,0 +1,59 @@
+"""Relu and Clip(0, b) absorbed into the quantized output of the op before them."""
+
+from __future__ import annotations
+
+import math
+
+import onnx_ir as ir
+
+from eightbit.passes.constants import constant_array, replace_output, single_consumer
+from eightbit.plan.ops import OP_RULES, OutputRange
+from eightbit.plan.planner import own_reason
+
+CLAMP = "eightbit.clamp"
+
+
+def _bounds(node: ir.Node) -> tuple[float, float] | None:
+    if node.op_type == "Relu":
+        return 0.0, math.inf
+    if node.op_type == "Clip" and len(node.inputs) >= 2:
+        low = constant_array(node.inputs[1])
+        high = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+        if low is None or low.size != 1 or float(low.reshape(())) != 0.0:
+            return None
+        if len(node.inputs) > 2 and node.inputs[2] is not None and high is None:
+            return None
+        return 0.0, math.inf if high is None else float(high.reshape(()))
+    return None
+
+
+class FuseActivations(ir.passes.InPlacePass):
+    """Rule: act(op(x)) -> op(x) with the clamp [0, b] recorded on op's output, for act in Relu,
+    Clip(0, b), when op is an int8 op with its own output range.
+
+    The clamp narrows that output's calibrated range to [0, min(max, b)]; with zero_point at
+    the bottom of the integer range, QuantizeLinear's saturation then computes the activation
+    exactly (docs/quantization.md, eq. 8). Only for static schemes: the model's float math
+    would otherwise lose the activation.
+    """
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        modified = False
+        for node in list(graph):
+            if node.domain not in ("", "ai.onnx"):
+                continue
+            bounds = _bounds(node)
+            value = node.inputs[0] if node.inputs else None
+            producer = value.producer() if value is not None else None
+            if bounds is None or producer is None or single_consumer(value) is not node:
+                continue
+            rule = OP_RULES.get(producer.op_type)
+            if rule is None or rule.output is not OutputRange.OWN or own_reason(producer) is not None:
+                continue
+            previous = value.meta.get(CLAMP, (-math.inf, math.inf))
+            value.meta[CLAMP] = (max(previous[0], bounds[0]), min(previous[1], bounds[1]))
+            replace_output(graph, node.outputs[0], value)
+            graph.remove(node, safe=True)
+            modified = True
+        return ir.passes.PassResult(model, modified)

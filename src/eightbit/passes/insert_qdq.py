@@ -1,0 +1,131 @@
+"""The static scheme's rewrite: integer weights, int32 biases and Q/DQ pairs on activations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
+
+from eightbit.config import BIAS_S32, Granularity, Scheme
+from eightbit.passes.constants import constant_array
+from eightbit.passes.fuse_activation import CLAMP
+from eightbit.passes.qdq_nodes import dequantized_codes, dequantized_constant, quantize_dequantize
+from eightbit.plan import OP_RULES, Plan
+from eightbit.plan.ops import weight_axis
+from eightbit.plan.planner import data_input_indices
+from eightbit.quant import choose_qparams, quantize_bias
+
+QParams = tuple[np.ndarray, np.ndarray]
+
+
+def activation_qparams(plan: Plan, ranges: dict[str, tuple[float, float]], scheme: Scheme) -> dict[ir.Value, QParams]:
+    """Scale and zero point of every quantized activation (eq. 2-3, 8)."""
+    params: dict[ir.Value, QParams] = {}
+    for value in plan.observed:
+        low, high = ranges[value.name]
+        clamp_low, clamp_high = value.meta.get(CLAMP, (-math.inf, math.inf))
+        low, high = max(low, clamp_low), min(high, clamp_high)
+        if low > high:  # everything observed lies outside the clamp
+            low = high = clamp_low if math.isfinite(clamp_low) else 0.0
+        params[value] = choose_qparams(low, high, scheme.activations)
+    for node in plan.int8_nodes:
+        output = node.outputs[0]
+        if output in plan.same_as:
+            params[output] = params[plan.same_as[output]]
+    return params
+
+
+class InsertQDQ(ir.passes.InPlacePass):
+    """Rules, for every int8 node of the plan:
+    - each float activation it reads or writes gets one QuantizeLinear -> DequantizeLinear pair,
+      shared by all readers (eq. 5, 1);
+    - its weight becomes s8 (per channel along the output-channel axis) + DequantizeLinear (eq. 6);
+    - its bias becomes int32 at scale s_input * s_weight + DequantizeLinear (eq. 7);
+    - other constant inputs (an Add's addend) are stored in the activation format.
+    Readers of an int8 op's output all read the dequantized value; readers of a float op's
+    output keep the float value unless they are int8 themselves. Graph outputs keep their names.
+    """
+
+    def __init__(self, plan: Plan, qparams: dict[ir.Value, QParams], scheme: Scheme) -> None:
+        super().__init__()
+        self.plan, self.qparams, self.scheme = plan, qparams, scheme
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        taken: set[str] = set()
+        int8 = set(self.plan.int8_nodes)
+        self._constants(graph, taken)
+        for value, (scale, zero_point) in self.qparams.items():
+            dequantized = quantize_dequantize(graph, value, scale, zero_point, taken)
+            quantizer = dequantized.producer().inputs[0].producer()
+            from_int8 = value.producer() in int8
+            for use in value.uses():
+                if use.node is quantizer:
+                    continue
+                reads_quantized = use.node in int8 and use.idx in data_input_indices(
+                    use.node, OP_RULES[use.node.op_type]
+                )
+                if from_int8 or reads_quantized:
+                    use.node.replace_input_with(use.idx, dequantized)
+            if from_int8 and value.is_graph_output():
+                name, outputs = value.name, graph.outputs
+                value.name = f"{name}_float"
+                dequantized.name = name
+                outputs[outputs.index(value)] = dequantized
+        common_passes.RemoveUnusedNodesPass()(model)
+        return ir.passes.PassResult(model, True)
+
+    def _constants(self, graph: ir.Graph, taken: set[str]) -> None:
+        weights: dict[tuple[str, int | None], tuple[ir.Value, np.ndarray]] = {}
+        others: dict[str, ir.Value] = {}
+        per_channel = self.scheme.weights.granularity is Granularity.PER_CHANNEL
+        for node in self.plan.int8_nodes:
+            rule = OP_RULES[node.op_type]
+            weight_scale: np.ndarray | None = None
+            for index in data_input_indices(node, rule):
+                value = node.inputs[index]
+                array = constant_array(value)
+                if array is None:
+                    continue
+                if index == rule.weight_input:
+                    axis = weight_axis(node) if per_channel else None
+                    key = (value.name, axis)
+                    if key not in weights:
+                        weights[key] = dequantized_constant(
+                            graph, value, array, self.scheme.weights, axis, node, taken
+                        )
+                    replacement, weight_scale = weights[key]
+                else:
+                    if value.name not in others:
+                        others[value.name], _ = dequantized_constant(
+                            graph, value, array, self.scheme.activations, None, node, taken
+                        )
+                    replacement = others[value.name]
+                node.replace_input_with(index, replacement)
+            bias_index = rule.bias_input
+            if bias_index is not None and bias_index < len(node.inputs) and node.inputs[bias_index] is not None:
+                self._bias(graph, node, bias_index, weight_scale, taken)
+
+    def _bias(self, graph: ir.Graph, node: ir.Node, index: int, weight_scale: np.ndarray | None,
+              taken: set[str]) -> None:
+        value = node.inputs[index]
+        bias = constant_array(value).astype(np.float32).reshape(-1)
+        input_scale = self._scale_of(node.inputs[0])
+        if weight_scale is None:
+            weight_scale = self._scale_of(node.inputs[1])
+        codes, scale = quantize_bias(bias, input_scale, np.broadcast_to(weight_scale, bias.shape), BIAS_S32)
+        zero_point = np.zeros(scale.shape, dtype=np.int32)
+        node.replace_input_with(
+            index, dequantized_codes(graph, value, codes, scale, zero_point, 0, node, taken)
+        )
+
+    def _scale_of(self, value: ir.Value) -> np.ndarray:
+        """Scale of an activation in the plan, or of a constant already replaced by its DequantizeLinear."""
+        if value in self.qparams:
+            return self.qparams[value][0]
+        producer = value.producer()
+        if producer is not None and producer.op_type == "DequantizeLinear":
+            return producer.inputs[1].const_value.numpy()
+        raise AssertionError(f"no scale known for {value.name}")

@@ -1,0 +1,85 @@
+"""Creating QuantizeLinear / DequantizeLinear nodes and their constants."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from eightbit.config import IntegerFormat
+from eightbit.passes.constants import add_initializer, unique_name
+from eightbit.quant import choose_qparams, quantize
+
+
+def _parameters(
+    graph: ir.Graph, base: str, scale: np.ndarray, zero_point: np.ndarray, taken: set[str]
+) -> tuple[ir.Value, ir.Value]:
+    scale_value = add_initializer(graph, unique_name(graph, f"{base}_scale", taken), np.asarray(scale, np.float32))
+    zero_value = add_initializer(graph, unique_name(graph, f"{base}_zero_point", taken), np.asarray(zero_point))
+    return scale_value, zero_value
+
+
+def _dequantize_node(
+    graph: ir.Graph, base: str, quantized: ir.Value, scale: ir.Value, zero: ir.Value, axis: int | None,
+    like: ir.Value, taken: set[str],
+) -> ir.Node:
+    attributes = {"axis": axis} if axis is not None else None
+    output = ir.Value(name=unique_name(graph, f"{base}_dequantized", taken), type=ir.TensorType(ir.DataType.FLOAT),
+                      shape=like.shape)
+    return ir.node("DequantizeLinear", [quantized, scale, zero], attributes, outputs=[output],
+                   name=unique_name(graph, f"{base}_DequantizeLinear", taken))
+
+
+def dequantized_constant(
+    graph: ir.Graph, value: ir.Value, array: np.ndarray, fmt: IntegerFormat, axis: int | None,
+    before: ir.Node, taken: set[str], qparams: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[ir.Value, np.ndarray]:
+    """An integer initializer + DequantizeLinear standing in for constant `value`.
+
+    Parameters come from the array's own range (per channel along `axis`, or per tensor) unless
+    given. The node is inserted before `before`. Returns (dequantized value, scale).
+    """
+    if qparams is None:
+        if axis is None:
+            low, high = array.min(initial=0.0), array.max(initial=0.0)
+        else:
+            reduce = tuple(i for i in range(array.ndim) if i != axis)
+            low, high = array.min(axis=reduce, initial=0.0), array.max(axis=reduce, initial=0.0)
+        qparams = choose_qparams(low, high, fmt)
+    scale, zero_point = qparams
+    codes = quantize(array, scale, zero_point, fmt, axis)
+    return dequantized_codes(graph, value, codes, scale, zero_point, axis, before, taken), scale
+
+
+def dequantized_codes(
+    graph: ir.Graph, value: ir.Value, codes: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
+    axis: int | None, before: ir.Node, taken: set[str],
+) -> ir.Value:
+    """Integer initializer `codes` + DequantizeLinear, inserted before `before`, standing in for `value`."""
+    base = value.name
+    quantized = add_initializer(graph, unique_name(graph, f"{base}_quantized", taken), codes)
+    scale_value, zero_value = _parameters(graph, base, scale, zero_point, taken)
+    node = _dequantize_node(graph, base, quantized, scale_value, zero_value, axis, value, taken)
+    graph.insert_before(before, node)
+    return node.outputs[0]
+
+
+def quantize_dequantize(
+    graph: ir.Graph, value: ir.Value, scale: np.ndarray, zero_point: np.ndarray, taken: set[str]
+) -> ir.Value:
+    """QuantizeLinear -> DequantizeLinear on activation `value`, placed right after its producer.
+
+    Returns the dequantized value; rewiring the readers is the caller's choice.
+    """
+    base = value.name
+    scale_value, zero_value = _parameters(graph, base, scale, zero_point, taken)
+    quantized = ir.Value(name=unique_name(graph, f"{base}_quantized", taken),
+                         type=ir.TensorType(ir.DataType.from_numpy(np.asarray(zero_point).dtype)), shape=value.shape)
+    q_node = ir.node("QuantizeLinear", [value, scale_value, zero_value], outputs=[quantized],
+                     name=unique_name(graph, f"{base}_QuantizeLinear", taken))
+    dq_node = _dequantize_node(graph, base, quantized, scale_value, zero_value, None, value, taken)
+    producer = value.producer()
+    if producer is not None:
+        graph.insert_after(producer, [q_node, dq_node])
+    else:
+        graph.insert_before(next(iter(graph)), [q_node, dq_node])
+    return dq_node.outputs[0]

@@ -1,0 +1,1 @@
+"""Measurements and their presentation: agreement metrics, latency, tables, JSON."""

@@ -1,0 +1,87 @@
+"""Running a float and a quantized model on the same samples and measuring how they differ."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+
+import onnx_ir as ir
+
+from eightbit.backends import OrtSession
+from eightbit.config import DEFAULT_THREADS
+from eightbit.datasets import Samples
+from eightbit.errors import InputError
+from eightbit.report.latency import LatencyPair, interleaved
+from eightbit.report.metrics import Agreement
+from eightbit.report.progress import progress_bar
+
+
+@dataclasses.dataclass
+class Comparison:
+    outputs: dict[str, Agreement]
+    samples: int
+    latency: LatencyPair | None
+    float_bytes: int | None = None
+    quantized_bytes: int | None = None
+
+    def as_dict(self) -> dict:
+        def finite(x: float | None) -> float | str | None:
+            return x if x is None or math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+        result = {
+            "samples": self.samples,
+            "outputs": {
+                name: {
+                    "sqnr_db": finite(round(a.sqnr_db, 3) if math.isfinite(a.sqnr_db) else a.sqnr_db),
+                    "max_abs_error": a.max_abs_error,
+                    "top1_agreement": a.top1_agreement,
+                }
+                for name, a in self.outputs.items()
+            },
+        }
+        if self.latency is not None:
+            result["latency_ms"] = {"float": round(self.latency.first_ms, 4),
+                                    "quantized": round(self.latency.second_ms, 4),
+                                    "speedup": round(self.latency.speedup, 3)}
+        if self.float_bytes is not None:
+            result["size_bytes"] = {"float": self.float_bytes, "quantized": self.quantized_bytes,
+                                    "ratio": round(self.quantized_bytes / self.float_bytes, 4)}
+        return result
+
+
+def file_size(path: str | os.PathLike) -> int:
+    """Bytes of a model file plus its external-data file, if any."""
+    path = Path(path)
+    side = path.with_name(path.name + ".data")
+    return path.stat().st_size + (side.stat().st_size if side.exists() else 0)
+
+
+def compare_models(
+    float_model: ir.Model | str | os.PathLike,
+    quantized_model: ir.Model | str | os.PathLike,
+    samples: Samples,
+    threads: int = DEFAULT_THREADS,
+    time_it: bool = True,
+    show_progress: bool = False,
+) -> Comparison:
+    reference = OrtSession(float_model, threads=threads)
+    test = OrtSession(quantized_model, threads=threads)
+    if sorted(reference.output_names) != sorted(test.output_names):
+        raise InputError(
+            f"the models' outputs differ ({reference.output_names} vs {test.output_names}); "
+            "compare a model with its own quantized version"
+        )
+    agreements = {name: Agreement() for name in reference.output_names}
+    for feeds in progress_bar(samples.batches(), samples.number_of_batches(), "comparing", show_progress):
+        expected, got = reference.run(feeds), test.run(feeds)
+        for name, agreement in agreements.items():
+            agreement.add(expected[name], got[name])
+    latency = None
+    if time_it:
+        first = samples.single_feed()
+        latency = interleaved(lambda: reference.run(first), lambda: test.run(first))
+    reference.close()
+    test.close()
+    return Comparison(agreements, samples.count, latency)

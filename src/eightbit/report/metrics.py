@@ -1,0 +1,69 @@
+"""Agreement between a reference output and a test output, accumulated over batches."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Agreement:
+    """Streaming per-output agreement: SQNR, max abs error, top-1 agreement (classification-like outputs).
+
+    SQNR = 10 log10(sum ref^2 / sum (ref - test)^2), in dB, over every element seen
+    (docs/quantization.md, eq. 14). Top-1 compares the argmax over the last axis when that
+    axis has more than one entry.
+    """
+
+    signal: float = 0.0
+    noise: float = 0.0
+    max_abs_error: float = 0.0
+    top1_same: int = 0
+    top1_total: int = 0
+
+    def add(self, reference: np.ndarray, test: np.ndarray) -> None:
+        reference = np.asarray(reference, dtype=np.float64)
+        test = np.asarray(test, dtype=np.float64)
+        if reference.shape != test.shape:
+            raise ValueError(f"output shapes differ: {reference.shape} vs {test.shape}")
+        error = reference - test
+        self.signal += float(np.sum(reference * reference))
+        self.noise += float(np.sum(error * error))
+        if error.size:
+            self.max_abs_error = max(self.max_abs_error, float(np.max(np.abs(error))))
+        classes = _class_axis_view(reference)
+        if classes is not None:
+            self.top1_same += int(np.sum(classes.argmax(-1) == _class_axis_view(test).argmax(-1)))
+            self.top1_total += classes.shape[0]
+
+    @property
+    def sqnr_db(self) -> float:
+        if self.noise == 0.0:
+            return math.inf
+        if self.signal == 0.0:
+            return -math.inf
+        return 10.0 * math.log10(self.signal / self.noise)
+
+    @property
+    def top1_agreement(self) -> float | None:
+        return self.top1_same / self.top1_total if self.top1_total else None
+
+
+def _class_axis_view(array: np.ndarray) -> np.ndarray | None:
+    """Rows of class scores: [N, C] (trailing 1-sized axes dropped), or None if not classification-like."""
+    squeezed = array.reshape(array.shape[:2]) if array.ndim > 2 and all(d == 1 for d in array.shape[2:]) else array
+    if squeezed.ndim != 2 or squeezed.shape[-1] < 2:
+        return None
+    return squeezed
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    agreement = Agreement()
+    agreement.add(reference, test)
+    return agreement.sqnr_db
+
+
+def top1_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.asarray(scores).reshape(len(labels), -1).argmax(-1) == labels))
