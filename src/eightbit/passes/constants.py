@@ -51,7 +51,14 @@ def single_consumer(value: ir.Value) -> ir.Node | None:
 
 
 def replace_output(graph: ir.Graph, old: ir.Value, new: ir.Value) -> None:
-    """Make every reader of `old` read `new`; `new` takes over `old`'s name if `old` is a graph output."""
+    """Make every reader of `old` read `new`; `new` takes over `old`'s name if `old` is a graph output.
+
+    `new` also inherits `old`'s type and shape where it has none of its own.
+    """
+    if new.dtype is None and old.type is not None:
+        new.type = old.type
+    if new.shape is None:
+        new.shape = old.shape
     if old.is_graph_output():
         name = old.name
         old.name = None

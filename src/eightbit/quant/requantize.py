@@ -36,7 +36,9 @@ def quantize_multiplier(real: float) -> FixedPointMultiplier:
         raise ValueError(f"fixed-point requantization needs 0 < multiplier < 1, got {real!r}")
     mantissa, exponent = math.frexp(real)  # real = mantissa * 2^exponent, mantissa in [0.5, 1)
     multiplier = round(mantissa * _Q31)
-    if multiplier == _Q31:  # mantissa rounded up to 1.0
+    if multiplier == _Q31:  # the mantissa rounded up to 1.0
+        if exponent == 0:  # real is within 2^-32 of 1: the largest Q0.31 value is closest
+            return FixedPointMultiplier(_Q31 - 1, 0)
         multiplier //= 2
         exponent += 1
     right_shift = -exponent

@@ -1,0 +1,261 @@
+"""The benchmark harness: eightbit vs ONNX Runtime's own quantizer vs fp32, on real graphs.
+
+    pip install -e ".[dev]" && python -m benchmarks.run            # all models, writes BENCHMARKS.md
+    python -m benchmarks.run --models resnet50 ppocr_cls --no-write   # a subset, table on stdout
+
+Per model: 32 calibration samples, 16 other samples for evaluation, ONNX Runtime on 2
+threads. Latency ratios come from alternating blocks of fp32 and int8 runs in this one
+process (medians). The peer is `onnxruntime.quantization.quantize_static` with QDQ, u8
+activations, s8 per-channel weights, min/max calibration, on the same samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+import eightbit
+from benchmarks.images import rendered_text_images
+from benchmarks.models import LIGHT_ZOO, light_model, rapidocr_model
+from eightbit.backends import OrtSession
+from eightbit.demo import shipped_digits, shipped_model
+from eightbit.isa import cpu_features
+from eightbit.report.latency import interleaved
+from eightbit.report.metrics import Agreement
+
+CALIBRATION, EVALUATION = 32, 16
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    path: Path
+    input_name: str
+    calibration: np.ndarray
+    evaluation: np.ndarray
+    metric: str  # "sqnr", "iou" or "top1"
+    labels: np.ndarray | None = None
+
+
+@dataclasses.dataclass
+class Result:
+    sqnr_db: float
+    pre_softmax_sqnr_db: float | None
+    task: float | None  # IoU, top-1 agreement or accuracy, per case
+    speedup: float
+    float_ms: float
+    int8_ms: float
+    size_ratio: float
+
+
+def _input_name(path: Path) -> str:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+
+
+def build_cases(names: list[str]) -> list[Case]:
+    cases = []
+    for name in names:
+        if name in LIGHT_ZOO:
+            path = light_model(name)
+            rng = np.random.default_rng(0)
+            data = rng.normal(0, 1, (CALIBRATION + EVALUATION, 1, 3, 224, 224)).astype(np.float32)
+            cases.append(Case(name, path, _input_name(path), data[:CALIBRATION], data[CALIBRATION:], "sqnr"))
+        elif name == "ppocr_det":
+            path = rapidocr_model(name)
+            data = rendered_text_images(CALIBRATION + EVALUATION, 320, 320, seed=0)[:, None]
+            cases.append(Case(name, path, "x", data[:CALIBRATION], data[CALIBRATION:], "iou"))
+        elif name == "ppocr_cls":
+            path = rapidocr_model(name)
+            data = rendered_text_images(CALIBRATION + EVALUATION, 48, 192, seed=1)[:, None]
+            cases.append(Case(name, path, "x", data[:CALIBRATION], data[CALIBRATION:], "top1"))
+        elif name == "digits":
+            digits = shipped_digits()
+            cases.append(Case(name, shipped_model(), "image", digits.x_train[:CALIBRATION, None],
+                              digits.x_test[:, None], "accuracy", digits.y_test))
+        else:
+            raise SystemExit(f"unknown model {name!r}")
+    return cases
+
+
+class _Reader(CalibrationDataReader):
+    def __init__(self, name: str, samples: np.ndarray) -> None:
+        self._feeds = iter([{name: sample} for sample in samples])
+
+    def get_next(self):
+        return next(self._feeds, None)
+
+
+def ort_quantize(case: Case, target: Path) -> None:
+    """The peer, given the model upgraded to opset 13 as eightbit upgrades it (it fails on opset 9 itself)."""
+    import onnx
+    import onnx.version_converter
+
+    source = onnx.load(str(case.path))
+    if source.opset_import[0].version < 13:
+        source = onnx.version_converter.convert_version(source, 13)
+    upgraded = target.with_name("float13.onnx")
+    onnx.save(source, upgraded)
+    quantize_static(
+        str(upgraded), str(target), _Reader(case.input_name, case.calibration),
+        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
+
+
+def _softmax_input(path: Path) -> str | None:
+    """The tensor entering the Softmax that produces the first output (through Reshape/Q/DQ), if any."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    producers = {name: node for node in model.graph.node for name in node.output}
+    node = producers.get(model.graph.output[0].name)
+    while node is not None and node.op_type in ("Reshape", "Flatten", "QuantizeLinear", "DequantizeLinear"):
+        node = producers.get(node.input[0])
+    return node.input[0] if node is not None and node.op_type == "Softmax" else None
+
+
+def _with_extra_output(path: Path, name: str, folder: Path) -> Path:
+    import onnx
+
+    model = onnx.load(str(path))
+    model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    target = folder / f"{path.stem}.extra.onnx"
+    onnx.save(model, target)
+    return target
+
+
+def evaluate(case: Case, float_path: Path, quant_path: Path, folder: Path) -> Result:
+    float_session = OrtSession(float_path)
+    quant_session = OrtSession(quant_path)
+    output = float_session.output_names[0]
+    agreement, top1_same = Agreement(), 0
+    inters = unions = 0
+    for sample in case.evaluation:
+        expected = float_session.run({case.input_name: sample})[output]
+        got = quant_session.run({case.input_name: sample})[output]
+        agreement.add(expected, got)
+        if case.metric == "iou":
+            x, y = expected > 0.3, got > 0.3
+            inters += int(np.logical_and(x, y).sum())
+            unions += int(np.logical_or(x, y).sum())
+        elif case.metric in ("top1", "accuracy"):
+            top1_same += int(np.argmax(expected.reshape(-1)) == np.argmax(got.reshape(-1)))
+    if case.metric == "iou":
+        task = inters / unions if unions else 1.0
+    elif case.metric == "top1":
+        task = top1_same / len(case.evaluation)
+    elif case.metric == "accuracy":
+        scores = np.concatenate([quant_session.run({case.input_name: s})[output] for s in case.evaluation])
+        task = float(np.mean(scores.argmax(-1) == case.labels))
+    else:
+        task = None
+    pre_softmax = None
+    softmax_input = _softmax_input(float_path)
+    if softmax_input is not None:
+        quant_softmax_input = _softmax_input(quant_path) or softmax_input
+        f = OrtSession(_with_extra_output(float_path, softmax_input, folder))
+        q = OrtSession(_with_extra_output(quant_path, quant_softmax_input, folder))
+        logits = Agreement()
+        for sample in case.evaluation:
+            expected = f.run({case.input_name: sample}, [softmax_input])[softmax_input]
+            got = q.run({case.input_name: sample}, [quant_softmax_input])[quant_softmax_input]
+            logits.add(expected.reshape(-1), got.reshape(-1))
+        pre_softmax = logits.sqnr_db
+    feed = {case.input_name: case.evaluation[0]}
+    latency = interleaved(lambda: float_session.run(feed), lambda: quant_session.run(feed), rounds=8, per_block=3)
+    size_ratio = quant_path.stat().st_size / case.path.stat().st_size
+    return Result(agreement.sqnr_db, pre_softmax, task, latency.speedup, latency.first_ms, latency.second_ms,
+                  size_ratio)
+
+
+def _fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "exact"
+    return f"{value:.{digits}f}{suffix}"
+
+
+def _task_label(case: Case) -> str:
+    return {"iou": "text-map IoU", "top1": "top-1 agreement", "accuracy": "accuracy (float {:.2%})",
+            "sqnr": ""}[case.metric]
+
+
+def run(names: list[str]) -> tuple[list[str], list[str]]:
+    cpu = cpu_features()
+    rows, notes = [], []
+    for case in build_cases(names):
+        with tempfile.TemporaryDirectory(prefix="eightbit-bench-") as scratch:
+            folder = Path(scratch)
+            ours, peer = folder / "eightbit.onnx", folder / "ort.onnx"
+            start = time.perf_counter()
+            eightbit.quantize(case.path, {case.input_name: case.calibration}, output=ours)
+            ours_seconds = time.perf_counter() - start
+            try:
+                ort_quantize(case, peer)
+                theirs = evaluate(case, case.path, peer, folder)
+            except Exception as error:  # the peer failing is a result too
+                theirs = None
+                notes.append(f"{case.name}: ONNX Runtime's quantizer failed: {str(error).splitlines()[0][:160]}")
+            mine = evaluate(case, case.path, ours, folder)
+            label = _task_label(case)
+            if case.metric == "accuracy":
+                session = OrtSession(case.path)
+                scores = np.concatenate([session.run({case.input_name: s})["logits"] for s in case.evaluation])
+                label = label.format(float(np.mean(scores.argmax(-1) == case.labels)))
+            for who, result in (("eightbit", mine), ("ORT quantize_static", theirs)):
+                if result is None:
+                    rows.append(f"| {case.name} | {who} | failed | | | | | |")
+                    continue
+                rows.append(
+                    f"| {case.name} | {who} | {_fmt(result.sqnr_db)} | {_fmt(result.pre_softmax_sqnr_db)} | "
+                    f"{_fmt(result.task, 4)} {label} | {result.size_ratio:.3f} | "
+                    f"{result.float_ms:.2f} / {result.int8_ms:.2f} | **{result.speedup:.2f}x** |"
+                )
+            print(rows[-2], rows[-1], f"(eightbit quantize {ours_seconds:.1f} s)", sep="\n", flush=True)
+    header = [
+        f"Machine: {platform.processor() or platform.machine()}, {cpu.summary()}; ONNX Runtime {ort.__version__}, "
+        f"2 threads, batch 1; {CALIBRATION} calibration samples, {EVALUATION} other samples for evaluation "
+        "(digits: the 360 held-out images).",
+        "",
+        "| model | quantizer | output SQNR dB | pre-softmax SQNR dB | task agreement | size ratio | "
+        "fp32 / int8 ms | speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    return header + rows, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=[*LIGHT_ZOO, "ppocr_det", "ppocr_cls", "digits"])
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    args = parser.parse_args(argv)
+    table, notes = run(args.models)
+    text = "\n".join(table + [""] + [f"- {n}" for n in notes])
+    print(text)
+    if not args.no_write:
+        command = "python -m benchmarks.run " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python -m benchmarks.run"
+        (ROOT / "BENCHMARKS.md").write_text(BENCHMARKS_TEMPLATE.format(command=command, table=text))
+    return 0
+
+
+BENCHMARKS_TEMPLATE = """# Benchmarks
+
+Made by `{command}` (see benchmarks/run.py for what is measured and how).
+
+{table}
+"""
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The command line: contracts, and every kind of bad input (exit 2, one line, nothing written)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from conftest import make_model, value_info
+from eightbit.cli import main
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "eightbit.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def assert_refused(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("eightbit: error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture
+def out(tmp_path):
+    return tmp_path / "out.onnx"
+
+
+def unchanged(path, before):
+    return path.read_bytes() == before
+
+
+def test_quantize_json_report(cnn_path, cnn_data, out, capsys):
+    assert main(["quantize", str(cnn_path), "--calibration", str(cnn_data), "-o", str(out), "--json", "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert out.exists()
+    assert report["outputs"]["probs"]["sqnr_db"] > 20
+    assert report["outputs"]["probs"]["top1_agreement"] >= 0.9
+    assert report["latency_ms"]["float"] > 0 and report["latency_ms"]["quantized"] > 0
+    assert [n["op_type"] for n in report["float_nodes"]] == ["Softmax"]
+    assert report["size_bytes"] == {"float": cnn_path.stat().st_size, "quantized": out.stat().st_size,
+                                    "ratio": round(out.stat().st_size / cnn_path.stat().st_size, 4)}
+
+
+def test_quantize_table_report(cnn_path, cnn_data, out):
+    result = run_cli("quantize", cnn_path, "--calibration", cnn_data, "-o", out, "-q")
+    assert result.returncode == 0, result.stderr
+    for fragment in ("SQNR", "speed-up", "file size", "nodes left in float: 1", "Softmax"):
+        assert fragment in result.stdout
+
+
+def test_run_and_compare(cnn_path, cnn_data, out, tmp_path, capsys):
+    assert main(["quantize", str(cnn_path), "--calibration", str(cnn_data), "-o", str(out), "-q", "--no-report"]) == 0
+    outputs = tmp_path / "y.npz"
+    assert main(["run", str(out), "--data", str(cnn_data), "-o", str(outputs)]) == 0
+    with np.load(outputs) as y:
+        assert y["probs"].shape == (24, 10)
+    capsys.readouterr()
+    assert main(["compare", str(cnn_path), str(out), "--data", str(cnn_data), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["samples"] == 24 and report["outputs"]["probs"]["sqnr_db"] > 20
+
+
+def test_not_an_onnx_file(tmp_path, cnn_data, out):
+    bogus = tmp_path / "notes.onnx"
+    bogus.write_text("this is not a model")
+    assert_refused(run_cli("quantize", bogus, "--calibration", cnn_data, "-o", out), "notes.onnx")
+    assert not out.exists() and bogus.read_text() == "this is not a model"
+
+
+def test_truncated_file(tmp_path, cnn_path, cnn_data, out):
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(cnn_path.read_bytes()[: cnn_path.stat().st_size // 2])
+    before = truncated.read_bytes()
+    assert_refused(run_cli("quantize", truncated, "--calibration", cnn_data, "-o", out), "truncated.onnx")
+    assert not out.exists() and unchanged(truncated, before)
+
+
+def test_missing_model_file(tmp_path, cnn_data, out):
+    assert_refused(run_cli("quantize", tmp_path / "nope.onnx", "--calibration", cnn_data, "-o", out), "no such file")
+
+
+@pytest.mark.parametrize(
+    "arrays, fragment",
+    [
+        ({"image": np.zeros((4, 3, 16, 16), np.float32)}, "unknown input name"),
+        ({"x": np.zeros((4, 3, 8, 8), np.float32)}, "shape"),
+        ({"x": np.zeros((0, 3, 16, 16), np.float32)}, "empty"),
+    ],
+)
+def test_bad_calibration_data(tmp_path, cnn_path, out, arrays, fragment):
+    data = tmp_path / "bad.npz"
+    np.savez(data, **arrays)
+    before = cnn_path.read_bytes()
+    assert_refused(run_cli("quantize", cnn_path, "--calibration", data, "-o", out), fragment)
+    assert not out.exists() and unchanged(cnn_path, before)
+
+
+def test_nan_in_calibration_names_input_and_sample(tmp_path, cnn_path, out):
+    x = np.zeros((5, 3, 16, 16), np.float32)
+    x[3, 0, 0, 0] = np.nan
+    data = tmp_path / "nan.npz"
+    np.savez(data, x=x)
+    assert_refused(run_cli("quantize", cnn_path, "--calibration", data, "-o", out), "'x'", "sample 3", "NaN")
+    assert not out.exists()
+
+
+def test_calibration_file_that_is_not_npz(tmp_path, cnn_path, out):
+    data = tmp_path / "data.npz"
+    data.write_text("a,b,c")
+    assert_refused(run_cli("quantize", cnn_path, "--calibration", data, "-o", out), "npz")
+
+
+def test_output_equal_to_input_is_refused(cnn_path, cnn_data):
+    before = cnn_path.read_bytes()
+    assert_refused(run_cli("quantize", cnn_path, "--calibration", cnn_data, "-o", cnn_path), "overwrite")
+    assert unchanged(cnn_path, before)
+
+
+def test_unwritable_output_folder(tmp_path, cnn_path, cnn_data):
+    target = tmp_path / "missing" / "out.onnx"
+    assert_refused(run_cli("quantize", cnn_path, "--calibration", cnn_data, "-o", target), "output folder")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_refused(run_cli("quantize", cnn_path, "--calibration", cnn_data, "-o", blocker / "out.onnx"),
+                   "output folder")
+
+
+def test_static_without_calibration_is_refused(cnn_path, out):
+    assert_refused(run_cli("quantize", cnn_path, "-o", out), "--calibration")
+    assert not out.exists()
+
+
+def test_op_without_int8_kernel_stays_float_and_is_listed(tmp_path, out, capsys):
+    model = make_model(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Erf", ["r"], ["e"]),
+         helper.make_node("Add", ["e", "x"], ["y"])],
+        [value_info("x", ["n", 8])], [value_info("y", ["n", 8])],
+    )
+    source, data = tmp_path / "erf.onnx", tmp_path / "d.npz"
+    onnx.save(model, source)
+    np.savez(data, x=np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32))
+    assert main(["quantize", str(source), "--calibration", str(data), "-o", str(out), "--json", "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(n["op_type"], n["reason"]) for n in report["float_nodes"]] == [("Erf", "no int8 kernel for Erf")]
+    assert report["outputs"]["y"]["sqnr_db"] > 30
+
+
+def test_image_folder_calibration(tmp_path, cnn_path, out):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+    result = run_cli("quantize", cnn_path, "--calibration", folder, "--size", 16, 16, "--mean", 0.5,
+                     "--std", 0.25, "-o", out, "-q", "--no-report")
+    assert result.returncode == 0, result.stderr
+    assert out.exists()
+    assert_refused(run_cli("quantize", cnn_path, "--calibration", folder, "-o", tmp_path / "o2.onnx"), "--size")
+
+
+def test_demo_runs():
+    result = run_cli("demo", "-q")
+    assert result.returncode == 0, result.stderr
+    assert "top-1 accuracy" in result.stdout and "int8" in result.stdout

@@ -1,0 +1,161 @@
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+from onnx import helper
+
+from conftest import make_model, small_cnn, tensor, value_info
+from eightbit.api import prepare
+from eightbit.ir import model_to_bytes
+from eightbit.passes import FoldAffineIntoConv, FoldBatchNorm, FoldConstants, FuseHardSwish, RemoveIdentity, SumToAdd
+
+
+def run(model, feeds):
+    data = model_to_bytes(model) if isinstance(model, ir.Model) else model.SerializeToString()
+    return ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def ops(model: ir.Model) -> list[str]:
+    return [node.op_type for node in model.graph]
+
+
+def check_equivalent(proto, rewrite, feeds, rtol=1e-4, atol=1e-5):
+    before = run(proto, feeds)
+    model = ir.serde.deserialize_model(proto)
+    rewrite(model)
+    after = run(model, feeds)
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+    return model
+
+
+def x_of(shape, seed=0):
+    return {"x": np.random.default_rng(seed).normal(size=shape).astype(np.float32)}
+
+
+def test_batchnorm_folds_into_conv_and_output_is_unchanged():
+    model = check_equivalent(small_cnn(), FoldBatchNorm(), x_of((2, 3, 16, 16)))
+    assert "BatchNormalization" not in ops(model)
+
+
+def test_batchnorm_after_a_non_linear_op_stays():
+    rng = np.random.default_rng(0)
+    params = [tensor(n, rng.uniform(0.5, 1.5, 4).astype(np.float32)) for n in ("s", "b", "m", "v")]
+    proto = make_model(
+        [helper.make_node("Relu", ["x"], ["r"]),
+         helper.make_node("BatchNormalization", ["r", "s", "b", "m", "v"], ["y"])],
+        [value_info("x", [1, 4, 3, 3])], [value_info("y", [1, 4, 3, 3])], params,
+    )
+    model = check_equivalent(proto, FoldBatchNorm(), x_of((1, 4, 3, 3)))
+    assert "BatchNormalization" in ops(model)
+
+
+def test_batchnorm_folds_into_gemm_and_matmul():
+    rng = np.random.default_rng(0)
+    bn = [tensor(n, rng.uniform(0.5, 1.5, 5).astype(np.float32)) for n in ("s", "b", "m", "v")]
+    for node in (helper.make_node("Gemm", ["x", "w"], ["h"]), helper.make_node("MatMul", ["x", "w"], ["h"])):
+        proto = make_model(
+            [node, helper.make_node("BatchNormalization", ["h", "s", "b", "m", "v"], ["y"])],
+            [value_info("x", [2, 3])], [value_info("y", [2, 5])],
+            [tensor("w", rng.normal(size=(3, 5)).astype(np.float32)), *bn],
+        )
+        model = check_equivalent(proto, FoldBatchNorm(), x_of((2, 3)))
+        assert ops(model) == ["Gemm"]
+
+
+def test_per_channel_mul_and_add_fold_into_conv():
+    rng = np.random.default_rng(0)
+    proto = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["c"]),
+         helper.make_node("Mul", ["scale", "c"], ["m"]),
+         helper.make_node("Add", ["m", "shift"], ["y"])],
+        [value_info("x", [1, 2, 5, 5])], [value_info("y", [1, 4, 3, 3])],
+        [tensor("w", rng.normal(size=(4, 2, 3, 3)).astype(np.float32)),
+         tensor("scale", rng.uniform(0.5, 2, (1, 4, 1, 1)).astype(np.float32)),
+         tensor("shift", np.float32(0.25))],
+    )
+    model = check_equivalent(proto, FoldAffineIntoConv(), x_of((1, 2, 5, 5)))
+    assert ops(model) == ["Conv"]
+    assert model.graph.outputs[0].name == "y"
+
+
+def test_spatially_varying_mul_does_not_fold():
+    rng = np.random.default_rng(0)
+    proto = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Mul", ["c", "scale"], ["y"])],
+        [value_info("x", [1, 2, 5, 5])], [value_info("y", [1, 4, 3, 3])],
+        [tensor("w", rng.normal(size=(4, 2, 3, 3)).astype(np.float32)),
+         tensor("scale", rng.uniform(0.5, 2, (1, 1, 1, 3)).astype(np.float32))],
+    )
+    model = check_equivalent(proto, FoldAffineIntoConv(), x_of((1, 2, 5, 5)))
+    assert ops(model) == ["Conv", "Mul"]
+
+
+def test_constants_fold_and_identity_and_dropout_disappear():
+    proto = make_model(
+        [helper.make_node("Constant", [], ["two"], value=tensor("v", np.float32(2.0))),
+         helper.make_node("Mul", ["two", "three"], ["six"]),
+         helper.make_node("Identity", ["x"], ["i"]),
+         helper.make_node("Dropout", ["i"], ["d"]),
+         helper.make_node("Add", ["d", "six"], ["y"])],
+        [value_info("x", [2])], [value_info("y", [2])], [tensor("three", np.float32(3.0))],
+    )
+    model = check_equivalent(proto, lambda m: (FoldConstants()(m), RemoveIdentity()(m)), x_of((2,)))
+    assert ops(model) == ["Add"]
+    assert float(model.graph.node(0).inputs[1].const_value.numpy()) == 6.0
+
+
+def test_identity_feeding_a_graph_output_keeps_the_output_name():
+    proto = make_model(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Identity", ["r"], ["y"])],
+        [value_info("x", [2])], [value_info("y", [2])],
+    )
+    model = check_equivalent(proto, RemoveIdentity(), x_of((2,)))
+    assert ops(model) == ["Relu"] and model.graph.outputs[0].name == "y"
+
+
+def test_hardswish_spellings_fuse_into_one_op():
+    consts = [tensor("three", np.float32(3)), tensor("zero", np.float32(0)), tensor("six", np.float32(6))]
+    arithmetic = make_model(
+        [helper.make_node("Add", ["x", "three"], ["a"]),
+         helper.make_node("Clip", ["a", "zero", "six"], ["c"]),
+         helper.make_node("Mul", ["x", "c"], ["m"]),
+         helper.make_node("Div", ["m", "six"], ["y"])],
+        [value_info("x", [1, 8])], [value_info("y", [1, 8])], consts,
+    )
+    with_hardsigmoid = make_model(
+        [helper.make_node("HardSigmoid", ["x"], ["g"], alpha=1 / 6, beta=0.5),
+         helper.make_node("Mul", ["x", "g"], ["y"])],
+        [value_info("x", [1, 8])], [value_info("y", [1, 8])],
+    )
+    for proto in (arithmetic, with_hardsigmoid):
+        model = check_equivalent(proto, FuseHardSwish(), {"x": np.linspace(-5, 5, 8, dtype=np.float32)[None]})
+        assert ops(model) == ["HardSwish"]
+
+
+def test_hard_sigmoid_spelling_fuses():
+    consts = [tensor("three", np.float32(3)), tensor("zero", np.float32(0)), tensor("six", np.float32(6))]
+    proto = make_model(
+        [helper.make_node("Add", ["x", "three"], ["a"]),
+         helper.make_node("Clip", ["a", "zero", "six"], ["c"]),
+         helper.make_node("Div", ["c", "six"], ["y"])],
+        [value_info("x", [1, 8])], [value_info("y", [1, 8])], consts,
+    )
+    model = check_equivalent(proto, FuseHardSwish(), {"x": np.linspace(-5, 5, 8, dtype=np.float32)[None]})
+    assert ops(model) == ["HardSigmoid"]
+
+
+def test_sum_becomes_binary_adds():
+    proto = make_model(
+        [helper.make_node("Sum", ["x", "x", "x"], ["y"])], [value_info("x", [3])], [value_info("y", [3])]
+    )
+    model = check_equivalent(proto, SumToAdd(), x_of((3,)))
+    assert ops(model) == ["Add", "Add"]
+
+
+def test_prepare_keeps_the_model_equivalent():
+    proto = small_cnn()
+    model = check_equivalent(proto, prepare, x_of((2, 3, 16, 16)))
+    assert ops(model) == ["Conv", "Relu", "Conv", "Clip", "Add", "MaxPool", "GlobalAveragePool", "Flatten",
+                          "Gemm", "Softmax"]
+    onnx.checker.check_model(ir.to_proto(model))

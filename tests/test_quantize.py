@@ -1,0 +1,131 @@
+"""End to end: a float model in, an int8 model out, checked in ONNX Runtime."""
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import helper
+
+import eightbit
+from conftest import make_model, small_cnn, tensor, value_info
+from eightbit.api import float_nodes_of
+from eightbit.backends import OrtSession
+from eightbit.backends.onnxruntime import executed_op_types
+from eightbit.errors import InputError
+from eightbit.report.metrics import sqnr_db
+
+
+def outputs(path_or_model, x):
+    session = OrtSession(path_or_model)
+    return session.run({"x": x})[session.output_names[0]]
+
+
+@pytest.fixture
+def samples():
+    rng = np.random.default_rng(1)
+    return rng.normal(0, 1, (24, 3, 16, 16)).astype(np.float32)
+
+
+def test_static_model_keeps_the_signature_and_agrees_with_float(cnn_path, samples):
+    model = eightbit.quantize(cnn_path, {"x": samples[:16]})
+    original = onnx.load(cnn_path)
+    assert [v.name for v in model.graph.inputs] == [i.name for i in original.graph.input]
+    assert [v.name for v in model.graph.outputs] == [o.name for o in original.graph.output]
+    assert all(v.dtype == ir.DataType.FLOAT for v in [*model.graph.inputs, *model.graph.outputs])
+    assert model.graph.inputs[0].shape[0] == "batch"  # dynamic batch kept
+    held_out = samples[16:]
+    assert sqnr_db(outputs(cnn_path, held_out), outputs(model, held_out)) > 25.0
+
+
+def test_integer_kernels_run_and_only_the_unsupported_op_stays_float(cnn_path, samples):
+    model = eightbit.quantize(cnn_path, {"x": samples})
+    kernels = executed_op_types(model)
+    assert kernels.get("QLinearConv", 0) == 2
+    assert kernels.get("QLinearAdd", 0) == 1 and kernels.get("QGemm", 0) == 1
+    assert "Conv" not in kernels and "Relu" not in kernels and "Clip" not in kernels
+    float_nodes = float_nodes_of(model)
+    assert [(n.op_type, n.reason) for n in float_nodes] == [("Softmax", "no int8 kernel for Softmax")]
+    # Exactly one Q/DQ pair at the float boundary: Softmax reads a DequantizeLinear.
+    softmax = next(n for n in model.graph if n.op_type == "Softmax")
+    assert softmax.inputs[0].producer().op_type == "DequantizeLinear"
+
+
+def test_relu_and_relu6_are_absorbed_into_the_conv_output_range(cnn_path, samples):
+    model = eightbit.quantize(cnn_path, {"x": samples})
+    ops = [n.op_type for n in model.graph]
+    assert "Relu" not in ops and "Clip" not in ops
+    zero_points = [n.inputs[2].const_value.numpy() for n in model.graph if n.op_type == "QuantizeLinear"]
+    assert sum(int(z) == 0 for z in zero_points) >= 2  # outputs of conv+relu, conv+relu6 start at real 0
+
+
+def test_same_input_and_flags_give_byte_identical_files(cnn_path, samples, tmp_path):
+    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    eightbit.quantize(cnn_path, {"x": samples}, output=first)
+    eightbit.quantize(cnn_path, {"x": samples}, output=second)
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_weights_scheme_is_a_quarter_of_the_size_and_close_to_float(tmp_path, samples):
+    rng = np.random.default_rng(0)
+    big = make_model(
+        [helper.make_node("Flatten", ["x"], ["f"]),
+         helper.make_node("MatMul", ["f", "w1"], ["h"]),
+         helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], transB=1)],
+        [value_info("x", ["batch", 3, 16, 16])], [value_info("y", ["batch", 64])],
+        [tensor("w1", rng.normal(0, 0.05, (768, 256)).astype(np.float32)),
+         tensor("w2", rng.normal(0, 0.05, (64, 256)).astype(np.float32)),
+         tensor("b2", np.zeros(64, np.float32))],
+    )
+    source, target = tmp_path / "big.onnx", tmp_path / "big.w8.onnx"
+    onnx.save(big, source)
+    model = eightbit.quantize(source, scheme="weights", output=target)
+    assert target.stat().st_size <= 0.30 * source.stat().st_size
+    assert "Relu" in [n.op_type for n in model.graph]  # float math kept as it was
+    assert sqnr_db(outputs(source, samples), outputs(target, samples)) > 30.0
+
+
+def test_static_scheme_requires_calibration(cnn_path):
+    with pytest.raises(InputError, match="needs calibration data"):
+        eightbit.quantize(cnn_path)
+
+
+def test_seven_bit_weights_agree_with_unfused_semantics_on_any_cpu(cnn_path, samples):
+    """With 7-bit weights, ORT's fused integer kernels compute what the QDQ graph says, on every x86."""
+    model = eightbit.quantize(cnn_path, {"x": samples}, weight_range="7bit")
+    weights = [n.inputs[0].const_value.numpy() for n in model.graph
+               if n.op_type == "DequantizeLinear" and n.inputs[0].const_value is not None
+               and n.inputs[0].const_value.numpy().dtype == np.int8]
+    assert weights and max(int(np.abs(w).max()) for w in weights) <= 63
+    fused = OrtSession(model).run({"x": samples})
+    plain = OrtSession(model, optimize="none").run({"x": samples})
+    for name in fused:
+        scale = np.abs(plain[name]).max() / 255
+        assert np.abs(fused[name] - plain[name]).max() <= 2 * scale + 1e-6
+
+
+def test_digits_demo_model_keeps_its_accuracy():
+    from eightbit.demo import CALIBRATION_SAMPLES, shipped_digits, shipped_model
+    from eightbit.report.metrics import top1_accuracy
+
+    digits = shipped_digits()
+    model = eightbit.quantize(shipped_model(), {"image": digits.x_train[:CALIBRATION_SAMPLES]})
+    float_scores = OrtSession(shipped_model()).run({"image": digits.x_test})["logits"]
+    int8_scores = OrtSession(model).run({"image": digits.x_test})["logits"]
+    float_accuracy = top1_accuracy(float_scores, digits.y_test)
+    assert float_accuracy > 0.98
+    assert top1_accuracy(int8_scores, digits.y_test) >= float_accuracy - 0.003
+
+
+def test_opset_9_model_is_upgraded_and_quantized(tmp_path, samples):
+    rng = np.random.default_rng(0)
+    old = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])],
+        [value_info("x", [1, 3, 16, 16])], [value_info("y", [1, 4, 14, 14])],
+        [tensor("w", rng.normal(size=(4, 3, 3, 3)).astype(np.float32))], opset=9,
+    )
+    path = tmp_path / "old.onnx"
+    onnx.save(old, path)
+    model = eightbit.quantize(path, {"x": samples[:8, None]})
+    assert model.opset_imports[""] >= 13
+    assert sqnr_db(outputs(path, samples[:1]), outputs(model, samples[:1])) > 30.0
