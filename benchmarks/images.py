@@ -36,7 +36,10 @@ def rendered_text_images(count: int, height: int, width: int, seed: int = 0) -> 
             font = ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), size)
             text = " ".join(rng.choice(_WORDS, int(rng.integers(1, 5))))
             x = int(rng.integers(0, max(1, width // 4)))
-            y = int(rng.integers(0, max(1, height - size))) if lines == 1 else int(line * height / lines + rng.integers(0, 8))
+            if lines == 1:
+                y = int(rng.integers(0, max(1, height - size)))
+            else:
+                y = int(line * height / lines + rng.integers(0, 8))
             colour = tuple(int(v) for v in rng.integers(0, 90, 3))
             draw.text((x, y), text, fill=colour, font=font)
         pixels = np.asarray(image, dtype=np.float32) / 255.0

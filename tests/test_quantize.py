@@ -7,7 +7,7 @@ import pytest
 from onnx import helper
 
 import eightbit
-from conftest import make_model, small_cnn, tensor, value_info
+from conftest import make_model, tensor, value_info
 from eightbit.api import float_nodes_of
 from eightbit.backends import OrtSession
 from eightbit.backends.onnxruntime import executed_op_types
