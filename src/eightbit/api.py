@@ -11,6 +11,7 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
+from eightbit.backends import OrtSession
 from eightbit.calibrate import collect_ranges
 from eightbit.config import (
     CALIBRATION_METHODS,
@@ -46,6 +47,7 @@ from eightbit.passes.fuse_activation import FuseActivations
 from eightbit.passes.insert_qdq import InsertQDQ, activation_qparams
 from eightbit.passes.quantize_weights import QuantizeWeights
 from eightbit.plan import FloatNode, make_plan
+from eightbit.report.metrics import Agreement
 
 FLOAT_NODES_KEY = "eightbit.float_nodes"
 SCHEME_KEY = "eightbit.scheme"
@@ -94,43 +96,72 @@ def _as_model(model: ModelLike) -> ir.Model:
     return model if isinstance(model, ir.Model) else load_model(model)
 
 
-def resolve_weight_range(scheme: Scheme, weight_range: str) -> tuple[Scheme, str]:
-    """The scheme with its weight codes limited as asked, and a sentence saying why.
+# "auto" on a CPU that can saturate keeps 8-bit weights only if its fused kernels agree with
+# exact int8 semantics at least this well on the calibration samples.
+SATURATION_CHECK_DB = 40.0
+SATURATION_CHECK_BATCHES = 8
 
-    Integer kernels on x86 without VNNI add pairs of u8 x s8 products in int16 and saturate;
-    7-bit weights keep every pair sum exact there (docs/quantization.md, section 4).
-    """
+
+def _with_weight_bits(scheme: Scheme, value_bits: int | None) -> Scheme:
+    return dataclasses.replace(scheme, weights=dataclasses.replace(scheme.weights, value_bits=value_bits))
+
+
+def _fused_agreement_db(model: ir.Model, samples: Samples, threads: int) -> float:
+    """Worst output SQNR of ONNX Runtime's fused integer kernels vs the unfused QDQ graph (exact int8)."""
+    fused, exact = OrtSession(model, threads=threads), OrtSession(model, threads=threads, optimize="none")
+    agreement: dict[str, Agreement] = {}
+    for index, feeds in enumerate(samples.batches()):
+        if index == SATURATION_CHECK_BATCHES:
+            break
+        got, expected = fused.run(feeds), exact.run(feeds)
+        for name in expected:
+            agreement.setdefault(name, Agreement()).add(expected[name], got[name])
+    return min(a.sqnr_db for a in agreement.values())
+
+
+def _static(
+    prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
+    show_progress: bool,
+) -> tuple[ir.Model, list[FloatNode], str]:
+    """Fuse activations, plan, calibrate, rewrite; choose the weight range (docs/quantization.md, section 4)."""
     if weight_range not in WEIGHT_RANGES:
         raise InputError(f"unknown weight range {weight_range!r}; choose one of: {', '.join(WEIGHT_RANGES)}")
-    if scheme.kind is not SchemeKind.STATIC or scheme.weights.value_bits is not None:
-        return scheme, "full"
-    if weight_range == "auto":
-        cpu = cpu_features()
-        if cpu.u8s8_can_saturate:
-            weight_range = "7bit"
-            why = (f"7-bit weights: this CPU ({cpu.summary()}) has no VNNI, so u8 x s8 products would "
-                   f"saturate in int16; pass --weight-range full for a model meant only for VNNI CPUs")
-        else:
-            weight_range = "full"
-            why = (f"full 8-bit weights: this CPU ({cpu.summary()}) multiplies u8 x s8 without saturation; "
-                   f"x86 CPUs without VNNI would saturate on this model (--weight-range 7bit avoids it)")
-    else:
-        why = f"{weight_range} weights, as asked"
+    unfused = ir.to_proto(prepared)
+    ranges: dict[str, tuple[float, float]] = {}
+
+    def build(value_bits: int | None) -> tuple[ir.Model, list[FloatNode]]:
+        model = ir.from_proto(unfused)
+        FuseActivations()(model)
+        plan = make_plan(model.graph)
+        if not ranges:
+            # Calibration runs the graph as it computes before activations are fused away.
+            ranges.update(collect_ranges(ir.from_proto(unfused), [v.name for v in plan.observed], samples,
+                                         method, threads, show_progress))
+        chosen = _with_weight_bits(scheme, value_bits)
+        InsertQDQ(plan, activation_qparams(plan, ranges, chosen), chosen)(model)
+        common_passes.TopologicalSortPass()(model)
+        return model, plan.float_nodes
+
     if weight_range == "7bit":
-        scheme = dataclasses.replace(scheme, weights=dataclasses.replace(scheme.weights, value_bits=7))
-    return scheme, why
-
-
-def _static(model: ir.Model, scheme: Scheme, samples: Samples, method: str, threads: int,
-            show_progress: bool) -> list[FloatNode]:
-    # Calibration runs the graph as it computes before activations are fused away.
-    unfused = ir.from_proto(ir.to_proto(model))
-    FuseActivations()(model)
-    plan = make_plan(model.graph)
-    ranges = collect_ranges(unfused, [v.name for v in plan.observed], samples, method, threads, show_progress)
-    InsertQDQ(plan, activation_qparams(plan, ranges, scheme), scheme)(model)
-    common_passes.TopologicalSortPass()(model)
-    return plan.float_nodes
+        return (*build(7), "7-bit weights, as asked")
+    if weight_range == "full":
+        return (*build(None), "full 8-bit weights, as asked")
+    cpu = cpu_features()
+    model, float_nodes = build(None)
+    if not cpu.u8s8_can_saturate:
+        return model, float_nodes, (f"full 8-bit weights: this CPU ({cpu.summary()}) multiplies u8 x s8 without "
+                                    "saturation; x86 CPUs without VNNI may not (--weight-range 7bit is exact anywhere)")
+    measured = _fused_agreement_db(model, samples, threads)
+    if measured >= SATURATION_CHECK_DB:
+        return model, float_nodes, (
+            f"full 8-bit weights: this CPU ({cpu.summary()}) has no VNNI, but its fused int8 kernels agree with "
+            f"exact int8 arithmetic at {measured:.1f} dB on the calibration samples (>= {SATURATION_CHECK_DB:.0f})"
+        )
+    model, float_nodes = build(7)
+    return model, float_nodes, (
+        f"7-bit weights: this CPU ({cpu.summary()}) has no VNNI and u8 x s8 products saturated in int16 with "
+        f"8-bit weights ({measured:.1f} dB vs exact int8 arithmetic); 7-bit weights are exact on any CPU"
+    )
 
 
 def quantize(
@@ -151,7 +182,6 @@ def quantize(
     Nodes left in float and the reason for each are stored in the model's metadata.
     """
     scheme = scheme if isinstance(scheme, Scheme) else scheme_named(scheme)
-    scheme, weight_note = resolve_weight_range(scheme, weight_range)
     if calibrate not in CALIBRATION_METHODS:
         raise InputError(f"unknown calibration method {calibrate!r}; choose one of: {', '.join(CALIBRATION_METHODS)}")
     if output is not None and not isinstance(model, ir.Model) and _same_file(model, output):
@@ -165,10 +195,11 @@ def quantize(
         )
     prepare(model)
     if scheme.kind is SchemeKind.STATIC:
-        float_nodes = _static(model, scheme, samples, calibrate, threads, show_progress)
+        model, float_nodes, weight_note = _static(model, scheme, samples, calibrate, weight_range, threads,
+                                                  show_progress)
     else:
         QuantizeWeights(scheme)(model)
-        float_nodes = []
+        float_nodes, weight_note = [], "weights only: arithmetic stays float"
     model.metadata_props[SCHEME_KEY] = scheme.name
     model.metadata_props[WEIGHT_RANGE_KEY] = weight_note
     model.metadata_props[FLOAT_NODES_KEY] = json.dumps([dataclasses.asdict(f) for f in float_nodes])
