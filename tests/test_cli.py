@@ -169,3 +169,11 @@ def test_demo_runs():
     result = run_cli("demo", "-q")
     assert result.returncode == 0, result.stderr
     assert "top-1 accuracy" in result.stdout and "int8" in result.stdout
+
+
+def test_dimension_written_as_minus_one_is_dynamic(tmp_path, out):
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [value_info("x", [-1, 3])], [value_info("y", [-1, 3])])
+    source, data = tmp_path / "m.onnx", tmp_path / "d.npz"
+    onnx.save(model, source)
+    np.savez(data, x=np.random.default_rng(0).normal(size=(5, 1, 3)).astype(np.float32))
+    assert main(["quantize", str(source), "--calibration", str(data), "-o", str(out), "-q", "--no-report"]) == 0

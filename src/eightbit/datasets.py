@@ -29,7 +29,11 @@ class InputSpec:
 
     @classmethod
     def of(cls, value: ir.Value) -> InputSpec:
-        dims = tuple(d if isinstance(d, int) else (str(d) if d is not None else None) for d in value.shape or ())
+        # A negative size (some exporters write -1) is a dynamic dimension, like a named one.
+        dims = tuple(
+            (d if d >= 0 else None) if isinstance(d, int) else (str(d) if d is not None else None)
+            for d in value.shape or ()
+        )
         return cls(value.name, np.dtype(value.dtype.numpy()), dims)
 
 
