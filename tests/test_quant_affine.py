@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eightbit.config import ACTIVATIONS_U8, WEIGHTS_S7_PER_CHANNEL, WEIGHTS_S8_PER_CHANNEL
+from eightbit.config import ACTIVATIONS_U8, BIAS_S32, WEIGHTS_S7_PER_CHANNEL, WEIGHTS_S8_PER_CHANNEL
 from eightbit.quant import choose_qparams, dequantize, quantize, quantize_bias
 
 finite = st.floats(-1e4, 1e4, allow_nan=False, width=32)
@@ -69,8 +69,7 @@ def test_degenerate_range_gives_a_usable_scale():
 
 
 def test_bias_is_quantized_at_input_times_weight_scale():
-    codes, scale = quantize_bias(np.array([1.0, -2.0]), 0.5, np.array([0.1, 0.2]), WEIGHTS_S8_PER_CHANNEL.__class__(
-        bits=32, signed=True, symmetric=True))
+    codes, scale = quantize_bias(np.array([1.0, -2.0]), 0.5, np.array([0.1, 0.2]), BIAS_S32)
     np.testing.assert_allclose(scale, [0.05, 0.1], rtol=1e-6)
     assert codes.tolist() == [20, -20]
 

@@ -33,7 +33,7 @@ from eightbit.datasets import (
     samples_from_arrays,
 )
 from eightbit.errors import InputError
-from eightbit.ir import load_model, save_model
+from eightbit.ir import check_output_path, load_model, save_model
 from eightbit.isa import cpu_features
 from eightbit.passes import (
     FoldAffineIntoConv,
@@ -184,8 +184,8 @@ def quantize(
     scheme = scheme if isinstance(scheme, Scheme) else scheme_named(scheme)
     if calibrate not in CALIBRATION_METHODS:
         raise InputError(f"unknown calibration method {calibrate!r}; choose one of: {', '.join(CALIBRATION_METHODS)}")
-    if output is not None and not isinstance(model, ir.Model) and _same_file(model, output):
-        raise InputError(f"{output}: the output would overwrite the input model; choose another -o")
+    if output is not None:
+        check_output_path(output, *([] if isinstance(model, ir.Model) else [model]))
     model = _as_model(model)
     samples = load_samples(calibration, model, images) if calibration is not None else None
     if scheme.needs_calibration and samples is None:
@@ -213,10 +213,3 @@ def float_nodes_of(model: ir.Model) -> list[FloatNode]:
     """The nodes a quantized model computes in float, as recorded when it was made."""
     raw = model.metadata_props.get(FLOAT_NODES_KEY)
     return [FloatNode(**entry) for entry in json.loads(raw)] if raw else []
-
-
-def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    a, b = Path(a), Path(b)
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()

@@ -24,6 +24,7 @@ from eightbit.config import (
 )
 from eightbit.datasets import ImagePreprocessing
 from eightbit.errors import InputError
+from eightbit.ir import check_output_path
 
 
 def _add_image_options(parser: argparse.ArgumentParser) -> None:
@@ -49,26 +50,12 @@ def _show_progress(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
 
 
-def _check_output(output: Path, *inputs: Path) -> None:
-    """Refuse, before any work, an output that would overwrite an input or cannot be written."""
-    for source in inputs:
-        if source.exists() and output.exists() and os.path.samefile(source, output):
-            raise InputError(f"{output}: the output would overwrite an input; choose another -o")
-        if source.resolve() == output.resolve():
-            raise InputError(f"{output}: the output would overwrite an input; choose another -o")
-    folder = output.parent
-    if not folder.is_dir():
-        raise InputError(f"{folder}: output folder does not exist; create it or choose another -o")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"{folder}: output folder is not writable; choose another -o")
-
-
 def _quantize(args: argparse.Namespace) -> int:
     from eightbit.report.compare import compare_models, file_size
     from eightbit.report.tables import comparison_table, float_nodes_table, print_tables
 
     source, output = Path(args.model), Path(args.output)
-    _check_output(output, source)
+    check_output_path(output, source)
     images = _images(args)
     model = api.quantize(
         source, args.calibration, scheme=args.scheme, calibrate=args.calibrate,
@@ -114,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.backend != "ort":
         raise InputError(f"backend {args.backend!r} is not available; use --backend ort")
     output = Path(args.output)
-    _check_output(output, Path(args.model), Path(args.data))
+    check_output_path(output, args.model, args.data)
     model = api.load_model(args.model)
     samples = api.load_samples(args.data, model, _images(args))
     session = OrtSession(args.model, threads=args.threads)

@@ -2,6 +2,6 @@
 
 from eightbit.ir.evaluate import evaluate_node
 from eightbit.ir.load import load_model
-from eightbit.ir.save import model_to_bytes, save_model
+from eightbit.ir.save import check_output_path, model_to_bytes, save_model
 
-__all__ = ["evaluate_node", "load_model", "model_to_bytes", "save_model"]
+__all__ = ["check_output_path", "evaluate_node", "load_model", "model_to_bytes", "save_model"]

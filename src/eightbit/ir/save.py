@@ -23,17 +23,28 @@ def model_to_bytes(model: ir.Model) -> bytes:
     return ir.to_proto(model).SerializeToString(deterministic=True)
 
 
+def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike) -> Path:
+    """Refuse, before any work, an output that would overwrite an input or cannot be written."""
+    output = Path(output)
+    for source in map(Path, inputs):
+        same = os.path.samefile(source, output) if source.exists() and output.exists() else False
+        if same or source.resolve() == output.resolve():
+            raise InputError(f"{output}: the output would overwrite an input; choose another -o")
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"{folder}: output folder does not exist; create it or choose another -o")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"{folder}: output folder is not writable; choose another -o")
+    return output
+
+
 def save_model(model: ir.Model, path: str | os.PathLike) -> Path:
     """Save to `path` through a temporary file in the same folder and an atomic rename.
 
     Models whose tensors exceed ~1.5 GiB keep their tensors in `<name>.data` beside it.
     """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"{folder}: output folder does not exist; create it or choose another -o")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"{folder}: output folder is not writable; choose another -o")
+    path = check_output_path(path)
+    folder = path.parent
     external = _tensor_bytes(model) > _EXTERNAL_DATA_ABOVE_BYTES
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     os.close(descriptor)
