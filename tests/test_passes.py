@@ -159,3 +159,20 @@ def test_prepare_keeps_the_model_equivalent():
     assert ops(model) == ["Conv", "Relu", "Conv", "Clip", "Add", "MaxPool", "GlobalAveragePool", "Flatten",
                           "Gemm", "Softmax"]
     onnx.checker.check_model(ir.to_proto(model))
+
+
+def test_batchnorm_after_a_separate_bias_add_folds():
+    # How exported detectors write ConvTranspose -> bias -> BN -> Relu.
+    rng = np.random.default_rng(3)
+    bn = [tensor(name, rng.uniform(0.5, 1.5, 4).astype(np.float32)) for name in ("g", "b", "m", "v")]
+    proto = make_model(
+        [helper.make_node("ConvTranspose", ["x", "w"], ["t"], kernel_shape=[2, 2], strides=[2, 2]),
+         helper.make_node("Add", ["t", "bias"], ["tb"]),
+         helper.make_node("BatchNormalization", ["tb", "g", "b", "m", "v"], ["n"]),
+         helper.make_node("Relu", ["n"], ["y"])],
+        [value_info("x", [1, 3, 4, 4])], [value_info("y", [1, 4, 8, 8])],
+        [tensor("w", rng.normal(size=(3, 4, 2, 2)).astype(np.float32)),
+         tensor("bias", rng.normal(size=(4, 1, 1)).astype(np.float32)), *bn],
+    )
+    model = check_equivalent(proto, prepare, x_of((1, 3, 4, 4)))
+    assert ops(model) == ["ConvTranspose", "Relu"]

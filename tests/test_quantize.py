@@ -129,3 +129,44 @@ def test_opset_9_model_is_upgraded_and_quantized(tmp_path, samples):
     model = eightbit.quantize(path, {"x": samples[:8, None]})
     assert model.opset_imports[""] >= 13
     assert sqnr_db(outputs(path, samples[:1]), outputs(model, samples[:1])) > 30.0
+
+
+def _quantizer_range(model: ir.Model, name: str) -> tuple[float, float]:
+    node = next(n for n in model.graph if n.op_type == "QuantizeLinear" and n.inputs[0].name == name)
+    scale, zero_point = float(node.inputs[1].const_value.numpy()), int(node.inputs[2].const_value.numpy())
+    return -zero_point * scale, (255 - zero_point) * scale
+
+
+def _conv_sigmoid(logits_is_output: bool) -> onnx.ModelProto:
+    outputs_ = [value_info("y", [1, 1, 8, 8])] + ([value_info("logits", [1, 1, 8, 8])] if logits_is_output else [])
+    return make_model(
+        [helper.make_node("Conv", ["x", "w"], ["logits"]), helper.make_node("Sigmoid", ["logits"], ["y"])],
+        [value_info("x", [1, 16, 8, 8])], outputs_, [tensor("w", np.full((1, 16, 1, 1), 1.25, np.float32))],
+    )
+
+
+def test_input_of_a_sigmoid_is_quantized_only_where_the_output_code_changes():
+    # Logits reach about +-20: outside about [-6.2, 6.2] a u8 probability is already 0 or 255.
+    x = np.random.default_rng(0).uniform(-2, 2, (16, 1, 16, 8, 8)).astype(np.float32)
+    errors = []
+    for logits_is_output in (False, True):  # a graph output must keep its whole range
+        proto = _conv_sigmoid(logits_is_output)
+        model = eightbit.quantize(proto, {"x": x})
+        low, high = _quantizer_range(model, "logits_float" if logits_is_output else "logits")
+        if logits_is_output:
+            assert low < -15 and high > 15
+        else:
+            assert -6.6 < low < -6.2 and 6.2 < high < 6.6
+        float_session, int8_session = OrtSession(ir.serde.deserialize_model(proto)), OrtSession(model)
+        errors.append(np.mean([np.abs(float_session.run({"x": s})["y"] - int8_session.run({"x": s})["y"]).mean()
+                               for s in x]))
+    assert errors[0] < 0.8 * errors[1]
+
+
+def test_in_memory_models_are_quantized_like_files_and_left_unchanged(cnn_path, samples):
+    in_memory = ir.serde.deserialize_model(onnx.load(cnn_path))  # no shape inference yet
+    before = ir.to_proto(in_memory).SerializeToString()
+    from_memory = eightbit.quantize(in_memory, {"x": samples})
+    from_file = eightbit.quantize(cnn_path, {"x": samples})
+    assert ir.to_proto(in_memory).SerializeToString() == before
+    assert [n.op_type for n in from_memory.graph] == [n.op_type for n in from_file.graph]

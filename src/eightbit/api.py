@@ -33,7 +33,7 @@ from eightbit.datasets import (
     samples_from_arrays,
 )
 from eightbit.errors import InputError
-from eightbit.ir import check_output_path, load_model, save_model
+from eightbit.ir import as_model, check_output_path, save_model
 from eightbit.isa import cpu_features
 from eightbit.passes import (
     FoldAffineIntoConv,
@@ -53,7 +53,7 @@ FLOAT_NODES_KEY = "eightbit.float_nodes"
 SCHEME_KEY = "eightbit.scheme"
 WEIGHT_RANGE_KEY = "eightbit.weight_range"
 
-ModelLike = ir.Model | str | os.PathLike
+ModelLike = ir.Model | str | os.PathLike  # or an onnx.ModelProto
 DataLike = Samples | dict[str, np.ndarray] | str | os.PathLike
 
 
@@ -63,6 +63,7 @@ def prepare(model: ir.Model) -> ir.Model:
         FoldConstants(),
         RemoveIdentity(),
         SumToAdd(),
+        FoldAffineIntoConv(),  # a bias written as a separate Add first, so that a batch norm after it folds too
         FoldBatchNorm(),
         FoldAffineIntoConv(),
         FuseHardSwish(),
@@ -90,10 +91,6 @@ def load_samples(data: DataLike, model: ir.Model, images: ImagePreprocessing | N
     if images is not None:
         raise InputError(f"{path}: --size/--mean/--std/--layout apply to an image folder, not to a file")
     return load_npz(path, specs)
-
-
-def _as_model(model: ModelLike) -> ir.Model:
-    return model if isinstance(model, ir.Model) else load_model(model)
 
 
 # "auto" on a CPU that can saturate keeps 8-bit weights only if its fused kernels agree with
@@ -176,7 +173,8 @@ def quantize(
     threads: int = DEFAULT_THREADS,
     show_progress: bool = False,
 ) -> ir.Model:
-    """Quantize a float ONNX model; returns the quantized onnx_ir model (and saves it to `output`).
+    """Quantize a float ONNX model (a path, an onnx.ModelProto or an onnx_ir.Model, which is left
+    unchanged); returns the quantized onnx_ir model (and saves it to `output`).
 
     The result has the same input and output names, shapes and float types as the original.
     Nodes left in float and the reason for each are stored in the model's metadata.
@@ -185,8 +183,8 @@ def quantize(
     if calibrate not in CALIBRATION_METHODS:
         raise InputError(f"unknown calibration method {calibrate!r}; choose one of: {', '.join(CALIBRATION_METHODS)}")
     if output is not None:
-        check_output_path(output, *([] if isinstance(model, ir.Model) else [model]))
-    model = _as_model(model)
+        check_output_path(output, *([model] if isinstance(model, (str, os.PathLike)) else []))
+    model = as_model(model)
     samples = load_samples(calibration, model, images) if calibration is not None else None
     if scheme.needs_calibration and samples is None:
         raise InputError(

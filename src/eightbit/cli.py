@@ -24,7 +24,7 @@ from eightbit.config import (
 )
 from eightbit.datasets import ImagePreprocessing
 from eightbit.errors import InputError
-from eightbit.ir import check_output_path
+from eightbit.ir import check_output_path, load_model, save_model
 
 
 def _add_image_options(parser: argparse.ArgumentParser) -> None:
@@ -63,11 +63,11 @@ def _quantize(args: argparse.Namespace) -> int:
         threads=args.threads, show_progress=_show_progress(args),
     )
     float_nodes = api.float_nodes_of(model)
-    api.save_model(model, output)
+    save_model(model, output)
     report_data = args.eval if args.eval is not None else args.calibration
     comparison = None
     if report_data is not None and not args.no_report:
-        float_model = api.load_model(source)
+        float_model = load_model(source)
         samples = api.load_samples(report_data, float_model, images)
         if args.eval is None:
             samples = samples.take(0, min(samples.count, DEFAULT_REPORT_SAMPLES))
@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"backend {args.backend!r} is not available; use --backend ort")
     output = Path(args.output)
     check_output_path(output, args.model, args.data)
-    model = api.load_model(args.model)
+    model = load_model(args.model)
     samples = api.load_samples(args.data, model, _images(args))
     session = OrtSession(args.model, threads=args.threads)
     results: dict[str, list[np.ndarray]] = {name: [] for name in session.output_names}
@@ -128,8 +128,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     if args.backend != "ort":
         raise InputError(f"backend {args.backend!r} is not available; use --backend ort")
-    float_model = api.load_model(args.float_model)
-    api.load_model(args.quantized_model)
+    float_model = load_model(args.float_model)
+    load_model(args.quantized_model)
     samples = api.load_samples(args.data, float_model, _images(args))
     comparison = compare_models(args.float_model, args.quantized_model, samples, threads=args.threads,
                                 time_it=not args.no_timing, show_progress=_show_progress(args))

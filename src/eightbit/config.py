@@ -40,12 +40,12 @@ class IntegerFormat:
             raise ValueError(f"bits must be 8, 16 or 32 (storage types ONNX has), got {self.bits}")
         if self.value_bits is not None and not 2 <= self.value_bits <= self.bits:
             raise ValueError(f"value_bits must be in [2, {self.bits}], got {self.value_bits}")
+        if self.symmetric and not self.signed:
+            raise ValueError("a symmetric format needs a signed type (zero_point 0 in the middle of the range)")
 
     @property
     def _value_bits(self) -> int:
         return self.value_bits or self.bits
-        if self.symmetric and not self.signed:
-            raise ValueError("a symmetric format needs a signed type (zero_point 0 in the middle of the range)")
 
     @property
     def qmin(self) -> int:

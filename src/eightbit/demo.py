@@ -14,6 +14,7 @@ from rich.table import Table
 from eightbit import api
 from eightbit.backends import OrtSession
 from eightbit.config import DEFAULT_THREADS
+from eightbit.ir import load_model
 from eightbit.report.compare import compare_models, file_size
 from eightbit.report.metrics import top1_accuracy
 
@@ -62,10 +63,10 @@ def run_demo(output_dir: str | None = None, threads: int = DEFAULT_THREADS, show
         api.quantize(source, calibration, output=target, threads=threads, show_progress=show_progress)
         float_accuracy = accuracy(source, digits, threads)
         int8_accuracy = accuracy(target, digits, threads)
-        held_out = api.load_samples({INPUT_NAME: digits.x_test}, api.load_model(source))
+        held_out = api.load_samples({INPUT_NAME: digits.x_test}, load_model(source))
         comparison = compare_models(source, target, held_out, threads=threads)
         sizes = file_size(source), file_size(target)
-        int8_model = api.load_model(target)
+        int8_model = load_model(target)
         float_nodes = api.float_nodes_of(int8_model)
 
         table = Table(title=f"digits CNN: {len(digits.y_test)} held-out images, calibrated on "

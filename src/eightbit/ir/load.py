@@ -38,37 +38,41 @@ def _default_opset(proto: onnx.ModelProto) -> int:
     raise InputError("the model imports no default-domain opset; it is not a standard ONNX model")
 
 
-def _check(proto: onnx.ModelProto, path: Path) -> None:
+def _check(proto: onnx.ModelProto, source: str, path: Path | None) -> None:
     try:
         if proto.ByteSize() < onnx.checker.MAXIMUM_PROTOBUF:
             onnx.checker.check_model(proto)
-        else:
+        elif path is not None:
             onnx.checker.check_model(os.fspath(path))
     except onnx.checker.ValidationError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else "invalid model"
-        raise InputError(f"{path}: the ONNX checker rejects this model: {first}") from None
+        raise InputError(f"{source}: the ONNX checker rejects this model: {first}") from None
 
 
 def load_model(path: str | os.PathLike) -> ir.Model:
-    """Load, validate and upgrade a model to at least opset MIN_OPSET.
-
-    Initializers listed among the graph inputs (an old exporter habit) stop being inputs:
-    callers feed only the true inputs, as before.
-    """
+    """Load, validate and upgrade a model to at least opset MIN_OPSET (see `standard_model`)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file; give the path of an .onnx model")
-    proto = _read_proto(path)
-    _check(proto, path)
+    return standard_model(_read_proto(path), str(path), path)
+
+
+def standard_model(proto: onnx.ModelProto, source: str = "the model", path: Path | None = None) -> ir.Model:
+    """Validate, upgrade to at least opset MIN_OPSET and infer shapes: the form every pass expects.
+
+    Initializers listed among the graph inputs (an old exporter habit) stop being inputs:
+    callers feed only the true inputs, as before. `source` names the model in error messages.
+    """
+    _check(proto, source, path)
     opset = _default_opset(proto)
     if opset < _OLDEST_OPSET:
-        raise InputError(f"{path}: opset {opset} is older than {_OLDEST_OPSET}; re-export the model")
+        raise InputError(f"{source}: opset {opset} is older than {_OLDEST_OPSET}; re-export the model")
     if opset < MIN_OPSET:
         try:
             proto = onnx.version_converter.convert_version(proto, MIN_OPSET)
         except Exception as error:  # the converter raises bare RuntimeErrors from C++
             raise InputError(
-                f"{path}: could not upgrade opset {opset} to {MIN_OPSET} ({str(error).splitlines()[0]}); "
+                f"{source}: could not upgrade opset {opset} to {MIN_OPSET} ({str(error).splitlines()[0]}); "
                 f"re-export the model at opset {MIN_OPSET} or newer"
             ) from None
     try:
@@ -78,3 +82,12 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     model = ir.serde.deserialize_model(proto)
     common_passes.RemoveInitializersFromInputsPass()(model)
     return model
+
+
+def as_model(model: ir.Model | onnx.ModelProto | str | os.PathLike) -> ir.Model:
+    """A path, an onnx.ModelProto or an onnx_ir.Model in the standard form; in-memory models are copied."""
+    if isinstance(model, ir.Model):
+        return standard_model(ir.to_proto(model))
+    if isinstance(model, onnx.ModelProto):
+        return standard_model(model)
+    return load_model(model)

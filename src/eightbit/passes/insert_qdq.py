@@ -9,32 +9,78 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from eightbit.config import BIAS_S32, Granularity, Scheme
-from eightbit.passes.constants import constant_array
+from eightbit.passes.constants import attribute, constant_array
 from eightbit.passes.fuse_activation import CLAMP
 from eightbit.passes.qdq_nodes import dequantized_codes, dequantized_constant, quantize_dequantize
 from eightbit.plan import OP_RULES, Plan
 from eightbit.plan.ops import weight_axis
 from eightbit.plan.planner import data_input_indices
 from eightbit.quant import choose_qparams, quantize_bias
+from eightbit.quant.saturation import hard_sigmoid_live_range, hard_swish_live_range, sigmoid_live_range
 
 QParams = tuple[np.ndarray, np.ndarray]
 
 
+def _live_range(node: ir.Node, output: QParams, scheme: Scheme) -> tuple[float, float] | None:
+    """Input range outside which a saturating activation's output code stops changing (eq. 8a)."""
+    scale, zero_point = float(output[0]), int(output[1])
+    fmt = scheme.activations
+    if node.op_type == "Sigmoid":
+        return sigmoid_live_range(scale, zero_point, fmt)
+    if node.op_type == "HardSwish":
+        return hard_swish_live_range(scale, zero_point, fmt)
+    if node.op_type == "HardSigmoid":
+        alpha, beta = attribute(node, "alpha", 0.2), attribute(node, "beta", 0.5)
+        return hard_sigmoid_live_range(scale, zero_point, fmt, alpha, beta) if alpha > 0 else None
+    return None
+
+
+def _saturating_reader_range(
+    value: ir.Value, int8: set[ir.Node], params: dict[ir.Value, QParams], scheme: Scheme
+) -> tuple[float, float] | None:
+    """The union of the live ranges of `value`'s readers, if every reader is an int8 saturating activation."""
+    if value.is_graph_output() or not value.uses():
+        return None
+    low, high = math.inf, -math.inf
+    for use in value.uses():
+        output = use.node.outputs[0]
+        if use.node not in int8 or use.idx != 0 or output not in params:
+            return None
+        live = _live_range(use.node, params[output], scheme)
+        if live is None:
+            return None
+        low, high = min(low, live[0]), max(high, live[1])
+    return low, high
+
+
 def activation_qparams(plan: Plan, ranges: dict[str, tuple[float, float]], scheme: Scheme) -> dict[ir.Value, QParams]:
-    """Scale and zero point of every quantized activation (eq. 2-3, 8)."""
+    """Scale and zero point of every quantized activation (eq. 2-3, 8, 9a).
+
+    Ranges are the calibrated ones, clamped by fused activations (eq. 8) and, for tensors
+    read only by saturating activations, by the inputs that still change the reader's output
+    code (eq. 8a). Readers are settled before the tensors they read (reverse graph order).
+    """
+    int8 = set(plan.int8_nodes)
     params: dict[ir.Value, QParams] = {}
-    for value in plan.observed:
+    for value in reversed(plan.observed):
         low, high = ranges[value.name]
         clamp_low, clamp_high = value.meta.get(CLAMP, (-math.inf, math.inf))
+        live = _saturating_reader_range(value, int8, params, scheme)
+        if live is not None and live[0] < live[1]:
+            # One step of margin: rounding the zero point moves the grid by up to half a step, and
+            # the grid must still reach the bound for clipped inputs to give the saturated code.
+            step = (min(high, live[1]) - max(low, live[0])) / (scheme.activations.qmax - scheme.activations.qmin)
+            clamp_low, clamp_high = max(clamp_low, live[0] - step), min(clamp_high, live[1] + step)
         low, high = max(low, clamp_low), min(high, clamp_high)
         if low > high:  # everything observed lies outside the clamp
-            low = high = clamp_low if math.isfinite(clamp_low) else 0.0
+            low = high = clamp_low if math.isfinite(clamp_low) else clamp_high if math.isfinite(clamp_high) else 0.0
         params[value] = choose_qparams(low, high, scheme.activations)
+    ordered = {value: params[value] for value in plan.observed}
     for node in plan.int8_nodes:
         output = node.outputs[0]
         if output in plan.same_as:
-            params[output] = params[plan.same_as[output]]
-    return params
+            ordered[output] = ordered[plan.same_as[output]]
+    return ordered
 
 
 class InsertQDQ(ir.passes.InPlacePass):
