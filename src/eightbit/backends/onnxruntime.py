@@ -73,6 +73,19 @@ class OrtSession:
             self._scratch = None
 
 
+def session_with_outputs(model: ir.Model, values: list[ir.Value], threads: int = DEFAULT_THREADS,
+                         optimize: str = "all") -> OrtSession:
+    """A session on `model` whose graph also outputs `values`; the model is left as it was."""
+    outputs = model.graph.outputs
+    added = [v for v in values if v not in outputs]
+    outputs.extend(added)
+    try:
+        return OrtSession(model, threads=threads, optimize=optimize)
+    finally:
+        for _ in added:
+            outputs.pop()
+
+
 def _zeros_for(session: ort.InferenceSession) -> dict[str, np.ndarray]:
     feeds = {}
     for arg in session.get_inputs():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.backends import OrtSession
+from eightbit.backends.onnxruntime import session_with_outputs
 from eightbit.calibrate.minmax import MinMaxObserver
 from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import Samples
@@ -13,18 +13,6 @@ from eightbit.errors import InputError
 from eightbit.report.progress import progress_bar
 
 OBSERVERS = {"minmax": MinMaxObserver}
-
-
-def _session_with_outputs(model: ir.Model, values: list[ir.Value], threads: int) -> OrtSession:
-    """A session on `model` whose graph also outputs `values`; the model is left as it was."""
-    outputs = model.graph.outputs
-    added = [v for v in values if v not in outputs]
-    outputs.extend(added)
-    try:
-        return OrtSession(model, threads=threads)
-    finally:
-        for _ in added:
-            outputs.pop()
 
 
 def collect_ranges(
@@ -48,7 +36,7 @@ def collect_ranges(
     input_names = {v.name for v in model.graph.inputs}
     by_name = {v.name: v for node in model.graph for v in node.outputs}
     produced = [name for name in names if name not in input_names]
-    session = _session_with_outputs(model, [by_name[name] for name in produced], threads)
+    session = session_with_outputs(model, [by_name[name] for name in produced], threads)
     try:
         batches = samples.batches()
         for feeds in progress_bar(batches, samples.number_of_batches(), "calibrating", show_progress):
