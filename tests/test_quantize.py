@@ -170,3 +170,20 @@ def test_in_memory_models_are_quantized_like_files_and_left_unchanged(cnn_path, 
     from_file = eightbit.quantize(cnn_path, {"x": samples})
     assert ir.to_proto(in_memory).SerializeToString() == before
     assert [n.op_type for n in from_memory.graph] == [n.op_type for n in from_file.graph]
+
+
+def test_large_models_keep_their_tensors_in_a_side_file(monkeypatch, cnn_path, samples, tmp_path):
+    # The protobuf limit is 2 GiB; the same path is exercised here with the threshold lowered.
+    from eightbit.ir import load_model, save
+
+    monkeypatch.setattr(save, "_EXTERNAL_DATA_ABOVE_BYTES", 0)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    target = folder / "model.int8.onnx"
+    eightbit.quantize(cnn_path, {"x": samples}, output=target)
+    side_file = folder / "model.int8.onnx.data"
+    assert side_file.is_file() and side_file.stat().st_size > 0
+    assert sorted(p.name for p in folder.iterdir()) == ["model.int8.onnx", "model.int8.onnx.data"]
+    reloaded = load_model(target)  # reads the side file back
+    assert sqnr_db(outputs(cnn_path, samples), outputs(target, samples)) > 25.0
+    assert sqnr_db(outputs(target, samples), outputs(reloaded, samples)) == np.inf

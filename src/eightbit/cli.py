@@ -162,10 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("-o", "--output", required=True, help="where to write the quantized model")
     quantize.add_argument("--calibration", help="calibration samples: .npz keyed by input name, or an image folder")
     quantize.add_argument("--scheme", choices=tuple(SCHEMES), default=DEFAULT_SCHEME)
-    quantize.add_argument("--calibrate", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION)
+    quantize.add_argument("--calibrate", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
+                          help="how activation ranges are chosen: minmax (every value seen), or from a histogram: "
+                               "percentile (99.99%%) or mse (least expected squared error)")
     quantize.add_argument("--weight-range", choices=WEIGHT_RANGES, default=DEFAULT_WEIGHT_RANGE,
                           help="weight codes: full [-127,127], 7bit [-63,63] (exact on x86 without VNNI), "
-                               "or auto (by this CPU)")
+                               "or auto (full with VNNI; on other x86 CPUs, whichever of the two agrees better with "
+                               "the float model on the calibration samples)")
     quantize.add_argument("--eval", help="held-out samples for the report (default: the first "
                                          f"{DEFAULT_REPORT_SAMPLES} calibration samples)")
     quantize.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -106,7 +106,7 @@ DEFAULT_SCHEME = "eightbit"
 WEIGHT_RANGES = ("auto", "full", "7bit")
 DEFAULT_WEIGHT_RANGE = "auto"
 
-CALIBRATION_METHODS = ("minmax",)
+CALIBRATION_METHODS = ("minmax", "percentile", "mse")
 DEFAULT_CALIBRATION = "minmax"
 
 # Number of samples the quantize report evaluates when no held-out data is given.

@@ -6,13 +6,18 @@ import numpy as np
 import onnx_ir as ir
 
 from eightbit.backends.onnxruntime import session_with_outputs
+from eightbit.calibrate.histogram import HistogramObserver
 from eightbit.calibrate.minmax import MinMaxObserver
 from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
 from eightbit.report.progress import progress_bar
 
-OBSERVERS = {"minmax": MinMaxObserver}
+OBSERVERS = {
+    "minmax": MinMaxObserver,
+    "percentile": lambda: HistogramObserver("percentile"),
+    "mse": lambda: HistogramObserver("mse"),
+}
 
 
 def collect_ranges(
@@ -23,10 +28,12 @@ def collect_ranges(
     threads: int = DEFAULT_THREADS,
     show_progress: bool = True,
 ) -> dict[str, tuple[float, float]]:
-    """(min, max) of each named value of `model` over all samples, keyed by name.
+    """The clipping range of each named value of `model` over all samples, keyed by name.
 
-    The runtime returns one batch of the observed tensors at a time and the observers keep
-    only their summaries, so memory does not grow with the number of samples.
+    minmax: the smallest and largest value seen; percentile, mse: chosen from a
+    fixed-size histogram (quant/clipping.py). The runtime returns one batch of the observed
+    tensors at a time and the observers keep only their summaries, so memory does not grow
+    with the number of samples.
     """
     try:
         observer_type = OBSERVERS[method]

@@ -1,0 +1,91 @@
+"""Clipping ranges chosen from a histogram (docs/quantization.md, eq. 15-16).
+
+Min/max keeps every outlier inside the grid and pays for it with a coarse step everywhere
+else. These methods clip the tails instead, each with its own criterion. They all read the
+same histogram: `negative[i]` and `positive[i]` count values whose magnitude lies in
+[i * width, (i + 1) * width); together that is one histogram with uniform edges from
+-bins * width to +bins * width.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_PERCENTILE = 99.99
+# Candidate bounds per side searched by the MSE method.
+MSE_CANDIDATES = 96
+# Levels of the u8 grid the ranges are chosen for.
+LEVELS = 256
+
+
+def _combined(negative: np.ndarray, positive: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
+    """(counts, edges): one histogram over [-bins * width, bins * width]."""
+    counts = np.concatenate([negative[::-1], positive]).astype(np.float64)
+    bins = len(negative)
+    edges = (np.arange(2 * bins + 1) - bins) * width
+    return counts, edges
+
+
+def _support(counts: np.ndarray) -> tuple[int, int]:
+    nonzero = np.flatnonzero(counts)
+    return int(nonzero[0]), int(nonzero[-1])
+
+
+def percentile_range(
+    negative: np.ndarray, positive: np.ndarray, width: float, percentile: float = DEFAULT_PERCENTILE
+) -> tuple[float, float]:
+    """(15) Drop (100 - percentile) % of the values, half from each tail; bounds on bin edges, widened to 0."""
+    counts, edges = _combined(negative, positive, width)
+    if not counts.any():
+        return 0.0, 0.0
+    cumulative = np.cumsum(counts)
+    total = cumulative[-1]
+    tail = total * (100.0 - percentile) / 200.0
+    first = int(np.searchsorted(cumulative, tail, side="right"))  # first bin whose cumulative count exceeds the tail
+    last = int(np.searchsorted(cumulative, total - tail, side="left"))  # bin where the top tail starts
+    low, high = edges[first], edges[min(last + 1, len(edges) - 1)]
+    return min(float(low), 0.0), max(float(high), 0.0)
+
+
+# The MSE search reads the histogram merged into groups of this many bins.
+MSE_MERGE = 8
+
+
+def mse_range(negative: np.ndarray, positive: np.ndarray, width: float) -> tuple[float, float]:
+    """(16) The [low, high] minimizing the expected squared error of quantizing the histogram.
+
+    Inside the range the error of a value is step^2 / 12 (uniform rounding error); outside
+    it is the squared distance to the bound it is clipped to. Candidates: MSE_CANDIDATES
+    edges per side, geometrically spaced between 0 and the outermost occupied bin.
+    """
+    merge = MSE_MERGE if len(negative) % MSE_MERGE == 0 else 1
+    negative = negative.reshape(-1, merge).sum(axis=1)
+    positive = positive.reshape(-1, merge).sum(axis=1)
+    counts, edges = _combined(negative, positive, width * merge)
+    if not counts.any():
+        return 0.0, 0.0
+    bins = len(negative)
+    first, last = _support(counts)
+    occupied = np.flatnonzero(counts)
+    weights, positions = counts[occupied], ((edges[:-1] + edges[1:]) / 2.0)[occupied]
+    # Geometric spacing: as fine near zero as far out, in relative terms (heavy tails need both).
+    def offsets(reach: int) -> np.ndarray:
+        if not reach:
+            return np.zeros(1, dtype=int)
+        return np.unique(np.geomspace(1, reach, MSE_CANDIDATES).round().astype(int))
+
+    lows = edges[bins - offsets(bins - min(first, bins))]
+    highs = edges[bins + offsets(max(last + 1, bins) - bins)]
+    best, best_error = (float(edges[first]), float(edges[last + 1])), np.inf
+    above = np.clip(positions[:, None] - highs[None, :], 0.0, None) ** 2
+    below_high = positions[:, None] <= highs[None, :]
+    # error[h] for one candidate low at a time: sum over bins of count * (clip error or step^2 / 12).
+    for low in lows:
+        step = (highs - low) / (LEVELS - 1)
+        below = np.clip(low - positions, 0.0, None)[:, None] ** 2
+        inside = (positions >= low)[:, None] & below_high
+        error = weights @ (below + above + inside * (step[None, :] ** 2 / 12.0))
+        column = int(np.argmin(error))
+        if error[column] < best_error:
+            best_error, best = float(error[column]), (float(low), float(highs[column]))
+    return min(best[0], 0.0), max(best[1], 0.0)
