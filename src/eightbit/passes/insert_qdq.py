@@ -54,7 +54,7 @@ def _saturating_reader_range(
 
 
 def activation_qparams(plan: Plan, ranges: dict[str, tuple[float, float]], scheme: Scheme) -> dict[ir.Value, QParams]:
-    """Scale and zero point of every quantized activation (eq. 2-3, 8, 9a).
+    """Scale and zero point of every quantized activation (eq. 2-3, 8, 8a).
 
     Ranges are the calibrated ones, clamped by fused activations (eq. 8) and, for tensors
     read only by saturating activations, by the inputs that still change the reader's output
@@ -69,7 +69,8 @@ def activation_qparams(plan: Plan, ranges: dict[str, tuple[float, float]], schem
         if live is not None and live[0] < live[1]:
             # One step of margin: rounding the zero point moves the grid by up to half a step, and
             # the grid must still reach the bound for clipped inputs to give the saturated code.
-            step = (min(high, live[1]) - max(low, live[0])) / (scheme.activations.qmax - scheme.activations.qmin)
+            span = max(min(high, live[1]) - max(low, live[0]), 0.0)
+            step = span / (scheme.activations.qmax - scheme.activations.qmin)
             clamp_low, clamp_high = max(clamp_low, live[0] - step), min(clamp_high, live[1] + step)
         low, high = max(low, clamp_low), min(high, clamp_high)
         if low > high:  # everything observed lies outside the clamp
