@@ -143,7 +143,7 @@ def _static(
     """Fuse activations, plan, calibrate, rewrite; choose the weight range (docs/quantization.md, section 4)."""
     if weight_range not in WEIGHT_RANGES:
         raise InputError(f"unknown weight range {weight_range!r}; choose one of: {', '.join(WEIGHT_RANGES)}")
-    unfused = ir.to_proto(prepared)
+    unfused = ir.to_proto(prepared)  # `prepared` itself stays unfused: calibration and the float reference
     ranges: dict[str, tuple[float, float]] = {}
 
     def build(value_bits: int | None) -> tuple[ir.Model, list[FloatNode]]:
@@ -152,8 +152,8 @@ def _static(
         plan = make_plan(model.graph)
         if not ranges:
             # Calibration runs the graph as it computes before activations are fused away.
-            ranges.update(collect_ranges(ir.from_proto(unfused), [v.name for v in plan.observed], samples,
-                                         method, threads, show_progress))
+            ranges.update(collect_ranges(prepared, [v.name for v in plan.observed], samples, method, threads,
+                                         show_progress))
         chosen = _with_weight_bits(scheme, value_bits)
         InsertQDQ(plan, activation_qparams(plan, ranges, chosen), chosen)(model)
         common_passes.TopologicalSortPass()(model)
@@ -169,7 +169,7 @@ def _static(
         return full, float_nodes, (f"full 8-bit weights: this CPU ({cpu.summary()}) multiplies u8 x s8 without "
                                    "saturation; x86 CPUs without VNNI may not (--weight-range 7bit is exact anywhere)")
     seven, _ = build(7)
-    full_db, seven_db = _float_agreement_db([full, seven], ir.from_proto(unfused), samples, threads)
+    full_db, seven_db = _float_agreement_db([full, seven], prepared, samples, threads)
     measured = (f"worst output SQNR (pre-softmax) vs float on the calibration samples, as this CPU "
                 f"({cpu.summary()}, no VNNI) computes them: {full_db:.1f} dB with 8-bit weights, "
                 f"{seven_db:.1f} dB with 7-bit")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from eightbit.quant.clipping import mse_range, percentile_range
+from eightbit.calibrate.minmax import MinMaxObserver
+
+# (negative counts, positive counts, bin width) -> (low, high): quant.clipping's methods.
+ChooseRange = Callable[[np.ndarray, np.ndarray, float], tuple[float, float]]
 
 BINS_PER_SIDE = 4096
 
@@ -18,12 +23,12 @@ class HistogramObserver:
     on how the samples are split into batches once the width has settled.
     """
 
-    def __init__(self, method: str) -> None:
-        self.method = method
+    def __init__(self, choose: ChooseRange) -> None:
+        self.choose = choose
         self.width = 0.0
         self.negative = np.zeros(BINS_PER_SIDE, dtype=np.int64)
         self.positive = np.zeros(BINS_PER_SIDE, dtype=np.int64)
-        self.minimum, self.maximum = np.inf, -np.inf
+        self.seen = MinMaxObserver()
 
     def _grow_to(self, magnitude: float) -> None:
         if self.width == 0.0:
@@ -40,18 +45,17 @@ class HistogramObserver:
         values = np.asarray(batch, dtype=np.float64).reshape(-1)
         if not values.size:
             return
-        self.minimum = min(self.minimum, float(values.min()))
-        self.maximum = max(self.maximum, float(values.max()))
-        self._grow_to(max(-self.minimum, self.maximum))
+        self.seen.observe(values)
+        self._grow_to(max(-self.seen.minimum, self.seen.maximum))
         magnitude = np.abs(values)
         index = np.minimum((magnitude / self.width).astype(np.int64), BINS_PER_SIDE - 1)
         self.negative += np.bincount(index[values < 0], minlength=BINS_PER_SIDE)
         self.positive += np.bincount(index[values >= 0], minlength=BINS_PER_SIDE)
 
     def range(self) -> tuple[float, float]:
-        if self.minimum > self.maximum:
-            return 0.0, 0.0
-        choose = {"percentile": percentile_range, "mse": mse_range}[self.method]
-        low, high = choose(self.negative, self.positive, self.width)
+        minimum, maximum = self.seen.range()
+        if self.width == 0.0:  # nothing observed
+            return minimum, maximum
+        low, high = self.choose(self.negative, self.positive, self.width)
         # Never wider than what was seen.
-        return max(low, self.minimum), min(high, self.maximum)
+        return max(low, minimum), min(high, maximum)

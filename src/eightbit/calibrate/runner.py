@@ -11,12 +11,13 @@ from eightbit.calibrate.minmax import MinMaxObserver
 from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
+from eightbit.quant.clipping import mse_range, percentile_range
 from eightbit.report.progress import progress_bar
 
 OBSERVERS = {
     "minmax": MinMaxObserver,
-    "percentile": lambda: HistogramObserver("percentile"),
-    "mse": lambda: HistogramObserver("mse"),
+    "percentile": lambda: HistogramObserver(percentile_range),
+    "mse": lambda: HistogramObserver(mse_range),
 }
 
 

@@ -26,11 +26,6 @@ def _combined(negative: np.ndarray, positive: np.ndarray, width: float) -> tuple
     return counts, edges
 
 
-def _support(counts: np.ndarray) -> tuple[int, int]:
-    nonzero = np.flatnonzero(counts)
-    return int(nonzero[0]), int(nonzero[-1])
-
-
 def percentile_range(
     negative: np.ndarray, positive: np.ndarray, width: float, percentile: float = DEFAULT_PERCENTILE
 ) -> tuple[float, float]:
@@ -65,8 +60,8 @@ def mse_range(negative: np.ndarray, positive: np.ndarray, width: float) -> tuple
     if not counts.any():
         return 0.0, 0.0
     bins = len(negative)
-    first, last = _support(counts)
     occupied = np.flatnonzero(counts)
+    first, last = int(occupied[0]), int(occupied[-1])
     weights, positions = counts[occupied], ((edges[:-1] + edges[1:]) / 2.0)[occupied]
     # Geometric spacing: as fine near zero as far out, in relative terms (heavy tails need both).
     def offsets(reach: int) -> np.ndarray:
