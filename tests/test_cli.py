@@ -65,6 +65,26 @@ def test_run_and_compare(cnn_path, cnn_data, out, tmp_path, capsys):
     assert report["samples"] == 24 and report["outputs"]["probs"]["sqnr_db"] > 20
 
 
+def test_run_and_compare_on_the_reference_backend(cnn_path, cnn_data, out, tmp_path, capsys):
+    assert main(["quantize", str(cnn_path), "--calibration", str(cnn_data), "-o", str(out), "-q", "--no-report",
+                 "--weight-range", "7bit"]) == 0
+    by_ort, by_reference = tmp_path / "ort.npz", tmp_path / "reference.npz"
+    assert main(["run", str(out), "--data", str(cnn_data), "-o", str(by_ort)]) == 0
+    assert main(["run", str(out), "--data", str(cnn_data), "-o", str(by_reference), "--backend", "reference"]) == 0
+    with np.load(by_ort) as a, np.load(by_reference) as b:
+        assert b["probs"].shape == (24, 10)
+        assert np.mean(a["probs"].argmax(-1) == b["probs"].argmax(-1)) >= 0.95
+    capsys.readouterr()
+    assert main(["compare", str(cnn_path), str(out), "--data", str(cnn_data), "--json", "--backend", "reference"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["outputs"]["probs"]["sqnr_db"] > 20 and "latency_ms" not in report
+
+
+def test_unknown_backend_is_refused(out, cnn_data):
+    result = run_cli("run", out, "--data", cnn_data, "-o", out.with_suffix(".npz"), "--backend", "gpu")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
 def test_not_an_onnx_file(tmp_path, cnn_data, out):
     bogus = tmp_path / "notes.onnx"
     bogus.write_text("this is not a model")

@@ -13,6 +13,7 @@ import numpy as np
 
 from eightbit import api
 from eightbit.config import (
+    BACKENDS,
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION,
     DEFAULT_REPORT_SAMPLES,
@@ -96,15 +97,13 @@ def _quantize(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from eightbit.backends import OrtSession
+    from eightbit.backends import open_session
 
-    if args.backend != "ort":
-        raise InputError(f"backend {args.backend!r} is not available; use --backend ort")
     output = Path(args.output)
     check_output_path(output, args.model, args.data)
     model = load_model(args.model)
     samples = api.load_samples(args.data, model, _images(args))
-    session = OrtSession(args.model, threads=args.threads)
+    session = open_session(model if args.backend == "reference" else args.model, args.backend, args.threads)
     results: dict[str, list[np.ndarray]] = {name: [] for name in session.output_names}
     for feeds in samples.batches():
         for name, value in session.run(feeds).items():
@@ -126,13 +125,12 @@ def _compare(args: argparse.Namespace) -> int:
     from eightbit.report.compare import compare_models, file_size
     from eightbit.report.tables import comparison_table, print_tables
 
-    if args.backend != "ort":
-        raise InputError(f"backend {args.backend!r} is not available; use --backend ort")
     float_model = load_model(args.float_model)
     load_model(args.quantized_model)
     samples = api.load_samples(args.data, float_model, _images(args))
     comparison = compare_models(args.float_model, args.quantized_model, samples, threads=args.threads,
-                                time_it=not args.no_timing, show_progress=_show_progress(args))
+                                time_it=not args.no_timing, show_progress=_show_progress(args),
+                                backend=args.backend)
     comparison.float_bytes = file_size(args.float_model)
     comparison.quantized_bytes = file_size(args.quantized_model)
     if args.json:
@@ -181,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("model")
     run.add_argument("--data", required=True)
     run.add_argument("-o", "--output", required=True)
-    run.add_argument("--backend", default="ort")
+    run.add_argument("--backend", choices=BACKENDS, default="ort",
+                     help="ort: ONNX Runtime; reference: the integer reference kernels (exact, slower)")
     _add_image_options(run)
     common(run)
     run.set_defaults(handler=_run)
@@ -192,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--data", required=True)
     compare.add_argument("--json", action="store_true")
     compare.add_argument("--no-timing", action="store_true", help="skip the latency measurement")
-    compare.add_argument("--backend", default="ort")
+    compare.add_argument("--backend", choices=BACKENDS, default="ort",
+                         help="where the quantized model runs (the float one always runs in ONNX Runtime); "
+                              "latency is measured with ort only")
     _add_image_options(compare)
     common(compare)
     compare.set_defaults(handler=_compare)

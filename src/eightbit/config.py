@@ -109,6 +109,9 @@ DEFAULT_WEIGHT_RANGE = "auto"
 CALIBRATION_METHODS = ("minmax", "percentile", "mse")
 DEFAULT_CALIBRATION = "minmax"
 
+# Where `run` and `compare` execute a model: ONNX Runtime, or the integer reference kernels.
+BACKENDS = ("ort", "reference")
+
 # Number of samples the quantize report evaluates when no held-out data is given.
 DEFAULT_REPORT_SAMPLES = 16
 # Samples fed to the runtime at once where the model's batch dimension is free.

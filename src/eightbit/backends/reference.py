@@ -1,0 +1,202 @@
+"""The integer reference backend: runs a QDQ model the way docs/quantization.md says it computes.
+
+Every `DequantizeLinear -> op -> QuantizeLinear` group whose op has a kernel becomes one integer
+step (backends/integer_ops.py prepares its integer parameters once, here, when the session is
+made). What is left runs in float exactly as the ONNX graph says: QuantizeLinear of float
+tensors (graph inputs, outputs of float ops), DequantizeLinear feeding float ops or graph
+outputs, and the float ops themselves (through the ONNX reference evaluator).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import onnx_ir as ir
+
+from eightbit.backends.integer_ops import DATA_INPUTS, LOWERINGS, Group, IntegerStep, Quantized, integer_format
+from eightbit.errors import InputError
+from eightbit.ir import as_model
+from eightbit.ir.evaluate import evaluate_node
+from eightbit.passes.constants import attribute, constant_array
+from eightbit.quant import dequantize, quantize
+
+
+@dataclasses.dataclass
+class QuantizeStep:
+    """Float -> codes at a graph boundary (eq. 5)."""
+
+    source: str
+    output: Quantized
+
+    def run(self, env: dict[str, np.ndarray]) -> np.ndarray:
+        out = self.output
+        return quantize(env[self.source], out.scale, out.zero_point, out.fmt, out.axis if not out.per_tensor else None)
+
+
+@dataclasses.dataclass
+class DequantizeStep:
+    """Codes -> float for a float op or a graph output (eq. 1)."""
+
+    source: Quantized
+    output: str
+
+    def run(self, env: dict[str, np.ndarray]) -> np.ndarray:
+        q = self.source
+        return dequantize(env[q.name], q.scale, q.zero_point, q.axis if not q.per_tensor else None)
+
+
+@dataclasses.dataclass
+class FloatStep:
+    """An op with no integer kernel here, evaluated as the ONNX spec defines it."""
+
+    node: ir.Node
+    opset: int
+
+    def run(self, env: dict[str, np.ndarray]) -> list[np.ndarray]:
+        inputs = [env[v.name] if v is not None and v.name else None for v in self.node.inputs]
+        return evaluate_node(self.node, inputs, self.opset)
+
+
+def _quantized(node: ir.Node, codes_name: str) -> Quantized | None:
+    """The grid of a QuantizeLinear / DequantizeLinear node (constant scale and zero point only)."""
+    scale = constant_array(node.inputs[1])
+    zero = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+    if scale is None or (len(node.inputs) > 2 and node.inputs[2] is not None and zero is None):
+        return None
+    if node.attributes.get("block_size") is not None and attribute(node, "block_size", 0):
+        return None
+    dtype = zero.dtype if zero is not None else np.dtype(np.uint8)
+    if node.op_type == "QuantizeLinear" and attribute(node, "output_dtype", 0):
+        return None
+    try:
+        fmt = integer_format(dtype)
+    except ValueError:
+        return None
+    zero = np.zeros(scale.shape, dtype) if zero is None else zero
+    return Quantized(codes_name, scale.astype(np.float32), zero, int(attribute(node, "axis", 1)), fmt)
+
+
+class ReferenceSession:
+    """Runs a model (float or quantized) with the integer reference kernels; the same API as OrtSession."""
+
+    def __init__(self, model: ir.Model | str | os.PathLike) -> None:
+        self.model = as_model(model)
+        graph = self.model.graph
+        self.opset = self.model.opset_imports.get("", 13)
+        self.input_names = [v.name for v in graph.inputs]
+        self.output_names = [v.name for v in graph.outputs]
+        self.constants: dict[str, np.ndarray] = {}
+        for value in graph.initializers.values():
+            if value.const_value is not None:
+                self.constants[value.name] = value.const_value.numpy()
+        self.steps = self._lower(graph)
+
+    # -- offline -----------------------------------------------------------------------------
+
+    def _dequantized(self, value: ir.Value | None) -> tuple[Quantized, np.ndarray | None] | None:
+        """(grid, constant codes or None) of a value a DequantizeLinear produces."""
+        producer = value.producer() if value is not None else None
+        if producer is None or producer.op_type != "DequantizeLinear":
+            return None
+        source = producer.inputs[0]
+        grid = _quantized(producer, source.name)
+        if grid is None:
+            return None
+        return grid, constant_array(source)
+
+    def _group(self, node: ir.Node) -> Group | None:
+        if len(node.outputs) < 1 or node.outputs[0].is_graph_output():
+            return None
+        uses = node.outputs[0].uses()
+        if len(uses) != 1 or uses[0].node.op_type != "QuantizeLinear" or uses[0].idx != 0:
+            return None
+        if any(out.uses() for out in node.outputs[1:]):
+            return None
+        q_node = uses[0].node
+        output = _quantized(q_node, q_node.outputs[0].name)
+        if output is None or not output.per_tensor:
+            return None
+        data = DATA_INPUTS.get(node.op_type, (0,))
+        indices = range(len(node.inputs)) if data is None else [i for i in data if i < len(node.inputs)]
+        inputs: list[Quantized | None] = [None] * len(node.inputs)
+        codes: dict[int, np.ndarray] = {}
+        for i in indices:
+            value = node.inputs[i]
+            if value is None:
+                continue
+            found = self._dequantized(value)
+            if found is None:
+                if i == 2 and node.op_type in ("Conv", "ConvTranspose", "Gemm") and constant_array(value) is not None:
+                    continue  # a float bias: quantized when the group is lowered
+                return None
+            inputs[i], constant = found
+            if constant is not None:
+                codes[i] = constant
+        return Group(node, inputs, codes, output)
+
+    def _lower(self, graph: ir.Graph) -> list:
+        integer: dict[ir.Node, IntegerStep] = {}
+        for node in graph:
+            lowering = LOWERINGS.get(node.op_type)
+            group = self._group(node) if lowering is not None else None
+            step = lowering(group) if group is not None else None
+            if step is not None:
+                integer[node] = step
+        consumed_q = {node.outputs[0].uses()[0].node for node in integer}
+        steps: list = []
+        for node in graph:
+            if node in integer:
+                steps.append(integer[node])
+            elif node.op_type == "QuantizeLinear" and node not in consumed_q:
+                grid = _quantized(node, node.outputs[0].name)
+                steps.append(QuantizeStep(node.inputs[0].name, grid) if grid is not None else
+                             FloatStep(node, self.opset))
+            elif node.op_type == "DequantizeLinear":
+                output = node.outputs[0]
+                needed = output.is_graph_output() or any(use.node not in integer for use in output.uses())
+                if needed:
+                    grid = _quantized(node, node.inputs[0].name)
+                    steps.append(DequantizeStep(grid, output.name) if grid is not None else
+                                 FloatStep(node, self.opset))
+            elif node.op_type != "QuantizeLinear":
+                steps.append(FloatStep(node, self.opset))
+        return steps
+
+    @property
+    def integer_steps(self) -> list[IntegerStep]:
+        return [step for step in self.steps if isinstance(step, IntegerStep)]
+
+    @property
+    def float_nodes(self) -> list[ir.Node]:
+        return [step.node for step in self.steps if isinstance(step, FloatStep)]
+
+    # -- run time ----------------------------------------------------------------------------
+
+    def run_all(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every tensor of the run, by name: codes for quantized tensors, floats for the rest."""
+        missing = [name for name in self.input_names if name not in feeds]
+        if missing:
+            raise InputError(f"missing input(s) {', '.join(missing)}; the model takes {', '.join(self.input_names)}")
+        env: dict[str, np.ndarray] = dict(self.constants)
+        env.update({name: np.asarray(value) for name, value in feeds.items()})
+        for step in self.steps:
+            if isinstance(step, IntegerStep):
+                env[step.output] = step.run([env[name] for name in step.inputs])
+            elif isinstance(step, QuantizeStep):
+                env[step.output.name] = step.run(env)
+            elif isinstance(step, DequantizeStep):
+                env[step.output] = step.run(env)
+            else:
+                for value, result in zip(step.node.outputs, step.run(env)):
+                    if value is not None and value.name:
+                        env[value.name] = result
+        return env
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        env = self.run_all(feeds)
+        return {name: env[name] for name in outputs or self.output_names}
+
+    def close(self) -> None:
+        pass
