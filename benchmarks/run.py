@@ -27,6 +27,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 import eightbit
 from benchmarks.images import rendered_text_images
 from benchmarks.models import LIGHT_ZOO, light_model, rapidocr_model
+from benchmarks.sections import write_section
 from eightbit.backends import OrtSession
 from eightbit.demo import shipped_digits, shipped_model
 from eightbit.isa import cpu_features
@@ -34,7 +35,6 @@ from eightbit.report.latency import interleaved
 from eightbit.report.metrics import Agreement
 
 CALIBRATION, EVALUATION = 32, 16
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclasses.dataclass
@@ -247,11 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if not args.no_write:
         command = "python -m benchmarks.run " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python -m benchmarks.run"
-        (ROOT / "BENCHMARKS.md").write_text(BENCHMARKS_TEMPLATE.format(command=command, table=text))
+        write_section("speed-and-accuracy", SECTION.format(command=command, table=text))
     return 0
 
 
-BENCHMARKS_TEMPLATE = """# Benchmarks
+SECTION = """## Speed and accuracy against ONNX Runtime's quantizer
 
 Made by `{command}` (see benchmarks/run.py for what is measured and how).
 

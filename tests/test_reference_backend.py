@@ -214,6 +214,7 @@ def test_kernels_receive_only_integers(monkeypatch):
     steps = session.integer_steps
     assert len(steps) >= 5 and not session.float_nodes
     for step in steps:
+        assert step.fits_int32
         assert not step.compute.args
         for key, value in step.compute.keywords.items():
             assert _is_integer(value), f"{step.node}: parameter {key} is not an integer ({type(value)})"

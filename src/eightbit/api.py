@@ -15,8 +15,8 @@ from eightbit.backends import OrtSession
 from eightbit.backends.onnxruntime import session_with_outputs
 from eightbit.calibrate import collect_ranges
 from eightbit.config import (
+    BIAS_BITS,
     CALIBRATION_METHODS,
-    DEFAULT_CALIBRATION,
     DEFAULT_SCHEME,
     DEFAULT_THREADS,
     DEFAULT_WEIGHT_RANGE,
@@ -53,6 +53,7 @@ from eightbit.report.metrics import Agreement
 FLOAT_NODES_KEY = "eightbit.float_nodes"
 SCHEME_KEY = "eightbit.scheme"
 WEIGHT_RANGE_KEY = "eightbit.weight_range"
+BIAS_KEY = "eightbit.bias"
 
 ModelLike = ir.Model | str | os.PathLike  # or an onnx.ModelProto
 DataLike = Samples | dict[str, np.ndarray] | str | os.PathLike
@@ -136,6 +137,18 @@ def _float_agreement_db(models: list[ir.Model], reference: ir.Model, samples: Sa
     return [min(metric.sqnr_db for metric in per_output) for per_output in agreement]
 
 
+def _record_bias_saturation(model: ir.Model, scheme: Scheme, saturation: dict[str, tuple[int, int]]) -> None:
+    """Metadata eightbit.bias: the bias width and, per node, how many bias values it clipped."""
+    clipped = {node: count for node, (count, _) in saturation.items() if count}
+    model.metadata_props[BIAS_KEY] = json.dumps({"bits": scheme.bias_bits, "saturated": clipped})
+
+
+def bias_saturation_of(model: ir.Model) -> dict[str, int]:
+    """Node -> number of bias values that did not fit the scheme's bias width."""
+    raw = model.metadata_props.get(BIAS_KEY)
+    return json.loads(raw)["saturated"] if raw else {}
+
+
 def _static(
     prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
     show_progress: bool,
@@ -148,17 +161,23 @@ def _static(
 
     def build(value_bits: int | None) -> tuple[ir.Model, list[FloatNode]]:
         model = ir.from_proto(unfused)
-        FuseActivations()(model)
+        if not scheme.activations.symmetric:  # eq. 8 needs zero_point = qmin
+            FuseActivations()(model)
         plan = make_plan(model.graph)
         if not ranges:
             # Calibration runs the graph as it computes before activations are fused away.
             ranges.update(collect_ranges(prepared, [v.name for v in plan.observed], samples, method, threads,
-                                         show_progress))
+                                         show_progress, scheme.activations))
         chosen = _with_weight_bits(scheme, value_bits)
-        InsertQDQ(plan, activation_qparams(plan, ranges, chosen), chosen)(model)
+        rewrite = InsertQDQ(plan, activation_qparams(plan, ranges, chosen), chosen)
+        rewrite(model)
         common_passes.TopologicalSortPass()(model)
+        _record_bias_saturation(model, scheme, rewrite.bias_saturation)
         return model, plan.float_nodes
 
+    if scheme.activations.signed:
+        return (*build(7 if weight_range == "7bit" else None),
+                "s8 activations x s8 weights: no u8 x s8 pair sums, exact on every CPU")
     if weight_range == "7bit":
         return (*build(7), "7-bit weights, as asked")
     if weight_range == "full":
@@ -184,8 +203,9 @@ def quantize(
     calibration: DataLike | None = None,
     *,
     scheme: str | Scheme = DEFAULT_SCHEME,
-    calibrate: str = DEFAULT_CALIBRATION,
+    calibrate: str | None = None,
     weight_range: str = DEFAULT_WEIGHT_RANGE,
+    bias_bits: int | None = None,
     images: ImagePreprocessing | None = None,
     output: str | os.PathLike | None = None,
     threads: int = DEFAULT_THREADS,
@@ -198,6 +218,11 @@ def quantize(
     Nodes left in float and the reason for each are stored in the model's metadata.
     """
     scheme = scheme if isinstance(scheme, Scheme) else scheme_named(scheme)
+    if bias_bits is not None:
+        if bias_bits not in BIAS_BITS:
+            raise InputError(f"bias width {bias_bits} is not offered; choose one of: {', '.join(map(str, BIAS_BITS))}")
+        scheme = dataclasses.replace(scheme, bias_bits=bias_bits)
+    calibrate = calibrate or scheme.default_calibration
     if calibrate not in CALIBRATION_METHODS:
         raise InputError(f"unknown calibration method {calibrate!r}; choose one of: {', '.join(CALIBRATION_METHODS)}")
     if output is not None:

@@ -14,14 +14,15 @@ import numpy as np
 from eightbit import api
 from eightbit.config import (
     BACKENDS,
+    BIAS_BITS,
     CALIBRATION_METHODS,
-    DEFAULT_CALIBRATION,
     DEFAULT_REPORT_SAMPLES,
     DEFAULT_SCHEME,
     DEFAULT_THREADS,
     DEFAULT_WEIGHT_RANGE,
     SCHEMES,
     WEIGHT_RANGES,
+    scheme_named,
 )
 from eightbit.datasets import ImagePreprocessing
 from eightbit.errors import InputError
@@ -60,7 +61,7 @@ def _quantize(args: argparse.Namespace) -> int:
     images = _images(args)
     model = api.quantize(
         source, args.calibration, scheme=args.scheme, calibrate=args.calibrate,
-        weight_range=args.weight_range, images=images,
+        weight_range=args.weight_range, bias_bits=args.bias_bits, images=images,
         threads=args.threads, show_progress=_show_progress(args),
     )
     float_nodes = api.float_nodes_of(model)
@@ -81,6 +82,7 @@ def _quantize(args: argparse.Namespace) -> int:
         result["scheme"] = args.scheme
         result["weight_range"] = model.metadata_props.get(api.WEIGHT_RANGE_KEY)
         result["float_nodes"] = [vars(node) for node in float_nodes]
+        result["bias_saturated"] = api.bias_saturation_of(model)
         result["output"] = str(output)
         print(json.dumps(result, indent=2))
         return 0
@@ -92,6 +94,11 @@ def _quantize(args: argparse.Namespace) -> int:
         print(f"{source.name} -> {output.name}: {sizes[0]} -> {sizes[1]} bytes (x{sizes[1] / sizes[0]:.2f})")
     if args.scheme != "weights":
         print(model.metadata_props.get(api.WEIGHT_RANGE_KEY, ""))
+        saturated = api.bias_saturation_of(model)
+        if saturated:
+            bits = args.bias_bits or scheme_named(args.scheme).bias_bits
+            print(f"bias values clipped to {bits} bits: "
+                  + ", ".join(f"{node} ({count})" for node, count in saturated.items()))
         print_tables(float_nodes_table(float_nodes))
     return 0
 
@@ -160,9 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("-o", "--output", required=True, help="where to write the quantized model")
     quantize.add_argument("--calibration", help="calibration samples: .npz keyed by input name, or an image folder")
     quantize.add_argument("--scheme", choices=tuple(SCHEMES), default=DEFAULT_SCHEME)
-    quantize.add_argument("--calibrate", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
+    quantize.add_argument("--calibrate", choices=CALIBRATION_METHODS, default=None,
                           help="how activation ranges are chosen: minmax (every value seen), or from a histogram: "
-                               "percentile (99.99%%) or mse (least expected squared error)")
+                               "percentile (99.99%%) or mse (least expected squared error; with po2, the 2^k with "
+                               "the least error). Default: minmax, and mse for po2")
+    quantize.add_argument("--bias-bits", type=int, choices=BIAS_BITS, default=None,
+                          help="integer width of biases (default: 32, and 16 for po2); values that do not fit are "
+                               "clipped and reported")
     quantize.add_argument("--weight-range", choices=WEIGHT_RANGES, default=DEFAULT_WEIGHT_RANGE,
                           help="weight codes: full [-127,127], 7bit [-63,63] (exact on x86 without VNNI), "
                                "or auto (full with VNNI; on other x86 CPUs, whichever of the two agrees better with "

@@ -34,6 +34,8 @@ class IntegerFormat:
     narrow: bool = False
     # Codes use only this many bits of the storage type (7 keeps u8 x s8 pair sums inside int16).
     value_bits: int | None = None
+    # Scales are powers of two (eq. 22), so requantization is a shift.
+    power_of_two: bool = False
 
     def __post_init__(self) -> None:
         if self.bits not in (8, 16, 32):
@@ -42,6 +44,8 @@ class IntegerFormat:
             raise ValueError(f"value_bits must be in [2, {self.bits}], got {self.value_bits}")
         if self.symmetric and not self.signed:
             raise ValueError("a symmetric format needs a signed type (zero_point 0 in the middle of the range)")
+        if self.power_of_two and not self.symmetric:
+            raise ValueError("power-of-two scales need a symmetric format (zero_point 0)")
 
     @property
     def _value_bits(self) -> int:
@@ -77,6 +81,17 @@ class Scheme:
     weights: IntegerFormat
     activations: IntegerFormat | None = None
     bias_bits: int = 32
+    # How activation ranges are chosen when the caller does not say (CALIBRATION_METHODS).
+    default_calibration: str = "minmax"
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.bias_bits <= 32:
+            raise ValueError(f"bias_bits must be in [8, 32], got {self.bias_bits}")
+
+    @property
+    def bias(self) -> IntegerFormat:
+        """Biases: int32 storage (what ONNX Runtime's integer kernels take), bias_bits of values."""
+        return IntegerFormat(bits=32, signed=True, symmetric=True, value_bits=self.bias_bits)
 
     @property
     def needs_calibration(self) -> bool:
@@ -92,13 +107,19 @@ WEIGHTS_S8_PER_CHANNEL = IntegerFormat(
 # without VNNI (vpmaddubsw, int16 pair sums) compute exactly what the model says.
 WEIGHTS_S7_PER_CHANNEL = dataclasses.replace(WEIGHTS_S8_PER_CHANNEL, value_bits=7)
 BIAS_S32 = IntegerFormat(bits=32, signed=True, symmetric=True)
+# The power-of-two scheme for integer-only hardware: symmetric s8 everywhere, scales 2^k (eq. 22).
+ACTIVATIONS_S8_PO2 = IntegerFormat(bits=8, signed=True, symmetric=True, power_of_two=True)
+WEIGHTS_S8_PO2 = IntegerFormat(bits=8, signed=True, symmetric=True, narrow=True, power_of_two=True)
 
 SCHEMES: dict[str, Scheme] = {
     "eightbit": Scheme(
         name="eightbit", kind=SchemeKind.STATIC, weights=WEIGHTS_S8_PER_CHANNEL, activations=ACTIVATIONS_U8
     ),
     "weights": Scheme(name="weights", kind=SchemeKind.WEIGHTS_ONLY, weights=WEIGHTS_S8_PER_CHANNEL),
+    "po2": Scheme(name="po2", kind=SchemeKind.STATIC, weights=WEIGHTS_S8_PO2, activations=ACTIVATIONS_S8_PO2,
+                  bias_bits=16, default_calibration="mse"),
 }
+BIAS_BITS = (16, 32)
 DEFAULT_SCHEME = "eightbit"
 
 # Weight ranges: "full" [-127, 127]; "7bit" [-63, 63]; "auto": full where the CPU doing the
@@ -107,7 +128,6 @@ WEIGHT_RANGES = ("auto", "full", "7bit")
 DEFAULT_WEIGHT_RANGE = "auto"
 
 CALIBRATION_METHODS = ("minmax", "percentile", "mse")
-DEFAULT_CALIBRATION = "minmax"
 
 # Where `run` and `compare` execute a model: ONNX Runtime, or the integer reference kernels.
 BACKENDS = ("ort", "reference")

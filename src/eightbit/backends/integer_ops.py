@@ -68,6 +68,12 @@ class IntegerStep:
     output: str
     compute: functools.partial
     dtype: np.dtype
+    # Largest |accumulator| any input can produce (products and bias), for ops that accumulate.
+    accumulator_bound: int | None = None
+
+    @property
+    def fits_int32(self) -> bool:
+        return self.accumulator_bound is None or self.accumulator_bound < 2**31
 
     def run(self, arrays: list[np.ndarray]) -> np.ndarray:
         return np.asarray(self.compute(*arrays)).astype(self.dtype)
@@ -111,9 +117,17 @@ class Group:
             return None
         return self.node.inputs[index].name
 
-    def step(self, compute: Callable, inputs: list[str], **params) -> IntegerStep:
+    def step(self, compute: Callable, inputs: list[str], bound: int | None = None, **params) -> IntegerStep:
         return IntegerStep(self.node.name or self.output.name, self.node.op_type, inputs, self.output.name,
-                           functools.partial(compute, **params), self.output.fmt.numpy_dtype)
+                           functools.partial(compute, **params), self.output.fmt.numpy_dtype, bound)
+
+
+def _accumulator_bound(x: Quantized, weights: np.ndarray, w_zero: np.ndarray, depth: int,
+                       bias: np.ndarray | None) -> int:
+    """max |acc| = depth * max|x - zp_x| * max|w - zp_w| + max|bias|: int32 suffices below 2^31."""
+    x_span = max(x.zp - x.fmt.qmin, x.fmt.qmax - x.zp)
+    w_span = int(np.abs(weights.astype(np.int64)).max(initial=0)) + int(np.abs(np.asarray(w_zero, np.int64)).max())
+    return depth * x_span * w_span + (int(np.abs(bias).max(initial=0)) if bias is not None else 0)
 
 
 def _output_requantization(real: np.ndarray | float, out: Quantized, channel_axis: int | None = None,
@@ -173,10 +187,10 @@ def lower_conv(group: Group) -> IntegerStep | None:
     codes, w_zero, w_scale = weights
     rank = codes.ndim - 2
     accumulator_scale = np.float32(x.s) * w_scale.astype(np.float32)
+    bias = _integer_bias(group, 2, accumulator_scale.astype(np.float64))
     return group.step(
-        _conv_step, [x.name],
-        x_zero_point=x.zp, weights=codes, w_zero_point=w_zero,
-        bias=_integer_bias(group, 2, accumulator_scale.astype(np.float64)),
+        _conv_step, [x.name], _accumulator_bound(x, codes, w_zero, int(np.prod(codes.shape[1:])), bias),
+        x_zero_point=x.zp, weights=codes, w_zero_point=w_zero, bias=bias,
         strides=tuple(group.attribute("strides", (1,) * rank)), pads=tuple(group.attribute("pads", (0,) * 2 * rank)),
         auto_pad=group.attribute("auto_pad", "NOTSET"), dilations=tuple(group.attribute("dilations", (1,) * rank)),
         group=int(group.attribute("group", 1)),
@@ -217,10 +231,12 @@ def lower_conv_transpose(group: Group) -> IntegerStep | None:
     codes, w_zero, w_scale = weights
     rank = codes.ndim - 2
     output_shape = group.attribute("output_shape", None)
+    bias = _integer_bias(group, 2, (np.float32(x.s) * w_scale.astype(np.float32)).astype(np.float64))
+    # Each output sums at most C/group inputs times the kernel positions that overlap it.
+    depth = codes.shape[0] // groups * int(np.prod(codes.shape[2:]))
     return group.step(
-        _conv_transpose_step, [x.name],
-        x_zero_point=x.zp, weights=codes, w_zero_point=w_zero,
-        bias=_integer_bias(group, 2, (np.float32(x.s) * w_scale.astype(np.float32)).astype(np.float64)),
+        _conv_transpose_step, [x.name], _accumulator_bound(x, codes, w_zero, depth, bias),
+        x_zero_point=x.zp, weights=codes, w_zero_point=w_zero, bias=bias,
         strides=tuple(group.attribute("strides", (1,) * rank)), pads=tuple(group.attribute("pads", (0,) * 2 * rank)),
         dilations=tuple(group.attribute("dilations", (1,) * rank)),
         output_padding=tuple(group.attribute("output_padding", (0,) * rank)),
@@ -243,7 +259,14 @@ def lower_matmul(group: Group) -> IntegerStep | None:
     if columns > 1 and (group.constant_codes(1) is None or b.axis not in (-1, group.constant_codes(1).ndim - 1)):
         return None
     real = a.s * b.scale.reshape(-1).astype(np.float64) / group.output.s
-    return group.step(_matmul_step, [a.name, b.name], a_zero_point=a.zp,
+    b_codes = group.constant_codes(1)
+    b_span = np.array([max(b.zp - b.fmt.qmin, b.fmt.qmax - b.zp)]) if b_codes is None else b_codes
+    depth = b_codes.shape[-2] if b_codes is not None and b_codes.ndim >= 2 else \
+        (int(group.node.inputs[1].shape[-2]) if group.node.inputs[1].shape is not None
+         and isinstance(group.node.inputs[1].shape[-2], int) else None)
+    bound = _accumulator_bound(a, b_span, b.zero_point if b_codes is not None else np.zeros(1), depth, None) \
+        if depth is not None else None
+    return group.step(_matmul_step, [a.name, b.name], bound, a_zero_point=a.zp,
                       b_zero_point=b.zero_point.reshape(-1).astype(np.int64) if columns > 1 else b.zp, bias=None,
                       output=_output_requantization(real, group.output, 0 if columns > 1 else None, 1))
 
@@ -268,7 +291,8 @@ def lower_gemm(group: Group) -> IntegerStep | None:
     alpha, beta = float(group.attribute("alpha", 1.0)), float(group.attribute("beta", 1.0))
     accumulator_scale = (np.float32(a.s) * w_scale.astype(np.float32)).astype(np.float64)
     bias = _integer_bias(group, 2, accumulator_scale * alpha / beta) if beta != 0 else None
-    return group.step(_gemm_step, [a.name], a_zero_point=a.zp, weights=codes, w_zero_point=w_zero, bias=bias,
+    bound = _accumulator_bound(a, codes, w_zero, codes.shape[1] if trans_b else codes.shape[0], bias)
+    return group.step(_gemm_step, [a.name], bound, a_zero_point=a.zp, weights=codes, w_zero_point=w_zero, bias=bias,
                       trans_b=trans_b, output=_output_requantization(alpha * a.s * w_scale / group.output.s,
                                                                      group.output, 0, 1))
 

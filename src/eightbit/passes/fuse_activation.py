@@ -33,8 +33,9 @@ class FuseActivations(ir.passes.InPlacePass):
 
     The clamp narrows that output's calibrated range to [0, min(max, b)]; with zero_point at
     the bottom of the integer range, QuantizeLinear's saturation then computes the activation
-    exactly (docs/quantization.md, eq. 8). Only for static schemes: the model's float math
-    would otherwise lose the activation.
+    exactly (docs/quantization.md, eq. 8). Only for static schemes with asymmetric activations:
+    the model's float math, or a symmetric grid (zero_point in the middle), would otherwise lose
+    the activation.
     """
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:

@@ -8,7 +8,7 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
-from eightbit.config import BIAS_S32, Granularity, Scheme
+from eightbit.config import Granularity, Scheme
 from eightbit.passes.constants import attribute, constant_array
 from eightbit.passes.fuse_activation import CLAMP
 from eightbit.passes.qdq_nodes import dequantized_codes, dequantized_constant, quantize_dequantize
@@ -89,7 +89,8 @@ class InsertQDQ(ir.passes.InPlacePass):
     - each float activation it reads or writes gets one QuantizeLinear -> DequantizeLinear pair,
       shared by all readers (eq. 5, 1);
     - its weight becomes s8 (per channel along the output-channel axis) + DequantizeLinear (eq. 6);
-    - its bias becomes int32 at scale s_input * s_weight + DequantizeLinear (eq. 7);
+    - its bias becomes int32 at scale s_input * s_weight + DequantizeLinear (eq. 7), its values
+      saturated to scheme.bias_bits (counted per node in `bias_saturation`);
     - other constant inputs (an Add's addend) are stored in the activation format.
     Readers of an int8 op's output all read the dequantized value; readers of a float op's
     output keep the float value unless they are int8 themselves. Graph outputs keep their names.
@@ -98,6 +99,8 @@ class InsertQDQ(ir.passes.InPlacePass):
     def __init__(self, plan: Plan, qparams: dict[ir.Value, QParams], scheme: Scheme) -> None:
         super().__init__()
         self.plan, self.qparams, self.scheme = plan, qparams, scheme
+        # Node name -> (bias values clipped to scheme.bias_bits, bias values), for the report.
+        self.bias_saturation: dict[str, tuple[int, int]] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -162,7 +165,11 @@ class InsertQDQ(ir.passes.InPlacePass):
         input_scale = self._scale_of(node.inputs[0])
         if weight_scale is None:
             weight_scale = self._scale_of(node.inputs[1])
-        codes, scale = quantize_bias(bias, input_scale, np.broadcast_to(weight_scale, bias.shape), BIAS_S32)
+        fmt = self.scheme.bias
+        codes, scale = quantize_bias(bias, input_scale, np.broadcast_to(weight_scale, bias.shape), fmt)
+        exact = np.rint(bias.astype(np.float64) / scale.astype(np.float64))
+        clipped = int(np.count_nonzero((exact < fmt.qmin) | (exact > fmt.qmax)))
+        self.bias_saturation[node.name or value.name] = (clipped, int(bias.size))
         zero_point = np.zeros(scale.shape, dtype=np.int32)
         node.replace_input_with(
             index, dequantized_codes(graph, value, codes, scale, zero_point, 0, node, taken)

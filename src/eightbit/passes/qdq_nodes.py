@@ -8,6 +8,7 @@ import onnx_ir as ir
 from eightbit.config import IntegerFormat
 from eightbit.passes.constants import add_initializer, unique_name
 from eightbit.quant import choose_qparams, quantize
+from eightbit.quant.power_of_two import weight_scales
 
 
 def _parameters(
@@ -38,6 +39,9 @@ def dequantized_constant(
     Parameters come from the array's own range (per channel along `axis`, or per tensor) unless
     given. The node is inserted before `before`. Returns (dequantized value, scale).
     """
+    if qparams is None and fmt.power_of_two:
+        scale = weight_scales(array, axis, fmt)  # eq. 23: the 2^k with the least squared error
+        qparams = scale, np.zeros(scale.shape, dtype=fmt.numpy_dtype)
     if qparams is None:
         if axis is None:
             low, high = array.min(initial=0.0), array.max(initial=0.0)

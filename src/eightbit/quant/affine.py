@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from eightbit.config import IntegerFormat
+from eightbit.quant.power_of_two import power_of_two_scale
 
 # Scales are stored as float32 in ONNX; below this they would be subnormal.
 _SMALLEST_SCALE = float(np.finfo(np.float32).tiny)
@@ -13,7 +14,7 @@ _SMALLEST_SCALE = float(np.finfo(np.float32).tiny)
 def choose_qparams(
     minimum: np.ndarray | float, maximum: np.ndarray | float, fmt: IntegerFormat
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scale and zero point for the observed range [minimum, maximum] (eq. 2-4).
+    """Scale and zero point for the observed range [minimum, maximum] (eq. 2-4, 22).
 
     Works elementwise, so per-channel ranges give per-channel parameters. The range is
     first widened to contain 0 so that real zero is exactly representable (eq. 2).
@@ -30,6 +31,8 @@ def choose_qparams(
         # eq. 3: the whole range maps onto [qmin, qmax].
         scale = (high - low) / (fmt.qmax - fmt.qmin)
     scale = np.where(scale == 0.0, 1.0, np.maximum(scale, _SMALLEST_SCALE)).astype(np.float32)
+    if fmt.power_of_two:
+        scale = power_of_two_scale(scale)  # eq. 22: the grid still covers the range
     if fmt.symmetric:
         zero_point = np.zeros(scale.shape, dtype=fmt.numpy_dtype)
     else:

@@ -15,7 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from eightbit.backends.onnxruntime import session_with_outputs
-from eightbit.backends.reference import ReferenceSession
+from eightbit.backends.reference import QuantizeStep, ReferenceSession
 from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import Samples
 from eightbit.ir import as_model
@@ -88,7 +88,10 @@ def backend_agreement(model: ir.Model | str | os.PathLike, samples: Samples, thr
     reference = ReferenceSession(model)
     steps = reference.integer_steps
     values = {v.name: v for node in model.graph for v in node.outputs}
-    traced = [values[step.output] for step in steps if step.output in values]
+    # Codes made from float tensors (graph inputs, float ops) are forced too: they are the
+    # boundary's, not a kernel's, and would otherwise carry earlier differences in.
+    boundaries = [step.output.name for step in reference.steps if isinstance(step, QuantizeStep)]
+    traced = [values[name] for name in [step.output for step in steps] + boundaries if name in values]
     session = session_with_outputs(model, traced, threads=threads)
     per_op = {step.output: CodeAgreement(step.node, step.op_type) for step in steps}
     outputs = {name: CodeAgreement(name, "output") for name in _quantized_outputs(model, reference)}
@@ -97,7 +100,7 @@ def backend_agreement(model: ir.Model | str | os.PathLike, samples: Samples, thr
         ort_values = session.run(feeds, [v.name for v in traced] + reference.output_names)
         env = reference.run_all(feeds)
         forced = dict(env)
-        forced.update({name: value for name, value in ort_values.items() if name in per_op})
+        forced.update({name: value for name, value in ort_values.items() if name in per_op or name in boundaries})
         for step in steps:
             got = step.run([forced[name] for name in step.inputs])
             per_op[step.output].add(ort_values[step.output], got)
