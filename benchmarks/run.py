@@ -135,7 +135,7 @@ def _with_extra_output(path: Path, name: str, folder: Path) -> Path:
     return target
 
 
-def evaluate(case: Case, float_path: Path, quant_path: Path, folder: Path) -> Result:
+def evaluate(case: Case, float_path: Path, quant_path: Path, folder: Path, time_it: bool = True) -> Result:
     float_session = OrtSession(float_path)
     quant_session = OrtSession(quant_path)
     output = float_session.output_names[0]
@@ -173,9 +173,11 @@ def evaluate(case: Case, float_path: Path, quant_path: Path, folder: Path) -> Re
             got = q.run({case.input_name: sample}, [quant_softmax_input])[quant_softmax_input]
             logits.add(expected.reshape(-1), got.reshape(-1))
         pre_softmax = logits.sqnr_db
+    size_ratio = quant_path.stat().st_size / case.path.stat().st_size
+    if not time_it:
+        return Result(agreement.sqnr_db, pre_softmax, task, math.nan, math.nan, math.nan, size_ratio)
     feed = {case.input_name: case.evaluation[0]}
     latency = interleaved(lambda: float_session.run(feed), lambda: quant_session.run(feed), rounds=8, per_block=3)
-    size_ratio = quant_path.stat().st_size / case.path.stat().st_size
     return Result(agreement.sqnr_db, pre_softmax, task, latency.speedup, latency.first_ms, latency.second_ms,
                   size_ratio)
 

@@ -1,0 +1,84 @@
+"""The power-of-two scheme next to the default one, on the benchmark models.
+
+    python -m benchmarks.po2                      # all models, writes its BENCHMARKS.md section
+    python -m benchmarks.po2 --models digits --no-write
+
+Same samples as benchmarks/run.py (32 calibration, 16 evaluation; digits: 360 held-out images).
+Both models run in ONNX Runtime; for po2 the integer reference's output codes are also compared
+with ONNX Runtime's (per op, as in benchmarks/agreement.py) and its task figure is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import eightbit
+from benchmarks.models import LIGHT_ZOO
+from benchmarks.run import _fmt, build_cases, evaluate
+from benchmarks.sections import write_section
+from eightbit.api import bias_saturation_of, load_samples
+from eightbit.backends import ReferenceSession
+from eightbit.report.agreement import backend_agreement
+
+
+def _reference_task(case, model) -> float | None:
+    """The task figure of the po2 model computed by the reference kernels (digits: accuracy)."""
+    if case.metric != "accuracy":
+        return None
+    session = ReferenceSession(model)
+    scores = session.run({case.input_name: np.concatenate(case.evaluation)})[session.output_names[0]]
+    return float(np.mean(scores.argmax(-1) == case.labels))
+
+
+def run(names: list[str]) -> list[str]:
+    rows = []
+    for case in build_cases(names):
+        with tempfile.TemporaryDirectory(prefix="eightbit-po2-") as scratch:
+            folder = Path(scratch)
+            cells = []
+            for scheme in ("eightbit", "po2"):
+                path = folder / f"{scheme}.onnx"
+                model = eightbit.quantize(case.path, {case.input_name: case.calibration}, scheme=scheme, output=path)
+                result = evaluate(case, case.path, path, folder, time_it=False)
+                cells.append(f"{_fmt(result.sqnr_db)} / {_fmt(result.pre_softmax_sqnr_db)} / {_fmt(result.task, 4)}")
+            evaluation = case.evaluation if case.metric == "accuracy" else case.evaluation[:16]
+            agreement = backend_agreement(model, load_samples({case.input_name: evaluation}, model)).overall()
+            clipped = sum(bias_saturation_of(model).values())
+            reference = _reference_task(case, model)
+            rows.append(f"| {case.name} | {cells[0]} | {cells[1]} | {clipped} | {agreement.identical_fraction:.4f} "
+                        f"(max {agreement.max_difference} LSB) | {_fmt(reference, 4)} |")
+            print(rows[-1], flush=True)
+    return [
+        "| model | eightbit: output SQNR dB / pre-softmax / task | po2: output SQNR dB / pre-softmax / task | "
+        "po2 bias values clipped to 16 bits | po2 reference vs ORT: codes identical | po2 task, reference kernels |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=[*LIGHT_ZOO, "ppocr_det", "ppocr_cls", "digits"])
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    table = run(args.models)
+    print("\n".join(table))
+    if not args.no_write:
+        write_section("po2", SECTION.format(table="\n".join(table)))
+    return 0
+
+
+SECTION = """## Power-of-two scheme vs the default
+
+Made by `python -m benchmarks.po2` (see benchmarks/po2.py). Task: text-map IoU (ppocr_det), top-1
+agreement with float (ppocr_cls), accuracy (digits; float 99.44%).
+
+{table}
+"""
+
+if __name__ == "__main__":
+    raise SystemExit(main())
