@@ -148,6 +148,27 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_int(args: argparse.Namespace) -> int:
+    from eightbit.backends.export import EXTENSIONS, export_int
+
+    output = Path(args.output)
+    if output.suffix not in EXTENSIONS:
+        raise InputError(f"cannot write {output.name}: name the output .npz or .json")
+    check_output_path(output, args.model)
+    description = export_int(load_model(args.model), output)
+    kinds: dict[str, int] = {}
+    for step in description["steps"]:
+        kinds[step["kind"]] = kinds.get(step["kind"], 0) + 1
+    requantizing = [[v for v in step["params"].values() if isinstance(v, dict) and "multiplier" in v]
+                     for step in description["steps"] if step["kind"] == "integer"]
+    requantizing = [found for found in requantizing if found]
+    shifts = [found for found in requantizing if all("rounding_right_shift" in v for v in found)]
+    print(f"{args.model} -> {output}: {kinds.get('integer', 0)} integer steps ({len(requantizing)} requantize, "
+          f"{len(shifts)} of them by a shift alone), {kinds.get('quantize', 0)} quantize / "
+          f"{kinds.get('dequantize', 0)} dequantize at the float edges, {kinds.get('float', 0)} float ops")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from eightbit.demo import run_demo
 
@@ -208,6 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_options(compare)
     common(compare)
     compare.set_defaults(handler=_compare)
+
+    export = commands.add_parser("export-int", help="write a quantized model's integer program (weights, biases, "
+                                                    "multipliers, shifts, step graph) as .npz or .json")
+    export.add_argument("model", help="quantized model (.onnx)")
+    export.add_argument("-o", "--output", required=True, help="program.npz (arrays + a 'program' JSON) or .json")
+    common(export)
+    export.set_defaults(handler=_export_int)
 
     demo = commands.add_parser("demo", help="quantize the shipped digits CNN and show what changed")
     demo.add_argument("--output-dir", help="keep the float and int8 models here (default: a temporary folder)")
