@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ from eightbit.config import (
 )
 from eightbit.datasets import ImagePreprocessing
 from eightbit.errors import InputError
-from eightbit.ir import check_output_path, load_model, save_model
+from eightbit.ir import check_output_path, load_model, save_model, write_atomically
 
 
 def _add_image_options(parser: argparse.ArgumentParser) -> None:
@@ -117,13 +115,7 @@ def _run(args: argparse.Namespace) -> int:
             results[name].append(value)
     join = np.stack if samples.per_sample else np.concatenate
     arrays = {name: join(values) for name, values in results.items()}
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".npz", dir=output.parent)
-    os.close(descriptor)
-    try:
-        np.savez(temporary, **arrays)
-        os.replace(temporary, output)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    write_atomically(output, lambda temporary: np.savez(temporary, **arrays), suffix=".npz")
     print(f"{samples.count} samples -> {output} ({', '.join(f'{k} {list(v.shape)}' for k, v in arrays.items())})")
     return 0
 
@@ -149,12 +141,9 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _export_int(args: argparse.Namespace) -> int:
-    from eightbit.backends.export import EXTENSIONS, export_int
+    from eightbit.backends.export import export_int
 
-    output = Path(args.output)
-    if output.suffix not in EXTENSIONS:
-        raise InputError(f"cannot write {output.name}: name the output .npz or .json")
-    check_output_path(output, args.model)
+    output = check_output_path(args.output, args.model)
     description = export_int(load_model(args.model), output)
     kinds: dict[str, int] = {}
     for step in description["steps"]:

@@ -12,7 +12,6 @@ import dataclasses
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import onnx_ir as ir
 from eightbit.backends.integer_ops import IntegerStep, Quantized
 from eightbit.backends.reference import DequantizeStep, FloatStep, QuantizeStep, ReferenceSession
 from eightbit.errors import InputError
+from eightbit.ir import write_atomically
 from eightbit.kernels.requantize import Requantization
 
 FORMAT_VERSION = 1
@@ -110,13 +110,7 @@ def export_int(model: ir.Model, output: str | os.PathLike) -> dict:
         buffer = io.BytesIO()
         np.savez(buffer, program=np.frombuffer(json.dumps(description).encode(), dtype=np.uint8), **arrays)
         payload = buffer.getvalue()
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(payload)
-        os.replace(temporary, output)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    write_atomically(output, lambda temporary: temporary.write_bytes(payload))
     return description
 
 

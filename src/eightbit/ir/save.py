@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx_ir as ir
@@ -38,23 +39,34 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike) -> 
     return output
 
 
+def write_atomically(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = ".tmp") -> Path:
+    """Call write(temporary) on a temporary file in `path`'s folder, then rename it onto `path`.
+
+    Readers see either the old file or the complete new one; a failed write leaves no trace.
+    """
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(descriptor)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+    return path
+
+
 def save_model(model: ir.Model, path: str | os.PathLike) -> Path:
     """Save to `path` through a temporary file in the same folder and an atomic rename.
 
     Models whose tensors exceed ~1.5 GiB keep their tensors in `<name>.data` beside it.
     """
     path = check_output_path(path)
-    folder = path.parent
     external = _tensor_bytes(model) > _EXTERNAL_DATA_ABOVE_BYTES
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(descriptor)
-    try:
+
+    def write(temporary: Path) -> None:
         if external:
             ir.save(model, temporary, external_data=f"{path.name}.data")
         else:
-            Path(temporary).write_bytes(model_to_bytes(model))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+            temporary.write_bytes(model_to_bytes(model))
+
+    return write_atomically(path, write)
