@@ -50,6 +50,11 @@ class Quantized:
         return self.scale.size == 1
 
     @property
+    def channel_axis(self) -> int | None:
+        """The axis the scales run along, or None for one scale per tensor."""
+        return None if self.per_tensor else self.axis
+
+    @property
     def s(self) -> float:
         return float(self.scale.reshape(-1)[0])
 
@@ -317,6 +322,17 @@ def lower_mul(group: Group) -> IntegerStep | None:
                       output=_output_requantization(a.s * b.s / group.output.s, group.output))
 
 
+def _rescale_table(x: Quantized, out: Quantized) -> np.ndarray | None:
+    """None when output codes are input codes; else the identity's table onto the output grid."""
+    if x.s == out.s and x.zp == out.zp and x.fmt == out.fmt:
+        return None
+    return lookup_kernel.prepare_table(lambda v: v, x.s, x.zp, x.fmt, out.s, out.zp, out.fmt)
+
+
+def _moved(result: np.ndarray, rescale: np.ndarray | None, qmin: int) -> np.ndarray:
+    return result if rescale is None else lookup_kernel.lookup(result, rescale, qmin)
+
+
 def _table(group: Group, function: Callable[[np.ndarray], np.ndarray]) -> IntegerStep | None:
     x = group.inputs[0]
     if x is None or not x.per_tensor or x.fmt.bits != 8:
@@ -364,8 +380,7 @@ def lower_concat(group: Group) -> IntegerStep | None:
     out = group.output
     if any(x is None or not x.per_tensor or x.fmt != out.fmt for x in inputs):
         return None
-    tables = [None if (x.s == out.s and x.zp == out.zp) else
-              lookup_kernel.prepare_table(lambda v: v, x.s, x.zp, x.fmt, out.s, out.zp, out.fmt) for x in inputs]
+    tables = [_rescale_table(x, out) for x in inputs]
 
     def _concat_step(*codes, tables, qmin, axis):
         return concat_kernel.concat(list(codes), tables, qmin, axis)
@@ -385,19 +400,14 @@ def _pool_geometry(group: Group, rank: int) -> dict:
                 ceil_mode=bool(group.attribute("ceil_mode", 0)))
 
 
-def _resolved_pads(x: np.ndarray, kernel, strides, pads, auto_pad, dilations) -> tuple[int, ...]:
-    return explicit_pads(auto_pad, x.shape[2:], kernel, strides, dilations, pads)
-
-
 def _max_pool_step(x, *, kernel, strides, pads, auto_pad, dilations, ceil_mode, qmin, rescale):
-    pads = _resolved_pads(x, kernel, strides, pads, auto_pad, dilations)
-    result = pool_kernel.max_pool(x, kernel, strides, pads, dilations, ceil_mode, qmin)
-    return result if rescale is None else lookup_kernel.lookup(result, rescale, qmin)
+    pads = explicit_pads(auto_pad, x.shape[2:], kernel, strides, dilations, pads)
+    return _moved(pool_kernel.max_pool(x, kernel, strides, pads, dilations, ceil_mode, qmin), rescale, qmin)
 
 
 def _average_pool_step(x, *, kernel, strides, pads, auto_pad, dilations, ceil_mode, count_include_pad,
                        zero_point, output):
-    pads = _resolved_pads(x, kernel, strides, pads, auto_pad, dilations)
+    pads = explicit_pads(auto_pad, x.shape[2:], kernel, strides, dilations, pads)
     return pool_kernel.average_pool(x, zero_point, kernel, strides, pads, dilations, ceil_mode, count_include_pad,
                                     output)
 
@@ -422,17 +432,6 @@ def lower_pool(group: Group) -> IntegerStep | None:
 
 
 # -- data movement ----------------------------------------------------------------------------------
-
-
-def _rescale_table(x: Quantized, out: Quantized) -> np.ndarray | None:
-    """None when output codes are input codes; else the identity's table onto the output grid."""
-    if x.s == out.s and x.zp == out.zp and x.fmt == out.fmt:
-        return None
-    return lookup_kernel.prepare_table(lambda v: v, x.s, x.zp, x.fmt, out.s, out.zp, out.fmt)
-
-
-def _moved(result: np.ndarray, rescale: np.ndarray | None, qmin: int) -> np.ndarray:
-    return result if rescale is None else lookup_kernel.lookup(result, rescale, qmin)
 
 
 def _movement_step(x, *aux, op_type, attributes, zero_point, qmin, rescale):

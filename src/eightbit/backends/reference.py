@@ -32,7 +32,7 @@ class QuantizeStep:
 
     def run(self, env: dict[str, np.ndarray]) -> np.ndarray:
         out = self.output
-        return quantize(env[self.source], out.scale, out.zero_point, out.fmt, out.axis if not out.per_tensor else None)
+        return quantize(env[self.source], out.scale, out.zero_point, out.fmt, out.channel_axis)
 
 
 @dataclasses.dataclass
@@ -44,7 +44,7 @@ class DequantizeStep:
 
     def run(self, env: dict[str, np.ndarray]) -> np.ndarray:
         q = self.source
-        return dequantize(env[q.name], q.scale, q.zero_point, q.axis if not q.per_tensor else None)
+        return dequantize(env[q.name], q.scale, q.zero_point, q.channel_axis)
 
 
 @dataclasses.dataclass
@@ -65,7 +65,7 @@ def _quantized(node: ir.Node, codes_name: str) -> Quantized | None:
     zero = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
     if scale is None or (len(node.inputs) > 2 and node.inputs[2] is not None and zero is None):
         return None
-    if node.attributes.get("block_size") is not None and attribute(node, "block_size", 0):
+    if attribute(node, "block_size", 0):
         return None
     dtype = zero.dtype if zero is not None else np.dtype(np.uint8)
     if node.op_type == "QuantizeLinear" and attribute(node, "output_dtype", 0):

@@ -71,7 +71,7 @@ class BackendAgreement:
         return sorted(self.per_op, key=lambda a: (-a.max_difference, a.identical_fraction))[:count]
 
 
-def _quantized_outputs(model: ir.Model, reference: ReferenceSession) -> dict[str, str]:
+def _quantized_outputs(model: ir.Model) -> dict[str, str]:
     """Graph output name -> name of the codes it is dequantized from, where it is."""
     found = {}
     for value in model.graph.outputs:
@@ -94,8 +94,8 @@ def backend_agreement(model: ir.Model | str | os.PathLike, samples: Samples, thr
     traced = [values[name] for name in [step.output for step in steps] + boundaries if name in values]
     session = session_with_outputs(model, traced, threads=threads)
     per_op = {step.output: CodeAgreement(step.node, step.op_type) for step in steps}
-    outputs = {name: CodeAgreement(name, "output") for name in _quantized_outputs(model, reference)}
-    codes_of = _quantized_outputs(model, reference)
+    codes_of = _quantized_outputs(model)
+    outputs = {name: CodeAgreement(name, "output") for name in codes_of}
     for feeds in progress_bar(samples.batches(), samples.number_of_batches(), "agreement", show_progress):
         ort_values = session.run(feeds, [v.name for v in traced] + reference.output_names)
         env = reference.run_all(feeds)
