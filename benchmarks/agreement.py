@@ -13,15 +13,14 @@ ONNX Runtime's (per op); the models' dequantized outputs are compared end to end
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import onnxruntime as ort
 
 import eightbit
-from benchmarks.models import LIGHT_ZOO
+from benchmarks.models import ALL_MODELS
 from benchmarks.run import EVALUATION, build_cases
-from benchmarks.sections import write_section
+from benchmarks.sections import table_harness
 from eightbit.api import load_samples
 from eightbit.backends import ReferenceSession
 from eightbit.isa import cpu_features
@@ -74,15 +73,7 @@ def run(names: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=[*LIGHT_ZOO, "ppocr_det", "ppocr_cls", "digits"])
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args(argv)
-    table = run(args.models)
-    print("\n".join(table))
-    if not args.no_write:
-        write_section("reference-agreement", SECTION.format(table="\n".join(table)))
-    return 0
+    return table_harness(argv, __doc__, ALL_MODELS, run, "reference-agreement", SECTION)
 
 
 SECTION = """## Reference kernels vs ONNX Runtime (output codes, LSB)

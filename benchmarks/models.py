@@ -26,6 +26,8 @@ RAPIDOCR_MODELS = {
     "ppocr_det": "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
     "ppocr_cls": "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
 }
+# Every model the harnesses measure by default.
+ALL_MODELS = [*LIGHT_ZOO, "ppocr_det", "ppocr_cls", "digits"]
 
 
 def _consumers(graph: onnx.GraphProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:

@@ -10,16 +10,15 @@ with ONNX Runtime's (per op, as in benchmarks/agreement.py) and its task figure 
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 import eightbit
-from benchmarks.models import LIGHT_ZOO
+from benchmarks.models import ALL_MODELS
 from benchmarks.run import _fmt, build_cases, evaluate
-from benchmarks.sections import write_section
+from benchmarks.sections import table_harness
 from eightbit.api import bias_saturation_of, load_samples
 from eightbit.backends import ReferenceSession
 from eightbit.report.agreement import backend_agreement
@@ -61,15 +60,7 @@ def run(names: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=[*LIGHT_ZOO, "ppocr_det", "ppocr_cls", "digits"])
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args(argv)
-    table = run(args.models)
-    print("\n".join(table))
-    if not args.no_write:
-        write_section("po2", SECTION.format(table="\n".join(table)))
-    return 0
+    return table_harness(argv, __doc__, ALL_MODELS, run, "po2", SECTION)
 
 
 SECTION = """## Power-of-two scheme vs the default

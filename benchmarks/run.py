@@ -26,7 +26,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 
 import eightbit
 from benchmarks.images import rendered_text_images
-from benchmarks.models import LIGHT_ZOO, light_model, rapidocr_model
+from benchmarks.models import ALL_MODELS, LIGHT_ZOO, light_model, rapidocr_model
 from benchmarks.sections import write_section
 from eightbit.backends import OrtSession
 from eightbit.demo import shipped_digits, shipped_model
@@ -241,7 +241,7 @@ def run(names: list[str]) -> tuple[list[str], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=[*LIGHT_ZOO, "ppocr_det", "ppocr_cls", "digits"])
+    parser.add_argument("--models", nargs="+", default=ALL_MODELS)
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
     table, notes = run(args.models)

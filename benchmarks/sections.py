@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
@@ -20,3 +22,17 @@ def write_section(key: str, text: str, path: Path = BENCHMARKS) -> None:
     else:
         updated = current.rstrip() + "\n\n" + block
     path.write_text(updated)
+
+
+def table_harness(argv: list[str] | None, description: str, default_models: list[str],
+                  run: Callable[[list[str]], list[str]], key: str, section: str) -> int:
+    """Command line of a harness that prints a table and writes it into its BENCHMARKS.md section."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=default_models)
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    args = parser.parse_args(argv)
+    table = "\n".join(run(args.models))
+    print(table)
+    if not args.no_write:
+        write_section(key, section.format(table=table))
+    return 0
