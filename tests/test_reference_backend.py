@@ -138,6 +138,7 @@ CASES = {
                                                              "output_padding": [1, 1]},
                              _weights(4, 3, 3, 3), weight_axis=1, bias=True),
     "matmul": OpCase("MatMul", (2, 3, 16), {}, _weights(16, 5), weight_axis=1),
+    "matmul_of_activations": OpCase("MatMul", (2, 3, 16), second=(16, 5)),
     "gemm": OpCase("Gemm", (3, 16), {"transB": 1}, _weights(6, 16), bias=True),
     "add_broadcast": OpCase("Add", (2, 4, 5, 5), second=(1, 4, 1, 1)),
     "mul": OpCase("Mul", (2, 4, 5, 5), second=(2, 4, 5, 5)),

@@ -251,29 +251,31 @@ def lower_conv_transpose(group: Group) -> IntegerStep | None:
     )
 
 
-def _matmul_step(a, b, *, a_zero_point, b_zero_point, bias, output):
-    acc = matmul_kernel.matmul(a, a_zero_point, b, b_zero_point)
-    return requantize(acc if bias is None else acc + bias, output)
+def _matmul_step(a, b, *, a_zero_point, b_zero_point, output):
+    return requantize(matmul_kernel.matmul(a, a_zero_point, b, b_zero_point), output)
 
 
 def lower_matmul(group: Group) -> IntegerStep | None:
     a, b = group.inputs[0], group.inputs[1]
     if a is None or b is None or not a.per_tensor:
         return None
-    columns = b.scale.size
-    if columns > 1 and (group.constant_codes(1) is None or b.axis not in (-1, group.constant_codes(1).ndim - 1)):
+    b_codes = group.constant_codes(1)
+    per_column = b.scale.size > 1
+    if per_column and (b_codes is None or b.axis not in (-1, b_codes.ndim - 1)):
         return None
     real = a.s * b.scale.reshape(-1).astype(np.float64) / group.output.s
-    b_codes = group.constant_codes(1)
-    b_span = np.array([max(b.zp - b.fmt.qmin, b.fmt.qmax - b.zp)]) if b_codes is None else b_codes
-    depth = b_codes.shape[-2] if b_codes is not None and b_codes.ndim >= 2 else \
-        (int(group.node.inputs[1].shape[-2]) if group.node.inputs[1].shape is not None
-         and isinstance(group.node.inputs[1].shape[-2], int) else None)
-    bound = _accumulator_bound(a, b_span, b.zero_point if b_codes is not None else np.zeros(1), depth, None) \
-        if depth is not None else None
+    # Depth of the sum: b's rows (its only axis when it is a vector), if the shape is known.
+    shape = b_codes.shape if b_codes is not None else group.node.inputs[1].shape
+    depth = None if shape is None or len(shape) == 0 else shape[-2] if len(shape) >= 2 else shape[0]
+    if b_codes is not None:
+        bound = _accumulator_bound(a, b_codes, b.zero_point, int(depth), None)
+    elif isinstance(depth, int):  # an activation spans at most its zero point's distance to a range end
+        bound = _accumulator_bound(a, np.array([max(b.zp - b.fmt.qmin, b.fmt.qmax - b.zp)]), np.zeros(1), depth, None)
+    else:
+        bound = None
     return group.step(_matmul_step, [a.name, b.name], bound, a_zero_point=a.zp,
-                      b_zero_point=b.zero_point.reshape(-1).astype(np.int64) if columns > 1 else b.zp, bias=None,
-                      output=_output_requantization(real, group.output, 0 if columns > 1 else None, 1))
+                      b_zero_point=b.zero_point.reshape(-1).astype(np.int64) if per_column else b.zp,
+                      output=_output_requantization(real, group.output, 0 if per_column else None, 1))
 
 
 def _gemm_step(a, *, a_zero_point, weights, w_zero_point, bias, trans_b, output):
