@@ -4,6 +4,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 from onnx import helper
 
+import eightbit
 from conftest import make_model, small_cnn, tensor, value_info
 from eightbit.api import prepare
 from eightbit.ir import model_to_bytes
@@ -176,3 +177,18 @@ def test_batchnorm_after_a_separate_bias_add_folds():
     )
     model = check_equivalent(proto, prepare, x_of((1, 3, 4, 4)))
     assert ops(model) == ["ConvTranspose", "Relu"]
+
+
+def test_quantized_tensors_keep_the_float_models_names():
+    """Folding Conv+BN and fusing Relu/Clip leave each quantized tensor named as the float model
+    names the tensor whose values it holds."""
+    model = small_cnn()
+    samples = {"x": np.random.default_rng(5).normal(0, 1, (16, 3, 16, 16)).astype(np.float32)}
+    quantized = ir.to_proto(eightbit.quantize(model, samples))
+    float_names = {name for node in model.graph.node for name in node.output} | {"x"}
+    sources = [node.input[0] for node in quantized.graph.node if node.op_type == "QuantizeLinear"
+               and node.input[0] not in {i.name for i in quantized.graph.initializer}]
+    assert {"r1", "r2", "sum", "pool", "gap", "flat"} <= set(sources)
+    graph_outputs = {o.name for o in quantized.graph.output}
+    for name in sources:
+        assert name in float_names or name.removesuffix("_float") in graph_outputs

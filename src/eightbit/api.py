@@ -44,7 +44,7 @@ from eightbit.passes import (
     RemoveIdentity,
     SumToAdd,
 )
-from eightbit.passes.fuse_activation import FuseActivations
+from eightbit.passes.fuse_activation import FuseActivations, name_after_activations
 from eightbit.passes.insert_qdq import InsertQDQ, activation_qparams
 from eightbit.passes.quantize_weights import QuantizeWeights
 from eightbit.plan import FloatNode, make_plan
@@ -169,7 +169,9 @@ def _static(
             ranges.update(collect_ranges(prepared, [v.name for v in plan.observed], samples, method, threads,
                                          show_progress, scheme.activations))
         chosen = _with_weight_bits(scheme, value_bits)
-        rewrite = InsertQDQ(plan, activation_qparams(plan, ranges, chosen), chosen)
+        qparams = activation_qparams(plan, ranges, chosen)
+        name_after_activations(model.graph)
+        rewrite = InsertQDQ(plan, qparams, chosen)
         rewrite(model)
         common_passes.TopologicalSortPass()(model)
         _record_bias_saturation(model, scheme, rewrite.bias_saturation)

@@ -50,16 +50,20 @@ def single_consumer(value: ir.Value) -> ir.Node | None:
     return uses[0].node
 
 
-def replace_output(graph: ir.Graph, old: ir.Value, new: ir.Value) -> None:
+def replace_output(graph: ir.Graph, old: ir.Value, new: ir.Value, *, takes_name: bool = True) -> None:
     """Make every reader of `old` read `new`; `new` takes over `old`'s name if `old` is a graph output.
 
+    With `takes_name` (a rewrite whose `new` now computes what `old` computed), `new` is renamed
+    after `old` in any case, so that the tensors of the rewritten graph keep the original model's
+    names (unless `new` is a graph input, initializer or output, whose names are fixed).
     `new` also inherits `old`'s type and shape where it has none of its own.
     """
     if new.dtype is None and old.type is not None:
         new.type = old.type
     if new.shape is None:
         new.shape = old.shape
-    if old.is_graph_output():
+    renamable = new.producer() is not None and not new.is_graph_output()
+    if old.is_graph_output() or (takes_name and renamable and old.name):
         name = old.name
         old.name = None
         new.name = name

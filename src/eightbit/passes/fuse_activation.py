@@ -11,6 +11,8 @@ from eightbit.plan.ops import OP_RULES, OutputRange
 from eightbit.plan.planner import own_reason
 
 CLAMP = "eightbit.clamp"
+# The name of the activation's output that a fused value stands for once it is quantized.
+FUSED_NAME = "eightbit.fused_name"
 
 
 def _bounds(node: ir.Node) -> tuple[float, float] | None:
@@ -54,7 +56,23 @@ class FuseActivations(ir.passes.InPlacePass):
                 continue
             previous = value.meta.get(CLAMP, (-math.inf, math.inf))
             value.meta[CLAMP] = (max(previous[0], bounds[0]), min(previous[1], bounds[1]))
-            replace_output(graph, node.outputs[0], value)
+            if not node.outputs[0].is_graph_output():
+                value.meta[FUSED_NAME] = node.outputs[0].name
+            replace_output(graph, node.outputs[0], value, takes_name=False)
             graph.remove(node, safe=True)
             modified = True
         return ir.passes.PassResult(model, modified)
+
+
+def name_after_activations(graph: ir.Graph) -> None:
+    """Rename each fused value after the activation it absorbed: quantized, it holds that
+    activation's output (eq. 8), and the original model calls that tensor by this name.
+
+    Runs once calibration has read the values under their own names: before quantization,
+    a fused value still holds its producer's output.
+    """
+    for node in graph:
+        for value in node.outputs:
+            name = value.meta.pop(FUSED_NAME, None)
+            if name is not None and not value.is_graph_output():
+                value.name = name

@@ -28,7 +28,7 @@ class RemoveIdentity(ir.passes.InPlacePass):
             if result.is_graph_output() and (source.is_graph_input() or source.is_graph_output()
                                              or source.is_initializer()):
                 continue
-            replace_output(graph, result, source)
+            replace_output(graph, result, source, takes_name=False)
             graph.remove(node, safe=True)
             modified = True
         return ir.passes.PassResult(model, modified)
