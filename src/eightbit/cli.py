@@ -140,6 +140,46 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    from eightbit.report.inspect import inspect_models
+    from eightbit.report.tables import inspection_table, print_tables
+
+    written = [check_output_path(path, args.float_model, args.quantized_model, args.data)
+               for path in (args.html, args.png) if path is not None]
+    if len(set(written)) < len(written):
+        raise InputError("--html and --png name the same file; choose two paths")
+    float_model = load_model(args.float_model)
+    samples = api.load_samples(args.data, float_model, _images(args))
+    inspection = inspect_models(float_model, load_model(args.quantized_model), samples, impact=args.impact,
+                                threads=args.threads, show_progress=_show_progress(args))
+    title = f"{Path(args.quantized_model).name} vs {Path(args.float_model).name}"
+    if args.html is not None or args.png is not None:
+        from eightbit.report.html import inspection_html
+        from eightbit.report.plot import sqnr_plot_png
+
+        png = sqnr_plot_png(inspection, f"SQNR along the network: {title}, {inspection.samples} samples")
+        if args.png is not None:
+            write_atomically(args.png, lambda temporary: temporary.write_bytes(png), suffix=".png")
+        if args.html is not None:
+            page = inspection_html(inspection, title, png)
+            write_atomically(args.html, lambda temporary: temporary.write_text(page, encoding="utf-8"),
+                             suffix=".html")
+    if args.json:
+        print(json.dumps(inspection.as_dict(), indent=2))
+        return 0
+    shown = f", the worst {args.top}" if args.top and args.top < len(inspection.tensors) else ""
+    print_tables(inspection_table(inspection, f"{title}: {len(inspection.tensors)} quantized tensors{shown}, "
+                                              f"{inspection.samples} samples, worst first", args.top))
+    worst = inspection.tensors[0]
+    print(f"worst: {worst.name} ({worst.layer or worst.op_type}): {worst.diagnosis()}")
+    for name, agreement in inspection.outputs.items():
+        print(f"output {name}: {agreement.sqnr_db:.1f} dB SQNR vs float (pre-softmax where a softmax ends the model)")
+    for path in (args.png, args.html):
+        if path is not None:
+            print(f"wrote {path}")
+    return 0
+
+
 def _export_int(args: argparse.Namespace) -> int:
     from eightbit.backends.export import export_int
 
@@ -218,6 +258,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_options(compare)
     common(compare)
     compare.set_defaults(handler=_compare)
+
+    inspect = commands.add_parser(
+        "inspect", help="per-tensor diagnosis of a quantized model vs its float original, worst first")
+    inspect.add_argument("float_model")
+    inspect.add_argument("quantized_model")
+    inspect.add_argument("--data", required=True, help="samples: .npz keyed by input name, or an image folder")
+    inspect.add_argument("--impact", action="store_true",
+                         help="also measure, for each tensor, the output SQNR gained by leaving it float "
+                              "(one model run per tensor group; ranks by it)")
+    inspect.add_argument("--top", type=int, default=25, help="rows shown in the terminal (0: all; default 25)")
+    inspect.add_argument("--html", help="write a report page with the plot and every row")
+    inspect.add_argument("--png", help="write the plot of SQNR along the network")
+    inspect.add_argument("--json", action="store_true", help="print every row as JSON")
+    _add_image_options(inspect)
+    common(inspect)
+    inspect.set_defaults(handler=_inspect)
 
     export = commands.add_parser("export-int", help="write a quantized model's integer program (weights, biases, "
                                                     "multipliers, shifts, step graph) as .npz or .json")

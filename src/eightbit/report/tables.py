@@ -1,14 +1,16 @@
-"""Human-readable tables (rich) for the quantize and compare reports."""
+"""Human-readable tables (rich) for the quantize, compare and inspect reports."""
 
 from __future__ import annotations
 
 import math
+import sys
 
 from rich.console import Console
 from rich.table import Table
 
 from eightbit.plan import FloatNode
 from eightbit.report.compare import Comparison
+from eightbit.report.inspect import Inspection, TensorReport, power_of_two_exponent
 
 
 def _db(value: float) -> str:
@@ -53,7 +55,71 @@ def float_nodes_table(nodes: list[FloatNode]) -> Table:
     return table
 
 
+def _scale(scale: float) -> str:
+    k = power_of_two_exponent(scale)
+    return f"2^{k}" if k is not None else f"{scale:.3g}"
+
+
+def _grid(report: TensorReport) -> str:
+    text = _scale(report.grid.scale)
+    return text if report.grid.zero_point == 0 else f"{text} zp {report.grid.zero_point}"
+
+
+def _weight_scales(report: TensorReport) -> str:
+    if report.weights is None:
+        return ""
+    scales = report.weights.scales.reshape(-1)
+    low, high = float(scales.min()), float(scales.max())
+    return _scale(low) if low == high else f"{_scale(low)}..{_scale(high)}"
+
+
+def _number_db(value: float) -> str:
+    return f"{value:.1f}" if math.isfinite(value) else ("exact" if value > 0 else "-inf")
+
+
+INSPECTION_COLUMNS = ("#", "tensor", "layer", "scales in · w → out", "bias bits", "clipped", "own dB", "channel dB",
+                      "weights dB", "accumulated dB", "impact dB")
+NUMERIC_INSPECTION_COLUMNS = frozenset(INSPECTION_COLUMNS[4:]) | {"#"}
+
+
+def inspection_cells(rank: int, report: TensorReport, layer_names: bool = True) -> list[str]:
+    """One row of the inspect table: the tensor's grids, then its SQNR figures (report/inspect.py)."""
+    layer = report.op_type
+    if layer_names and report.layer:
+        layer = f"{report.layer} ({report.op_type})"
+    inputs = " ".join(_scale(s) for s in report.input_scales)
+    weights = _weight_scales(report)
+    scales = " · ".join(part for part in (inputs, weights) if part)
+    scales = f"{scales} → {_grid(report)}" if scales else _grid(report)
+    bias = ""
+    if report.bias_bits is not None:
+        bias = str(report.bias_bits)
+        if report.bias_saturated:
+            bias += f" ({report.bias_saturated} clipped)"
+    weight_db = ""
+    if report.weights is not None and report.weights.sqnr_db is not None:
+        weight_db = _number_db(min(report.weights.sqnr_db, report.weights.channel_sqnr_db))
+    if report.in_float_model and report.count:
+        figures = [f"{report.clipped_fraction:.2%}", _number_db(report.own.sqnr_db),
+                   _number_db(report.own_channels.median_db), weight_db, _number_db(report.accumulated.sqnr_db)]
+    else:
+        figures = ["", "no float tensor", "of this name", weight_db, ""]
+    impact = "" if report.impact_db is None else f"{report.impact_db:+.1f}"
+    return [str(rank), report.name, layer, scales, bias, *figures, impact]
+
+
+def inspection_table(inspection: Inspection, title: str, top: int | None = None) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in INSPECTION_COLUMNS:
+        table.add_column(column, justify="right" if column in NUMERIC_INSPECTION_COLUMNS else "left")
+    shown = inspection.tensors if not top else inspection.tensors[:top]
+    for rank, report in enumerate(shown, start=1):
+        table.add_row(*inspection_cells(rank, report, layer_names=False))
+    return table
+
+
 def print_tables(*tables: Table) -> None:
-    console = Console()
+    # Piped output is not cut to 80 columns: wide tables stay one line per row.
+    console = Console(width=None if sys.stdout.isatty() else 200)
     for table in tables:
         console.print(table)

@@ -1,0 +1,526 @@
+"""Per-tensor diagnosis of a quantized model against its float original (docs/quantization.md, section 11).
+
+For every activation the quantized model quantizes (a QuantizeLinear on a computed tensor),
+named as the float model names it, over the same samples:
+- own SQNR: the float tensor quantized and dequantized with the model's scale and zero point,
+  vs the float tensor: the error this tensor's grid alone causes (rounding and clipping);
+- channel SQNR: the same for each channel (axis 1), the median over channels: a range that one
+  outlier channel dominates leaves every other channel few codes, which the whole-tensor figure,
+  dominated by that channel's energy, hides;
+- weight SQNR of the layer that produces it (dequantized weights vs the float model's, after
+  the same folding), whole and median channel;
+- accumulated SQNR: the quantized model's dequantized tensor vs the float tensor, i.e. every
+  error upstream included;
+- clipped: the fraction of float values beyond the grid's ends (by more than half a step);
+- impact (optional): how much the model outputs' SQNR improves when this one tensor is left in
+  float (its QuantizeLinear -> DequantizeLinear bypassed), everything else quantized.
+Rows come worst first: by impact when measured, else by the lowest own figure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+import onnx_ir as ir
+
+from eightbit.api import BIAS_KEY, prepare
+from eightbit.backends.onnxruntime import OrtSession, session_with_outputs
+from eightbit.config import DEFAULT_THREADS
+from eightbit.datasets import Samples
+from eightbit.errors import InputError
+from eightbit.ir import as_model
+from eightbit.passes.constants import add_initializer, constant_array, replace_output, unique_name
+from eightbit.plan.ops import OP_RULES, OutputRange, weight_axis
+from eightbit.report.metrics import Agreement
+from eightbit.report.progress import progress_bar
+
+# Axis of an activation's channels (NCHW, and [N, features] for 2-D tensors).
+CHANNEL_AXIS = 1
+# A median channel this much below the whole tensor means one channel sets the range.
+CHANNEL_GAP_DB = 6.0
+# A grid that clips more than this fraction of a tensor's values is worth naming.
+CLIPPED_NOTABLE = 0.001
+
+
+def _db(signal: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """10 log10(signal / noise) elementwise (eq. 14): inf where noise is 0, nan where both are."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 10.0 * np.log10(signal / noise)
+
+
+def median_channel_db(signal: np.ndarray, noise: np.ndarray) -> float:
+    """Median over channels of each channel's SQNR; channels that are always zero do not count."""
+    live = signal > 0
+    if not np.any(live):
+        return math.inf
+    return float(np.median(_db(signal[live], noise[live])))
+
+
+@dataclasses.dataclass
+class ChannelEnergy:
+    """Streaming per-channel sums of reference^2 and error^2."""
+
+    signal: np.ndarray | None = None
+    noise: np.ndarray | None = None
+
+    def add(self, reference: np.ndarray, test: np.ndarray, axis: int | None) -> None:
+        reference = np.asarray(reference, dtype=np.float64)
+        error = reference - np.asarray(test, dtype=np.float64)
+        if axis is None or reference.ndim <= axis:
+            reference, error, axis = reference.reshape(1, -1), error.reshape(1, -1), 0
+        others = tuple(i for i in range(reference.ndim) if i != axis)
+        signal, noise = np.sum(reference**2, axis=others), np.sum(error**2, axis=others)
+        if self.signal is None:
+            self.signal, self.noise = signal, noise
+        else:
+            self.signal, self.noise = self.signal + signal, self.noise + noise
+
+    @property
+    def median_db(self) -> float:
+        return math.inf if self.signal is None else median_channel_db(self.signal, self.noise)
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """A per-tensor integer grid: real = scale * (q - zero_point), q in [qmin, qmax]."""
+
+    scale: float
+    zero_point: int
+    qmin: int
+    qmax: int
+
+    def fake_quantize(self, x: np.ndarray) -> np.ndarray:
+        """dequantize(quantize(x)) as ONNX QuantizeLinear / DequantizeLinear compute it (eq. 5, 1)."""
+        x = np.asarray(x, dtype=np.float32)
+        q = np.clip(np.rint(x / np.float32(self.scale)) + self.zero_point, self.qmin, self.qmax)
+        return (np.float32(self.scale) * (q - self.zero_point)).astype(np.float32)
+
+    @property
+    def low(self) -> float:
+        return self.scale * (self.qmin - self.zero_point)
+
+    @property
+    def high(self) -> float:
+        return self.scale * (self.qmax - self.zero_point)
+
+
+def _code_limits(dtype: np.dtype) -> tuple[int, int]:
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
+def power_of_two_exponent(scale: float) -> int | None:
+    """k with scale == 2^k exactly, or None."""
+    mantissa, exponent = math.frexp(scale)
+    return exponent - 1 if mantissa == 0.5 else None
+
+
+@dataclasses.dataclass
+class WeightSummary:
+    scales: np.ndarray
+    sqnr_db: float | None = None  # vs the float model's folded weights, when they can be matched
+    channel_sqnr_db: float | None = None
+
+
+@dataclasses.dataclass
+class TensorReport:
+    """One quantized activation and the layer that produces it."""
+
+    name: str  # as the float model names it
+    depth: int  # order of the QuantizeLinear in the quantized graph
+    layer: str  # producing node in the quantized model ("" for a model input)
+    op_type: str
+    grid: Grid
+    input_scales: list[float]
+    weights: WeightSummary | None
+    bias_bits: int | None
+    bias_saturated: int | None
+    in_float_model: bool
+    low: float = math.inf
+    high: float = -math.inf
+    clipped: int = 0
+    count: int = 0
+    own: Agreement = dataclasses.field(default_factory=Agreement)
+    own_channels: ChannelEnergy = dataclasses.field(default_factory=ChannelEnergy)
+    accumulated: Agreement = dataclasses.field(default_factory=Agreement)
+    impact_db: float | None = None
+
+    @property
+    def own_db(self) -> float:
+        """The lowest of the figures this tensor's own quantization (and its layer's weights) produce."""
+        figures = [self.own.sqnr_db, self.own_channels.median_db]
+        if self.weights is not None:
+            figures += [f for f in (self.weights.sqnr_db, self.weights.channel_sqnr_db) if f is not None]
+        return min(figures)
+
+    @property
+    def clipped_fraction(self) -> float:
+        return self.clipped / self.count if self.count else 0.0
+
+    def diagnosis(self) -> str:
+        """Which of the figures is lowest, in words."""
+        if not (self.in_float_model and self.count):
+            return "the float model has no tensor of this name, so nothing was measured"
+        figures = {"grid": self.own.sqnr_db, "channel": self.own_channels.median_db}
+        if self.weights is not None and self.weights.sqnr_db is not None:
+            figures["weights"] = min(self.weights.sqnr_db, self.weights.channel_sqnr_db)
+        lowest = min(figures, key=figures.get)
+        if lowest == "channel" and figures["channel"] < figures["grid"] - CHANNEL_GAP_DB:
+            return (f"one channel sets its range: the median channel keeps {figures['channel']:.1f} dB, the tensor "
+                    f"as a whole {figures['grid']:.1f} dB")
+        if lowest == "weights":
+            return f"its layer's weights lose the most ({figures['weights']:.1f} dB)"
+        if self.clipped_fraction > CLIPPED_NOTABLE:
+            return f"its grid clips {self.clipped_fraction:.2%} of the values"
+        if self.accumulated.sqnr_db < self.own.sqnr_db - CHANNEL_GAP_DB:
+            return (f"its own grid keeps {self.own.sqnr_db:.1f} dB but it arrives at {self.accumulated.sqnr_db:.1f} "
+                    "dB: the error comes from before it, or from how the runtime computes its layer")
+        return f"its grid alone keeps {min(figures.values()):.1f} dB"
+
+    def as_dict(self) -> dict:
+        def number(x: float | None, digits: int = 3) -> float | str | None:
+            if x is None:
+                return None
+            return round(x, digits) if math.isfinite(x) else ("inf" if x > 0 else "-inf" if x < 0 else "nan")
+
+        weights = None
+        if self.weights is not None:
+            scales = self.weights.scales.reshape(-1)
+            exponents = [power_of_two_exponent(float(s)) for s in scales]
+            weights = {
+                "scale_min": float(scales.min()), "scale_max": float(scales.max()), "channels": int(scales.size),
+                "k": sorted(set(exponents)) if None not in exponents else None,
+                "sqnr_db": number(self.weights.sqnr_db), "channel_sqnr_db": number(self.weights.channel_sqnr_db),
+            }
+        measured = self.in_float_model and self.count > 0
+        return {
+            "tensor": self.name, "depth": self.depth, "layer": self.layer, "op_type": self.op_type,
+            "scale": self.grid.scale, "zero_point": self.grid.zero_point, "k": power_of_two_exponent(self.grid.scale),
+            "codes": [self.grid.qmin, self.grid.qmax], "grid_range": [self.grid.low, self.grid.high],
+            "input_scales": self.input_scales,
+            "input_k": [power_of_two_exponent(s) for s in self.input_scales],
+            "weights": weights, "bias_bits": self.bias_bits, "bias_saturated": self.bias_saturated,
+            "float_range": [self.low, self.high] if measured else None,
+            "clipped_fraction": round(self.clipped_fraction, 6) if measured else None,
+            "own_sqnr_db": number(self.own.sqnr_db) if measured else None,
+            "channel_sqnr_db": number(self.own_channels.median_db) if measured else None,
+            "accumulated_sqnr_db": number(self.accumulated.sqnr_db) if measured else None,
+            "impact_db": number(self.impact_db), "diagnosis": self.diagnosis(),
+        }
+
+
+@dataclasses.dataclass
+class Inspection:
+    tensors: list[TensorReport]  # worst first
+    outputs: dict[str, Agreement]  # the model outputs compared (pre-softmax where a softmax ends the model)
+    samples: int
+
+    def as_dict(self) -> dict:
+        return {
+            "samples": self.samples,
+            "outputs": {name: (round(a.sqnr_db, 3) if math.isfinite(a.sqnr_db) else str(a.sqnr_db))
+                        for name, a in self.outputs.items()},
+            "tensors": [t.as_dict() for t in self.tensors],
+        }
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        from eightbit.ir import write_atomically
+
+        write_atomically(path, lambda temporary: temporary.write_text(json.dumps(self.as_dict(), indent=2)),
+                         suffix=".json")
+
+
+@dataclasses.dataclass
+class _Quantized:
+    """A QuantizeLinear on a computed tensor and the DequantizeLinear that reads it back."""
+
+    source: ir.Value  # the float tensor it quantizes
+    dequantized: ir.Value
+    grid: Grid
+
+
+def _quantized_activations(model: ir.Model) -> list[_Quantized]:
+    found = []
+    for node in model.graph:
+        if node.op_type != "QuantizeLinear" or constant_array(node.inputs[0]) is not None:
+            continue
+        scale = constant_array(node.inputs[1])
+        zero = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+        if scale is None or scale.size != 1 or (zero is not None and zero.size != 1):
+            continue  # per-axis activations: not a layout this report reads
+        readers = [use.node for use in node.outputs[0].uses() if use.node.op_type == "DequantizeLinear"]
+        if not readers:
+            continue
+        dtype = zero.dtype if zero is not None else np.dtype(np.uint8)
+        qmin, qmax = _code_limits(dtype)
+        zero_point = int(zero.reshape(())) if zero is not None else 0
+        found.append(_Quantized(node.inputs[0], readers[0].outputs[0],
+                                Grid(float(scale.reshape(())), zero_point, qmin, qmax)))
+    return found
+
+
+def _float_name(quantized: _Quantized) -> str:
+    """The float model's name for the tensor: a graph output keeps its name on the dequantized side."""
+    return quantized.dequantized.name if quantized.dequantized.is_graph_output() else quantized.source.name
+
+
+def _dequantize_constant(value: ir.Value) -> tuple[np.ndarray, np.ndarray, int | None] | None:
+    """(real values, scales, axis) of a constant read through a DequantizeLinear, else None."""
+    producer = value.producer()
+    if producer is None or producer.op_type != "DequantizeLinear":
+        return None
+    codes, scale = constant_array(producer.inputs[0]), constant_array(producer.inputs[1])
+    if codes is None or scale is None:
+        return None
+    zero = constant_array(producer.inputs[2]) if len(producer.inputs) > 2 and producer.inputs[2] is not None else None
+    zero = np.zeros_like(scale, dtype=np.int64) if zero is None else zero.astype(np.int64)
+    axis = producer.attributes["axis"].value if "axis" in producer.attributes and scale.size > 1 else None
+    shape = [1] * codes.ndim
+    if axis is not None:
+        axis = axis % codes.ndim
+        shape[axis] = scale.size
+    real = (scale.reshape(shape).astype(np.float64) * (codes.astype(np.int64) - zero.reshape(shape)))
+    return real, scale, axis
+
+
+def _scale_of_input(value: ir.Value) -> float | None:
+    producer = value.producer()
+    if producer is None or producer.op_type != "DequantizeLinear":
+        return None
+    scale = constant_array(producer.inputs[1])
+    if scale is None or scale.size != 1 or constant_array(producer.inputs[0]) is not None:
+        return None
+    return float(scale.reshape(()))
+
+
+def _weights(node: ir.Node, float_nodes: dict[str, ir.Node]) -> WeightSummary | None:
+    rule = OP_RULES.get(node.op_type)
+    if rule is None or rule.weight_input is None or rule.weight_input >= len(node.inputs):
+        return None
+    dequantized = _dequantize_constant(node.inputs[rule.weight_input])
+    if dequantized is None:
+        return None
+    real, scales, axis = dequantized
+    summary = WeightSummary(scales)
+    original = float_nodes.get(node.name)
+    reference = None
+    if original is not None and original.op_type == node.op_type and rule.weight_input < len(original.inputs):
+        reference = constant_array(original.inputs[rule.weight_input])
+    if reference is not None and reference.shape == real.shape:
+        whole = Agreement()
+        whole.add(reference, real)
+        channels = ChannelEnergy()
+        channels.add(reference, real, axis if axis is not None else weight_axis(original))
+        summary.sqnr_db, summary.channel_sqnr_db = whole.sqnr_db, channels.median_db
+    return summary
+
+
+def _bias(node: ir.Node, metadata: dict | None) -> tuple[int | None, int | None]:
+    rule = OP_RULES.get(node.op_type)
+    index = rule.bias_input if rule is not None else None
+    if index is None or index >= len(node.inputs) or node.inputs[index] is None:
+        return None, None
+    if _dequantize_constant(node.inputs[index]) is None:
+        return None, None
+    if metadata is not None:
+        return metadata["bits"], metadata["saturated"].get(node.name, 0)
+    codes = constant_array(node.inputs[index].producer().inputs[0])
+    return codes.dtype.itemsize * 8, None
+
+
+def _describe(quantized: list[_Quantized], model: ir.Model, float_nodes: dict[str, ir.Node],
+              float_names: set[str]) -> list[TensorReport]:
+    raw_bias = model.metadata_props.get(BIAS_KEY)
+    bias_metadata = json.loads(raw_bias) if raw_bias else None
+    reports = []
+    for depth, q in enumerate(quantized):
+        producer = q.source.producer()
+        name = _float_name(q)
+        if producer is None:
+            reports.append(TensorReport(name, depth, "", "input", q.grid, [], None, None, None, name in float_names))
+            continue
+        input_scales = [s for s in (_scale_of_input(v) for v in producer.inputs if v is not None) if s is not None]
+        bias_bits, saturated = _bias(producer, bias_metadata)
+        reports.append(TensorReport(
+            name, depth, producer.name or "", producer.op_type, q.grid, input_scales,
+            _weights(producer, float_nodes), bias_bits, saturated, name in float_names,
+        ))
+    return reports
+
+
+def _compared(model: ir.Model) -> list[ir.Value]:
+    """Each graph output, or the input of the (Log)Softmax that makes it, through a DequantizeLinear."""
+    compared = []
+    for output in model.graph.outputs:
+        producer = output.producer()
+        if producer is not None and producer.op_type == "DequantizeLinear":
+            quantizer = producer.inputs[0].producer()
+            producer = quantizer.inputs[0].producer() if quantizer is not None else None
+        softmax = producer is not None and producer.op_type in ("Softmax", "LogSoftmax")
+        compared.append(producer.inputs[0] if softmax else output)
+    return compared
+
+
+def _shared_grids(quantized: list[_Quantized]) -> list[list[int]]:
+    """Indices of `quantized` grouped by the grid they share: a data-movement op (or a Relu/Clip)
+    whose output carries its input's grid passes codes through, so leaving one of them float
+    alone changes nothing; they are left float together."""
+    parent = list(range(len(quantized)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    by_dequantized = {q.dequantized: i for i, q in enumerate(quantized)}
+    for i, q in enumerate(quantized):
+        producer = q.source.producer()
+        if producer is None:
+            continue
+        rule = OP_RULES.get(producer.op_type)
+        passes = (rule is not None and rule.output is OutputRange.SAME_AS_INPUT) or producer.op_type in ("Relu", "Clip")
+        source = by_dequantized.get(producer.inputs[0]) if producer.inputs else None
+        if passes and source is not None and quantized[source].grid == q.grid:
+            parent[root(i)] = root(source)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(quantized)):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
+def _bypassed(proto, group: list[_Quantized]) -> ir.Model:
+    """A copy of the quantized model (from its proto) in which the tensors of `group` stay float.
+
+    Each QuantizeLinear -> DequantizeLinear pair is removed; where the grid starts at its zero
+    point (eq. 8: it may stand for a fused Relu or Clip), a Clip at that bound takes its place.
+    """
+    model = ir.from_proto(proto)
+    graph = model.graph
+    taken: set[str] = set()
+    producers = {v.name: node for node in graph for v in node.outputs}
+    for quantized in group:
+        dequantize = producers[quantized.dequantized.name]
+        quantize = dequantize.inputs[0].producer()
+        source = quantize.inputs[0]
+        if quantized.grid.zero_point == quantized.grid.qmin:
+            bound = add_initializer(graph, unique_name(graph, f"{source.name}_bound", taken),
+                                    np.array(quantized.grid.low, dtype=np.float32))
+            kept = ir.node("Clip", [source, bound])
+        else:
+            kept = ir.node("Identity", [source])
+        graph.insert_after(dequantize, kept)
+        replace_output(graph, dequantize.outputs[0], kept.outputs[0], takes_name=False)
+        graph.remove(dequantize, safe=True)
+        if not quantize.outputs[0].uses():
+            graph.remove(quantize, safe=True)
+    return model
+
+
+def _output_agreement(session: OrtSession, names: list[str], expected: list[dict[str, np.ndarray]],
+                      feeds: list[dict[str, np.ndarray]], compared: list[str]) -> dict[str, Agreement]:
+    agreements = {name: Agreement() for name in compared}
+    for batch, reference in zip(feeds, expected):
+        got = session.run(batch, names)
+        for name, expected_name in zip(names, compared):
+            agreements[expected_name].add(reference[expected_name], got[name])
+    return agreements
+
+
+def _worst_db(agreements: dict[str, Agreement]) -> float:
+    return min(a.sqnr_db for a in agreements.values())
+
+
+def inspect_models(
+    float_model: ir.Model | str | os.PathLike,
+    quantized_model: ir.Model | str | os.PathLike,
+    samples: Samples,
+    *,
+    impact: bool = False,
+    threads: int = DEFAULT_THREADS,
+    show_progress: bool = False,
+) -> Inspection:
+    """Every quantized activation of `quantized_model`, measured against `float_model` on `samples`."""
+    float_model, quantized_model = as_model(float_model), as_model(quantized_model)
+    quantized = _quantized_activations(quantized_model)
+    if not quantized:
+        raise InputError("the second model quantizes no activation (no QuantizeLinear on a computed tensor); "
+                         "inspect takes FLOAT.onnx QUANT.onnx")
+    float_values = {v.name: v for node in float_model.graph for v in node.outputs if v.name}
+    float_values.update({v.name: v for v in float_model.graph.inputs})
+    float_outputs = [v.name for v in float_model.graph.outputs]
+    quantized_outputs = [v.name for v in quantized_model.graph.outputs]
+    if sorted(float_outputs) != sorted(quantized_outputs):
+        raise InputError(f"the models' outputs differ ({float_outputs} vs {quantized_outputs}); "
+                         "inspect a model with its own quantized version")
+    prepared = prepare(as_model(ir.to_proto(float_model)))
+    float_nodes = {node.name: node for node in prepared.graph if node.name}
+    reports = _describe(quantized, quantized_model, float_nodes, set(float_values))
+
+    float_compared = _compared(float_model)
+    quantized_compared = _compared(quantized_model)
+    compared_names = [v.name for v in float_compared]
+    measured = [(r, q) for r, q in zip(reports, quantized) if r.in_float_model]
+    wanted_float = list({v.name: v for v in [float_values[r.name] for r, _ in measured] + float_compared}.values())
+    wanted_quantized = [q.dequantized for _, q in measured] + quantized_compared
+    float_session = session_with_outputs(float_model, wanted_float, threads)
+    quantized_session = session_with_outputs(quantized_model, wanted_quantized, threads)
+    outputs = {name: Agreement() for name in compared_names}
+    kept_feeds, kept_expected = [], []
+    batches = progress_bar(samples.batches(), samples.number_of_batches(), "inspecting", show_progress)
+    for feeds in batches:
+        expected = float_session.run(feeds, [v.name for v in wanted_float])
+        got = quantized_session.run(feeds, [v.name for v in wanted_quantized])
+        for report, q in measured:
+            reference = expected[report.name]
+            fake = report.grid.fake_quantize(reference)
+            report.own.add(reference, fake)
+            report.own_channels.add(reference, fake, CHANNEL_AXIS)
+            report.accumulated.add(reference, got[q.dequantized.name])
+            half = report.grid.scale / 2
+            report.clipped += int(np.count_nonzero((reference < report.grid.low - half)
+                                                   | (reference > report.grid.high + half)))
+            report.count += reference.size
+            if reference.size:
+                report.low = min(report.low, float(reference.min()))
+                report.high = max(report.high, float(reference.max()))
+        for value, name in zip(quantized_compared, compared_names):
+            outputs[name].add(expected[name], got[value.name])
+        if impact:
+            kept_feeds.append(feeds)
+            kept_expected.append({name: expected[name] for name in compared_names})
+    float_session.close()
+    quantized_session.close()
+
+    if impact:
+        # Baseline and variants alike expose only the compared outputs, so that the runtime fuses
+        # the same groups in both.
+        names = [v.name for v in quantized_compared]
+
+        def worst_db(model: ir.Model) -> float:
+            values = {v.name: v for node in model.graph for v in node.outputs}
+            session = session_with_outputs(model, [values[name] for name in names], threads)
+            worst = _worst_db(_output_agreement(session, names, kept_expected, kept_feeds, compared_names))
+            session.close()
+            return worst
+
+        baseline = worst_db(quantized_model)
+        proto = ir.to_proto(quantized_model)
+        groups = _shared_grids(quantized)
+        for group in progress_bar(groups, len(groups), "impact", show_progress):
+            gained = worst_db(_bypassed(proto, [quantized[i] for i in group])) - baseline
+            for i in group:
+                reports[i].impact_db = gained
+    reports.sort(key=_severity)
+    return Inspection(reports, outputs, samples.count)
+
+
+def _severity(report: TensorReport) -> tuple[float, int]:
+    """Sort key, worst first: the largest impact when measured, else the lowest own figure."""
+    if report.impact_db is not None:
+        return (-report.impact_db if not math.isnan(report.impact_db) else math.inf, report.depth)
+    return (report.own_db if report.in_float_model and report.count else math.inf, report.depth)
