@@ -4,7 +4,7 @@
     python -m benchmarks.po2 --models digits --no-write
 
 Same samples as benchmarks/run.py (32 calibration, 16 evaluation; digits: 360 held-out images).
-Both models run in ONNX Runtime; for po2 the integer reference's output codes are also compared
+Every model runs in ONNX Runtime; for po2 (per-tensor weights) the integer reference's output codes are also compared
 with ONNX Runtime's (per op, as in benchmarks/agreement.py) and its task figure is given.
 """
 
@@ -33,28 +33,35 @@ def _reference_task(case, model) -> float | None:
     return float(np.mean(scores.argmax(-1) == case.labels))
 
 
+# (label, scheme, weight granularity): the default, po2 as offered (per-tensor weights), po2 per channel.
+VARIANTS = (("eightbit", "eightbit", None), ("po2", "po2", None), ("po2_per_channel", "po2", "per_channel"))
+
+
 def run(names: list[str]) -> list[str]:
     rows = []
     for case in build_cases(names):
         with tempfile.TemporaryDirectory(prefix="eightbit-po2-") as scratch:
             folder = Path(scratch)
-            cells = []
-            for scheme in ("eightbit", "po2"):
-                path = folder / f"{scheme}.onnx"
-                model = eightbit.quantize(case.path, {case.input_name: case.calibration}, scheme=scheme, output=path)
+            cells, models = [], []
+            for label, scheme, granularity in VARIANTS:
+                path = folder / f"{label}.onnx"
+                models.append(eightbit.quantize(case.path, {case.input_name: case.calibration}, scheme=scheme,
+                                                weight_granularity=granularity, output=path))
                 result = evaluate(case, case.path, path, folder, time_it=False)
                 cells.append(f"{_fmt(result.sqnr_db)} / {_fmt(result.pre_softmax_sqnr_db)} / {_fmt(result.task, 4)}")
+            model = models[1]
             evaluation = case.evaluation if case.metric == "accuracy" else case.evaluation[:16]
             agreement = backend_agreement(model, load_samples({case.input_name: evaluation}, model)).overall()
             clipped = sum(bias_saturation_of(model).values())
             reference = _reference_task(case, model)
-            rows.append(f"| {case.name} | {cells[0]} | {cells[1]} | {clipped} | {agreement.identical_fraction:.4f} "
+            rows.append(f"| {case.name} | {' | '.join(cells)} | {clipped} | {agreement.identical_fraction:.4f} "
                         f"(max {agreement.max_difference} LSB) | {_fmt(reference, 4)} |")
             print(rows[-1], flush=True)
     return [
         "| model | eightbit: output SQNR dB / pre-softmax / task | po2: output SQNR dB / pre-softmax / task | "
-        "po2 bias values clipped to 16 bits | po2 reference vs ORT: codes identical | po2 task, reference kernels |",
-        "|---|---|---|---|---|---|",
+        "po2, per-channel weights: the same | po2 bias values clipped to 16 bits | "
+        "po2 reference vs ORT: codes identical | po2 task, reference kernels |",
+        "|---|---|---|---|---|---|---|",
         *rows,
     ]
 

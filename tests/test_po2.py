@@ -133,3 +133,26 @@ def test_bias_that_overflows_sixteen_bits_is_reported(tmp_path, capsys):
     assert main(["quantize", str(source), "--calibration", str(data), "-o", str(out), "--scheme", "po2",
                  "--bias-bits", "32", "--json", "-q"]) == 0
     assert json.loads(capsys.readouterr().out)["bias_saturated"] == {}
+
+
+def test_po2_per_channel_weights_from_the_command_line(tmp_path):
+    digits = shipped_digits()
+    data = tmp_path / "calibration.npz"
+    np.savez(data, image=digits.x_train[:128])
+    source = tmp_path / "digits.onnx"
+    source.write_bytes(shipped_model().read_bytes())
+    out = tmp_path / "digits.po2.onnx"
+    assert main(["quantize", str(source), "--calibration", str(data), "-o", str(out), "--scheme", "po2",
+                 "--weight-granularity", "per_channel", "--no-report", "-q"]) == 0
+    model = eightbit.ir.load_model(out)
+    weight_scales = [node.inputs[1].const_value.numpy() for node in model.graph if node.op_type == "DequantizeLinear"
+                     and node.inputs[0].const_value is not None and node.inputs[0].const_value.numpy().dtype == np.int8]
+    assert weight_scales and all(s.size > 1 for s in weight_scales)  # one 2^k per output channel
+    assert any(len(np.unique(s)) > 1 for s in weight_scales)
+    assert all(np.all(np.exp2(np.round(np.log2(s))) == s) for s in weight_scales)
+    result = backend_agreement(model, load_samples({"image": digits.x_test[:64]}, model)).overall()
+    assert result.max_difference <= 1 and result.identical_fraction >= 0.99
+    with pytest.raises(SystemExit) as refused:
+        main(["quantize", str(source), "--calibration", str(data), "-o", str(tmp_path / "x.onnx"),
+              "--weight-granularity", "per_layer", "-q"])
+    assert refused.value.code == 2 and not (tmp_path / "x.onnx").exists()

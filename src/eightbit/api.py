@@ -20,7 +20,9 @@ from eightbit.config import (
     DEFAULT_SCHEME,
     DEFAULT_THREADS,
     DEFAULT_WEIGHT_RANGE,
+    WEIGHT_GRANULARITIES,
     WEIGHT_RANGES,
+    Granularity,
     Scheme,
     SchemeKind,
     scheme_named,
@@ -208,6 +210,7 @@ def quantize(
     calibrate: str | None = None,
     weight_range: str = DEFAULT_WEIGHT_RANGE,
     bias_bits: int | None = None,
+    weight_granularity: str | None = None,
     images: ImagePreprocessing | None = None,
     output: str | os.PathLike | None = None,
     threads: int = DEFAULT_THREADS,
@@ -224,6 +227,12 @@ def quantize(
         if bias_bits not in BIAS_BITS:
             raise InputError(f"bias width {bias_bits} is not offered; choose one of: {', '.join(map(str, BIAS_BITS))}")
         scheme = dataclasses.replace(scheme, bias_bits=bias_bits)
+    if weight_granularity is not None:
+        if weight_granularity not in WEIGHT_GRANULARITIES:
+            raise InputError(f"unknown weight granularity {weight_granularity!r}; choose one of: "
+                             f"{', '.join(WEIGHT_GRANULARITIES)}")
+        weights = dataclasses.replace(scheme.weights, granularity=Granularity(weight_granularity))
+        scheme = dataclasses.replace(scheme, weights=weights)
     calibrate = calibrate or scheme.default_calibration
     if calibrate not in CALIBRATION_METHODS:
         raise InputError(f"unknown calibration method {calibrate!r}; choose one of: {', '.join(CALIBRATION_METHODS)}")

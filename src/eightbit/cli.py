@@ -19,6 +19,7 @@ from eightbit.config import (
     DEFAULT_THREADS,
     DEFAULT_WEIGHT_RANGE,
     SCHEMES,
+    WEIGHT_GRANULARITIES,
     WEIGHT_RANGES,
     scheme_named,
 )
@@ -59,7 +60,8 @@ def _quantize(args: argparse.Namespace) -> int:
     images = _images(args)
     model = api.quantize(
         source, args.calibration, scheme=args.scheme, calibrate=args.calibrate,
-        weight_range=args.weight_range, bias_bits=args.bias_bits, images=images,
+        weight_range=args.weight_range, bias_bits=args.bias_bits, weight_granularity=args.weight_granularity,
+        images=images,
         threads=args.threads, show_progress=_show_progress(args),
     )
     float_nodes = api.float_nodes_of(model)
@@ -224,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--bias-bits", type=int, choices=BIAS_BITS, default=None,
                           help="integer width of biases (default: 32, and 16 for po2); values that do not fit are "
                                "clipped and reported")
+    quantize.add_argument("--weight-granularity", choices=WEIGHT_GRANULARITIES, default=None,
+                          help="one weight scale per output channel or per tensor (default: per_channel, and "
+                               "per_tensor for po2)")
     quantize.add_argument("--weight-range", choices=WEIGHT_RANGES, default=DEFAULT_WEIGHT_RANGE,
                           help="weight codes: full [-127,127], 7bit [-63,63] (exact on x86 without VNNI), "
                                "or auto (full with VNNI; on other x86 CPUs, whichever of the two agrees better with "

@@ -120,6 +120,8 @@ SCHEMES: dict[str, Scheme] = {
                   bias_bits=16, default_calibration="mse"),
 }
 BIAS_BITS = (16, 32)
+# Weight granularity a preset can be switched to from the command line (Granularity values).
+WEIGHT_GRANULARITIES = tuple(g.value for g in Granularity)
 DEFAULT_SCHEME = "eightbit"
 
 # Weight ranges: "full" [-127, 127]; "7bit" [-63, 63]; "auto": full where the CPU doing the
