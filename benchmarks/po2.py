@@ -4,6 +4,8 @@
     python -m benchmarks.po2 --models digits --no-write
 
 Same samples as benchmarks/run.py (32 calibration, 16 evaluation; digits: 360 held-out images).
+Default flags otherwise: "(7-bit w)" marks where --weight-range auto chose 7-bit weights because
+this CPU's fused 8-bit kernels saturate (docs/quantization.md, section 4).
 Every model runs in ONNX Runtime; for po2 (per-tensor weights) the integer reference's output codes are also compared
 with ONNX Runtime's (per op, as in benchmarks/agreement.py) and its task figure is given.
 """
@@ -19,7 +21,7 @@ import eightbit
 from benchmarks.models import ALL_MODELS
 from benchmarks.run import _fmt, build_cases, evaluate
 from benchmarks.sections import table_harness
-from eightbit.api import bias_saturation_of, load_samples
+from eightbit.api import WEIGHT_RANGE_KEY, bias_saturation_of, load_samples
 from eightbit.backends import ReferenceSession
 from eightbit.report.agreement import backend_agreement
 
@@ -48,7 +50,9 @@ def run(names: list[str]) -> list[str]:
                 models.append(eightbit.quantize(case.path, {case.input_name: case.calibration}, scheme=scheme,
                                                 weight_granularity=granularity, output=path))
                 result = evaluate(case, case.path, path, folder, time_it=False)
-                cells.append(f"{_fmt(result.sqnr_db)} / {_fmt(result.pre_softmax_sqnr_db)} / {_fmt(result.task, 4)}")
+                seven = models[-1].metadata_props[WEIGHT_RANGE_KEY].startswith("7-bit")
+                cells.append(f"{_fmt(result.sqnr_db)} / {_fmt(result.pre_softmax_sqnr_db)} / {_fmt(result.task, 4)}"
+                             + (" (7-bit w)" if seven else ""))
             model = models[1]
             evaluation = case.evaluation if case.metric == "accuracy" else case.evaluation[:16]
             agreement = backend_agreement(model, load_samples({case.input_name: evaluation}, model)).overall()

@@ -29,10 +29,12 @@ from benchmarks.images import rendered_text_images
 from benchmarks.models import ALL_MODELS, LIGHT_ZOO, light_model, rapidocr_model
 from benchmarks.sections import write_section
 from eightbit.backends import OrtSession
+from eightbit.backends.onnxruntime import session_with_outputs
 from eightbit.demo import shipped_digits, shipped_model
+from eightbit.ir import load_model
 from eightbit.isa import cpu_features
 from eightbit.report.latency import interleaved
-from eightbit.report.metrics import Agreement
+from eightbit.report.metrics import Agreement, compared_values
 
 CALIBRATION, EVALUATION = 32, 16
 
@@ -113,28 +115,6 @@ def ort_quantize(case: Case, target: Path) -> None:
     )
 
 
-def _softmax_input(path: Path) -> str | None:
-    """The tensor entering the Softmax that produces the first output (through Reshape/Q/DQ), if any."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    producers = {name: node for node in model.graph.node for name in node.output}
-    node = producers.get(model.graph.output[0].name)
-    while node is not None and node.op_type in ("Reshape", "Flatten", "QuantizeLinear", "DequantizeLinear"):
-        node = producers.get(node.input[0])
-    return node.input[0] if node is not None and node.op_type == "Softmax" else None
-
-
-def _with_extra_output(path: Path, name: str, folder: Path) -> Path:
-    import onnx
-
-    model = onnx.load(str(path))
-    model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    target = folder / f"{path.stem}.extra.onnx"
-    onnx.save(model, target)
-    return target
-
-
 def evaluate(case: Case, float_path: Path, quant_path: Path, folder: Path, time_it: bool = True) -> Result:
     float_session = OrtSession(float_path)
     quant_session = OrtSession(quant_path)
@@ -162,15 +142,16 @@ def evaluate(case: Case, float_path: Path, quant_path: Path, folder: Path, time_
     else:
         task = None
     pre_softmax = None
-    softmax_input = _softmax_input(float_path)
-    if softmax_input is not None:
-        quant_softmax_input = _softmax_input(quant_path) or softmax_input
-        f = OrtSession(_with_extra_output(float_path, softmax_input, folder))
-        q = OrtSession(_with_extra_output(quant_path, quant_softmax_input, folder))
+    float_model, quant_model = load_model(float_path), load_model(quant_path)
+    float_logits = compared_values(float_model)[output]
+    if float_logits.name != output:
+        quant_logits = compared_values(quant_model)[output]
+        f = session_with_outputs(float_model, [float_logits])
+        q = session_with_outputs(quant_model, [quant_logits])
         logits = Agreement()
         for sample in case.evaluation:
-            expected = f.run({case.input_name: sample}, [softmax_input])[softmax_input]
-            got = q.run({case.input_name: sample}, [quant_softmax_input])[quant_softmax_input]
+            expected = f.run({case.input_name: sample}, [float_logits.name])[float_logits.name]
+            got = q.run({case.input_name: sample}, [quant_logits.name])[quant_logits.name]
             logits.add(expected.reshape(-1), got.reshape(-1))
         pre_softmax = logits.sqnr_db
     size_ratio = quant_path.stat().st_size / case.path.stat().st_size

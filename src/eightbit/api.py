@@ -50,7 +50,7 @@ from eightbit.passes.fuse_activation import FuseActivations, name_after_activati
 from eightbit.passes.insert_qdq import InsertQDQ, activation_qparams
 from eightbit.passes.quantize_weights import QuantizeWeights
 from eightbit.plan import FloatNode, make_plan
-from eightbit.report.metrics import Agreement
+from eightbit.report.metrics import Agreement, compared_values
 
 FLOAT_NODES_KEY = "eightbit.float_nodes"
 SCHEME_KEY = "eightbit.scheme"
@@ -107,22 +107,11 @@ def _with_weight_bits(scheme: Scheme, value_bits: int | None) -> Scheme:
     return dataclasses.replace(scheme, weights=dataclasses.replace(scheme.weights, value_bits=value_bits))
 
 
-def _compared_values(model: ir.Model) -> list[ir.Value]:
-    """What agreement is measured on: each graph output, or the input of the Softmax that makes it
-    (a saturated softmax hides every difference in its input)."""
-    compared = []
-    for output in model.graph.outputs:
-        producer = output.producer()
-        softmax = producer is not None and producer.op_type in ("Softmax", "LogSoftmax")
-        compared.append(producer.inputs[0] if softmax else output)
-    return compared
-
-
 def _float_agreement_db(models: list[ir.Model], reference: ir.Model, samples: Samples, threads: int) -> list[float]:
     """Worst SQNR (eq. 14) of each model's outputs (pre-softmax), as ONNX Runtime's fused kernels compute
     them, vs `reference`'s."""
     def session(model: ir.Model) -> tuple[OrtSession, list[str]]:
-        compared = _compared_values(model)
+        compared = list(compared_values(model).values())
         return session_with_outputs(model, compared, threads), [v.name for v in compared]
 
     expected_session, expected_names = session(reference)
@@ -179,9 +168,6 @@ def _static(
         _record_bias_saturation(model, scheme, rewrite.bias_saturation)
         return model, plan.float_nodes
 
-    if scheme.activations.signed:
-        return (*build(7 if weight_range == "7bit" else None),
-                "s8 activations x s8 weights: no u8 x s8 pair sums, exact on every CPU")
     if weight_range == "7bit":
         return (*build(7), "7-bit weights, as asked")
     if weight_range == "full":
@@ -198,7 +184,7 @@ def _static(
                 f"{seven_db:.1f} dB with 7-bit")
     if full_db >= seven_db:
         return full, float_nodes, f"full 8-bit weights: {measured}"
-    return seven, float_nodes, (f"7-bit weights (exact on any CPU; 8-bit u8 x s8 pair sums saturate in int16 "
+    return seven, float_nodes, (f"7-bit weights (exact on any CPU; 8-bit products' pair sums saturate in int16 "
                                 f"here): {measured}")
 
 

@@ -35,7 +35,7 @@ from eightbit.errors import InputError
 from eightbit.ir import as_model
 from eightbit.passes.constants import add_initializer, constant_array, replace_output, unique_name
 from eightbit.plan.ops import OP_RULES, OutputRange, weight_axis
-from eightbit.report.metrics import Agreement
+from eightbit.report.metrics import Agreement, compared_values
 from eightbit.report.progress import progress_bar
 
 # Axis of an activation's channels (NCHW, and [N, features] for 2-D tensors).
@@ -352,19 +352,6 @@ def _describe(quantized: list[_Quantized], model: ir.Model, float_nodes: dict[st
     return reports
 
 
-def _compared(model: ir.Model) -> list[ir.Value]:
-    """Each graph output, or the input of the (Log)Softmax that makes it, through a DequantizeLinear."""
-    compared = []
-    for output in model.graph.outputs:
-        producer = output.producer()
-        if producer is not None and producer.op_type == "DequantizeLinear":
-            quantizer = producer.inputs[0].producer()
-            producer = quantizer.inputs[0].producer() if quantizer is not None else None
-        softmax = producer is not None and producer.op_type in ("Softmax", "LogSoftmax")
-        compared.append(producer.inputs[0] if softmax else output)
-    return compared
-
-
 def _shared_grids(quantized: list[_Quantized]) -> list[list[int]]:
     """Indices of `quantized` grouped by the grid they share: a data-movement op (or a Relu/Clip)
     whose output carries its input's grid passes codes through, so leaving one of them float
@@ -461,8 +448,9 @@ def inspect_models(
     float_nodes = {node.name: node for node in prepared.graph if node.name}
     reports = _describe(quantized, quantized_model, float_nodes, set(float_values))
 
-    float_compared = _compared(float_model)
-    quantized_compared = _compared(quantized_model)
+    by_output = compared_values(quantized_model)
+    float_compared = list(compared_values(float_model).values())
+    quantized_compared = [by_output[name] for name in compared_values(float_model)]
     compared_names = [v.name for v in float_compared]
     measured = [(r, q) for r, q in zip(reports, quantized) if r.in_float_model]
     wanted_float = list({v.name: v for v in [float_values[r.name] for r, _ in measured] + float_compared}.values())

@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 import numpy as np
+import onnx_ir as ir
 
 
 @dataclasses.dataclass
@@ -57,6 +58,25 @@ def _class_axis_view(array: np.ndarray) -> np.ndarray | None:
     if squeezed.ndim != 2 or squeezed.shape[-1] < 2:
         return None
     return squeezed
+
+
+# Ops between a Softmax and the graph output that only reshape or re-encode its values.
+_AFTER_SOFTMAX = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "QuantizeLinear", "DequantizeLinear")
+
+
+def compared_values(model: ir.Model) -> dict[str, ir.Value]:
+    """Graph output name -> the value agreement is measured on: the output itself, or the input of
+    the (Log)Softmax that makes it, through reshapes and Q/DQ (a saturated softmax hides every
+    difference in its input)."""
+    compared = {}
+    for output in model.graph.outputs:
+        node = output.producer()
+        while node is not None and node.op_type in _AFTER_SOFTMAX:
+            node = node.inputs[0].producer()
+        softmax = node is not None and node.op_type in ("Softmax", "LogSoftmax")
+        compared[output.name] = node.inputs[0] if softmax else output
+    return compared
+
 
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
