@@ -1,4 +1,4 @@
-"""Streaming calibration: histogram observers and the clipping-range methods (eq. 15-16)."""
+"""Streaming calibration: histogram observers and the clipping-range methods (eq. 15-16b)."""
 
 import numpy as np
 import pytest
@@ -7,13 +7,14 @@ from hypothesis import strategies as st
 
 import eightbit
 from eightbit.calibrate.histogram import BINS_PER_SIDE, HistogramObserver
-from eightbit.quant.clipping import mse_range, percentile_range
+from eightbit.quant.clipping import entropy_range, entropy_threshold, mse_range, percentile_range
 
-METHODS = ("percentile", "mse")
+METHODS = ("percentile", "mse", "entropy")
+RANGES = (percentile_range, mse_range, entropy_range)
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(1, 6), st.floats(0.01, 1000.0), st.sampled_from([percentile_range, mse_range]))
+@given(st.integers(1, 6), st.floats(0.01, 1000.0), st.sampled_from(RANGES))
 def test_histogram_does_not_depend_on_how_samples_are_batched(pieces, spread, choose):
     data = np.random.default_rng(pieces).standard_t(3, 4000) * spread
     whole, split = HistogramObserver(choose), HistogramObserver(choose)
@@ -38,26 +39,43 @@ def _histogram(data):
     return observer
 
 
-def test_percentile_clips_a_rare_outlier_that_minmax_keeps():
+@pytest.mark.parametrize("choose", [percentile_range, entropy_range])
+def test_percentile_and_entropy_clip_a_rare_outlier_that_minmax_keeps(choose):
     rng = np.random.default_rng(0)
     data = np.concatenate([rng.normal(0, 1, 200_000), [80.0]])
-    h = _histogram(data)
-    low, high = percentile_range(h.negative, h.positive, h.width)
-    assert -8 < low < -2 and 2 < high < 8
+    observer = HistogramObserver(choose)
+    observer.observe(data)
+    low, high = observer.range()  # never wider than what was seen
+    assert -8 < low < -2 and 2 < high <= 8
+
+
+def test_entropy_threshold_trades_clipping_against_resolution():
+    """A spike of mass at one magnitude far out: clipping it moves a lot of probability (high KL),
+    so the threshold keeps it; the same mass spread thinly over a long tail is clipped."""
+    width, bins = 1.0 / 64, BINS_PER_SIDE
+    body = np.zeros(bins)
+    body[:256] = 1000.0  # magnitudes in [0, 4)
+    spike = body.copy()
+    spike[3000] = 20_000.0
+    assert entropy_threshold(spike, width, 255) > 3000 * width
+    tail = body.copy()
+    tail[256:3001] = 20_000.0 / 2745
+    assert entropy_threshold(tail, width, 255) < 3000 * width
 
 
 def test_methods_keep_a_uniform_distribution_almost_whole():
     data = np.random.default_rng(1).uniform(-1, 3, 100_000)
-    h = _histogram(data)
-    for choose in (percentile_range, mse_range):
-        low, high = choose(h.negative, h.positive, h.width)
+    for choose in RANGES:
+        observer = HistogramObserver(choose)
+        observer.observe(data)
+        low, high = observer.range()
         assert low == pytest.approx(-1, abs=0.05) and high == pytest.approx(3, abs=0.05), choose.__name__
 
 
 def test_nonnegative_tensors_get_ranges_starting_at_zero():
     data = np.abs(np.random.default_rng(2).normal(0, 1, 50_000))
     h = _histogram(data)
-    for choose in (percentile_range, mse_range):
+    for choose in RANGES:
         low, high = choose(h.negative, h.positive, h.width)
         assert low == 0.0 and high > 2.5, choose.__name__
 

@@ -221,8 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--scheme", choices=tuple(SCHEMES), default=DEFAULT_SCHEME)
     quantize.add_argument("--calibrate", choices=CALIBRATION_METHODS, default=None,
                           help="how activation ranges are chosen: minmax (every value seen), or from a histogram: "
-                               "percentile (99.99%%) or mse (least expected squared error; with po2, the 2^k with "
-                               "the least error). Default: minmax, and mse for po2")
+                               "percentile (99.99%%), mse (least expected squared error; with po2, the 2^k with "
+                               "the least error) or entropy (least KL divergence between the clipped and the "
+                               "quantized distribution). Default: minmax, and mse for po2")
     quantize.add_argument("--bias-bits", type=int, choices=BIAS_BITS, default=None,
                           help="integer width of biases (default: 32, and 16 for po2); values that do not fit are "
                                "clipped and reported")

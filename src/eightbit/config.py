@@ -129,7 +129,7 @@ DEFAULT_SCHEME = "eightbit"
 WEIGHT_RANGES = ("auto", "full", "7bit")
 DEFAULT_WEIGHT_RANGE = "auto"
 
-CALIBRATION_METHODS = ("minmax", "percentile", "mse")
+CALIBRATION_METHODS = ("minmax", "percentile", "mse", "entropy")
 
 # Where `run` and `compare` execute a model: ONNX Runtime, or the integer reference kernels.
 BACKENDS = ("ort", "reference")

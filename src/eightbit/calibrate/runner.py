@@ -14,13 +14,14 @@ from eightbit.config import DEFAULT_THREADS, IntegerFormat
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
 from eightbit.quant import power_of_two
-from eightbit.quant.clipping import mse_range, percentile_range
+from eightbit.quant.clipping import entropy_range, mse_range, percentile_range
 from eightbit.report.progress import progress_bar
 
 OBSERVERS = {
     "minmax": MinMaxObserver,
     "percentile": lambda: HistogramObserver(percentile_range),
     "mse": lambda: HistogramObserver(mse_range),
+    "entropy": lambda: HistogramObserver(entropy_range),
 }
 
 
@@ -35,7 +36,7 @@ def collect_ranges(
 ) -> dict[str, tuple[float, float]]:
     """The clipping range of each named value of `model` over all samples, keyed by name.
 
-    minmax: the smallest and largest value seen; percentile, mse: chosen from a
+    minmax: the smallest and largest value seen; percentile, mse, entropy: chosen from a
     fixed-size histogram (quant/clipping.py); with a power-of-two `fmt`, mse searches the
     exponent k instead (quant/power_of_two.py). The runtime returns one batch of the observed
     tensors at a time and the observers keep only their summaries, so memory does not grow

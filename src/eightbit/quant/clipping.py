@@ -1,4 +1,4 @@
-"""Clipping ranges chosen from a histogram (docs/quantization.md, eq. 15-16).
+"""Clipping ranges chosen from a histogram (docs/quantization.md, eq. 15-16b).
 
 Min/max keeps every outlier inside the grid and pays for it with a coarse step everywhere
 else. These methods clip the tails instead, each with its own criterion. They all read the
@@ -84,3 +84,80 @@ def mse_range(negative: np.ndarray, positive: np.ndarray, width: float) -> tuple
         if error[column] < best_error:
             best_error, best = float(error[column]), (float(low), float(highs[column]))
     return min(best[0], 0.0), max(best[1], 0.0)
+
+
+# The entropy method reads the histogram merged to this many bins per side, and tries at most
+# this many candidate thresholds.
+ENTROPY_BINS = 2048
+ENTROPY_CANDIDATES = 128
+# Below this fraction of the values on the negative side, a tensor is treated as one-sided.
+ONE_SIDED = 1e-4
+
+
+def _merged(counts: np.ndarray, bins: int) -> np.ndarray:
+    merge = len(counts) // bins if len(counts) % bins == 0 and len(counts) >= bins else 1
+    return counts.reshape(-1, merge).sum(axis=1).astype(np.float64)
+
+
+# Probability given to a bin Q leaves empty where P is not, so that KL(P || Q) stays finite.
+SMOOTHING = 1e-4
+
+
+def _kl_divergence(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """KL(P || Q) of two count vectors, normalized; bins where P is 0 contribute nothing."""
+    p = reference / reference.sum()
+    q = candidate / candidate.sum() if candidate.sum() > 0 else np.zeros_like(p)
+    live = p > 0
+    q = np.where(live & (q == 0), SMOOTHING, q)
+    q = q / q.sum()
+    return float(np.sum(p[live] * np.log(p[live] / q[live])))
+
+
+def entropy_threshold(magnitudes: np.ndarray, width: float, levels: int) -> float:
+    """(15b) The threshold t (a bin edge) minimizing KL(P_t || Q_t) over a magnitude histogram.
+
+    P_t: the bins below t, with every count beyond t added to the last one (what clipping at t
+    does); Q_t: the bins below t (without the clipped counts) merged into `levels` equal groups,
+    each group's count spread evenly over its non-empty bins (what a grid of `levels` steps over
+    [0, t] can tell apart). A low t costs KL through the clipped mass P_t holds and Q_t lacks; a
+    high t through the detail Q_t's coarse groups lose.
+    """
+    counts = _merged(magnitudes, ENTROPY_BINS)
+    width = width * len(magnitudes) / len(counts)
+    occupied = np.flatnonzero(counts)
+    if occupied.size == 0:
+        return 0.0
+    last = int(occupied[-1]) + 1
+    if last <= levels:
+        return last * width
+    candidates = np.unique(np.linspace(levels, last, min(ENTROPY_CANDIDATES, last - levels + 1)).round().astype(int))
+    best, best_divergence = last, np.inf
+    for stop in candidates:
+        kept = counts[:stop]
+        reference = kept.copy()
+        reference[-1] += counts[stop:].sum()
+        starts = np.arange(levels) * stop // levels  # `levels` groups of contiguous bins
+        group = np.repeat(np.arange(levels), np.diff(np.append(starts, stop)))
+        totals = np.add.reduceat(kept, starts)
+        nonzero = np.add.reduceat((kept > 0).astype(np.float64), starts)
+        spread = np.divide(totals, nonzero, out=np.zeros(levels), where=nonzero > 0)
+        candidate = np.where(kept > 0, spread[group], 0.0)
+        divergence = _kl_divergence(reference, candidate)
+        if divergence < best_divergence:
+            best, best_divergence = int(stop), divergence
+    return best * width
+
+
+def entropy_range(negative: np.ndarray, positive: np.ndarray, width: float) -> tuple[float, float]:
+    """(15b) KL-divergence calibration: a one-sided tensor gets [0, t] with t chosen for all
+    LEVELS - 1 steps; a two-sided one gets [-t, t] from its folded magnitudes, half the steps
+    per side (bounds never exceed what was seen: the observer clips them to min/max)."""
+    total = negative.sum() + positive.sum()
+    if total == 0:
+        return 0.0, 0.0
+    if negative.sum() <= ONE_SIDED * total:
+        return 0.0, entropy_threshold(positive, width, LEVELS - 1)
+    if positive.sum() <= ONE_SIDED * total:
+        return -entropy_threshold(negative, width, LEVELS - 1), 0.0
+    threshold = entropy_threshold(negative + positive, width, LEVELS // 2)
+    return -threshold, threshold
