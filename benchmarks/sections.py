@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +27,9 @@ def write_section(key: str, text: str, path: Path = BENCHMARKS) -> None:
 
 def table_harness(argv: list[str] | None, description: str, default_models: list[str],
                   run: Callable[[list[str]], list[str]], key: str, section: str) -> int:
-    """Command line of a harness that prints a table and writes it into its BENCHMARKS.md section."""
+    """Command line of a harness that prints a table and writes it into its BENCHMARKS.md section.
+
+    `section` is formatted with the table and the command that made it (as `python -m benchmarks.<module>` was run)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=default_models)
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
@@ -34,5 +37,7 @@ def table_harness(argv: list[str] | None, description: str, default_models: list
     table = "\n".join(run(args.models))
     print(table)
     if not args.no_write:
-        write_section(key, section.format(table=table))
+        command = f"python -m benchmarks.{Path(sys.argv[0]).stem}" + (f" --models {' '.join(args.models)}"
+                                                   if args.models != default_models else "")
+        write_section(key, section.format(table=table, command=command))
     return 0
