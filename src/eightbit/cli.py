@@ -61,8 +61,7 @@ def _quantize(args: argparse.Namespace) -> int:
     model = api.quantize(
         source, args.calibration, scheme=args.scheme, calibrate=args.calibrate,
         weight_range=args.weight_range, bias_bits=args.bias_bits, weight_granularity=args.weight_granularity,
-        images=images,
-        threads=args.threads, show_progress=_show_progress(args),
+        images=images, threads=args.threads, show_progress=_show_progress(args),
     )
     float_nodes = api.float_nodes_of(model)
     save_model(model, output)

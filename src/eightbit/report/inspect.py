@@ -12,8 +12,9 @@ named as the float model names it, over the same samples:
 - accumulated SQNR: the quantized model's dequantized tensor vs the float tensor, i.e. every
   error upstream included;
 - clipped: the fraction of float values beyond the grid's ends (by more than half a step);
-- impact (optional): how much the model outputs' SQNR improves when this one tensor is left in
-  float (its QuantizeLinear -> DequantizeLinear bypassed), everything else quantized.
+- impact (optional): how much the model outputs' SQNR improves when this tensor (with the
+  tensors sharing its grid through data movement) is left in float, its QuantizeLinear ->
+  DequantizeLinear pair bypassed, everything else quantized.
 Rows come worst first: by impact when measured, else by the lowest own figure.
 """
 
@@ -226,12 +227,6 @@ class Inspection:
                         for name, a in self.outputs.items()},
             "tensors": [t.as_dict() for t in self.tensors],
         }
-
-    def write_json(self, path: str | os.PathLike) -> None:
-        from eightbit.ir import write_atomically
-
-        write_atomically(path, lambda temporary: temporary.write_text(json.dumps(self.as_dict(), indent=2)),
-                         suffix=".json")
 
 
 @dataclasses.dataclass
