@@ -102,3 +102,16 @@ def test_every_method_quantizes_the_model(cnn_path, method):
     x = np.random.default_rng(4).normal(0, 1, (16, 3, 16, 16)).astype(np.float32)
     model = eightbit.quantize(cnn_path, {"x": x}, calibrate=method)
     assert any(n.op_type == "QuantizeLinear" for n in model.graph)
+
+
+def test_entropy_ignores_the_spike_of_zeros_a_relu_leaves():
+    """Zeros are exact on every grid (eq. 2): half the values at 0 must not pull the threshold in."""
+    magnitudes = np.abs(np.random.default_rng(6).normal(0, 1, 100_000))
+    with_zeros = np.concatenate([magnitudes, np.zeros(100_000)])
+    ranges = []
+    for data in (magnitudes, with_zeros):
+        observer = HistogramObserver(entropy_range)
+        observer.observe(data)
+        ranges.append(observer.range())
+    assert ranges[0][1] == ranges[1][1]
+    assert 3.0 < ranges[0][1] < 4.5

@@ -124,6 +124,9 @@ def entropy_threshold(magnitudes: np.ndarray, width: float, levels: int) -> floa
     """
     counts = _merged(magnitudes, ENTROPY_BINS)
     width = width * len(magnitudes) / len(counts)
+    # Bin 0 holds (near-)zeros, which every candidate grid represents (eq. 2): a spike there, as
+    # after a ReLU, would otherwise dominate both distributions and favour clipping.
+    counts[0] = 0.0
     occupied = np.flatnonzero(counts)
     if occupied.size == 0:
         return 0.0
