@@ -33,6 +33,7 @@ from eightbit.kernels.requantize import Requantization, prepare_requantization, 
 from eightbit.kernels.windows import explicit_pads
 from eightbit.passes.constants import attribute, constant_array
 from eightbit.quant import dequantize
+from eightbit.quant.saturation import SATURATING_ACTIVATIONS, saturating_activation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,21 +345,12 @@ def _table(group: Group, function: Callable[[np.ndarray], np.ndarray]) -> Intege
     return group.step(lookup_kernel.lookup, [x.name], table=table, qmin=x.fmt.qmin)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (np.float32(1) / (np.float32(1) + np.exp(-x))).astype(np.float32)
-
-
 def lower_unary(group: Group) -> IntegerStep | None:
     """Sigmoid, HardSigmoid, HardSwish, LeakyRelu, Relu, Clip: a 256-entry table (ONNX formulas, float32)."""
     op = group.node.op_type
-    one, zero = np.float32(1), np.float32(0)
-    if op == "Sigmoid":
-        function = _sigmoid
-    elif op == "HardSigmoid":
-        alpha, beta = np.float32(group.attribute("alpha", 0.2)), np.float32(group.attribute("beta", 0.5))
-        function = lambda x: np.clip(alpha * x + beta, zero, one)  # noqa: E731
-    elif op == "HardSwish":
-        function = lambda x: x * np.clip(np.float32(1 / 6) * x + np.float32(0.5), zero, one)  # noqa: E731
+    zero = np.float32(0)
+    if op in SATURATING_ACTIVATIONS:
+        function = saturating_activation(op, group.attribute("alpha", 0.2), group.attribute("beta", 0.5))
     elif op == "LeakyRelu":
         alpha = np.float32(group.attribute("alpha", 0.01))
         function = lambda x: np.where(x >= 0, x, alpha * x).astype(np.float32)  # noqa: E731

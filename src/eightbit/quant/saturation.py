@@ -9,8 +9,31 @@ the inputs that matter.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+
+import numpy as np
 
 from eightbit.config import IntegerFormat
+
+SATURATING_ACTIVATIONS = ("Sigmoid", "HardSigmoid", "HardSwish")
+
+
+def saturating_activation(op_type: str, alpha: float = 0.2, beta: float = 0.5
+                          ) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The ONNX formula of a saturating activation, in float32 (alpha, beta: HardSigmoid's)."""
+    one, zero = np.float32(1), np.float32(0)
+    if op_type == "Sigmoid":
+        def sigmoid(x: np.ndarray) -> np.ndarray:
+            with np.errstate(over="ignore"):  # exp overflows to inf for x < -88: the result is 0, as it should be
+                return (one / (one + np.exp(-np.asarray(x, np.float32)))).astype(np.float32)
+        return sigmoid
+    if op_type == "HardSigmoid":
+        a, b = np.float32(alpha), np.float32(beta)
+        return lambda x: np.clip(a * np.asarray(x, np.float32) + b, zero, one)
+    if op_type == "HardSwish":
+        return lambda x: (np.asarray(x, np.float32)
+                          * np.clip(np.float32(1 / 6) * np.asarray(x, np.float32) + np.float32(0.5), zero, one))
+    return None
 
 
 def _output_thresholds(scale: float, zero_point: int, fmt: IntegerFormat) -> tuple[float, float]:

@@ -12,6 +12,8 @@ named as the float model names it, over the same samples:
 - accumulated SQNR: the quantized model's dequantized tensor vs the float tensor, i.e. every
   error upstream included;
 - clipped: the fraction of float values beyond the grid's ends (by more than half a step);
+a tensor read only by a saturating activation (eq. 8a) is measured after that activation, where
+clipping its inputs past the activation's live range costs nothing;
 - impact (optional): how much the model outputs' SQNR improves when this tensor (with the
   tensors sharing its grid through data movement) is left in float, its QuantizeLinear ->
   DequantizeLinear pair bypassed, everything else quantized.
@@ -24,6 +26,7 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Callable
 
 import numpy as np
 import onnx_ir as ir
@@ -36,6 +39,7 @@ from eightbit.errors import InputError
 from eightbit.ir import as_model
 from eightbit.passes.constants import add_initializer, constant_array, replace_output, unique_name
 from eightbit.plan.ops import OP_RULES, OutputRange, weight_axis
+from eightbit.quant.saturation import SATURATING_ACTIVATIONS, saturating_activation
 from eightbit.report.metrics import Agreement, compared_values
 from eightbit.report.progress import progress_bar
 
@@ -141,6 +145,7 @@ class TensorReport:
     bias_bits: int | None
     bias_saturated: int | None
     in_float_model: bool
+    read_through: str | None = None  # measured after this saturating activation, its only reader
     low: float = math.inf
     high: float = -math.inf
     clipped: int = 0
@@ -210,7 +215,8 @@ class TensorReport:
             "own_sqnr_db": number(self.own.sqnr_db) if measured else None,
             "channel_sqnr_db": number(self.own_channels.median_db) if measured else None,
             "accumulated_sqnr_db": number(self.accumulated.sqnr_db) if measured else None,
-            "impact_db": number(self.impact_db), "diagnosis": self.diagnosis(),
+            "impact_db": number(self.impact_db), "measured_after": self.read_through,
+            "diagnosis": self.diagnosis(),
         }
 
 
@@ -236,6 +242,8 @@ class _Quantized:
     source: ir.Value  # the float tensor it quantizes
     dequantized: ir.Value
     grid: Grid
+    # The saturating activation that alone reads the tensor (eq. 8a), as (op type, formula).
+    read_through: tuple[str, Callable[[np.ndarray], np.ndarray]] | None = None
 
 
 def _quantized_activations(model: ir.Model) -> list[_Quantized]:
@@ -254,8 +262,22 @@ def _quantized_activations(model: ir.Model) -> list[_Quantized]:
         qmin, qmax = _code_limits(dtype)
         zero_point = int(zero.reshape(())) if zero is not None else 0
         found.append(_Quantized(node.inputs[0], readers[0].outputs[0],
-                                Grid(float(scale.reshape(())), zero_point, qmin, qmax)))
+                                Grid(float(scale.reshape(())), zero_point, qmin, qmax),
+                                _saturating_reader(readers[0].outputs[0])))
     return found
+
+
+def _saturating_reader(value: ir.Value) -> tuple[str, Callable[[np.ndarray], np.ndarray]] | None:
+    """(op type, formula) when every reader of `value` is the same saturating activation."""
+    readers = {(use.node.op_type, tuple(sorted((k, a.value) for k, a in use.node.attributes.items())))
+               for use in value.uses() if use.idx == 0}
+    if len(readers) != 1 or len(value.uses()) == 0 or any(use.idx != 0 for use in value.uses()):
+        return None
+    op_type, attributes = next(iter(readers))
+    if op_type not in SATURATING_ACTIVATIONS:
+        return None
+    attributes = dict(attributes)
+    return op_type, saturating_activation(op_type, attributes.get("alpha", 0.2), attributes.get("beta", 0.5))
 
 
 def _float_name(quantized: _Quantized) -> str:
@@ -336,13 +358,15 @@ def _describe(quantized: list[_Quantized], model: ir.Model, float_nodes: dict[st
         producer = q.source.producer()
         name = _float_name(q)
         if producer is None:
-            reports.append(TensorReport(name, depth, "", "input", q.grid, [], None, None, None, name in float_names))
+            reports.append(TensorReport(name, depth, "", "input", q.grid, [], None, None, None, name in float_names,
+                                        q.read_through and q.read_through[0]))
             continue
         input_scales = [s for s in (_scale_of_input(v) for v in producer.inputs if v is not None) if s is not None]
         bias_bits, saturated = _bias(producer, bias_metadata)
         reports.append(TensorReport(
             name, depth, producer.name or "", producer.op_type, q.grid, input_scales,
             _weights(producer, float_nodes), bias_bits, saturated, name in float_names,
+            q.read_through and q.read_through[0],
         ))
     return reports
 
@@ -461,16 +485,27 @@ def inspect_models(
         for report, q in measured:
             reference = expected[report.name]
             fake = report.grid.fake_quantize(reference)
-            report.own.add(reference, fake)
-            report.own_channels.add(reference, fake, CHANNEL_AXIS)
-            report.accumulated.add(reference, got[q.dequantized.name])
+            arrived = got[q.dequantized.name]
             half = report.grid.scale / 2
-            report.clipped += int(np.count_nonzero((reference < report.grid.low - half)
-                                                   | (reference > report.grid.high + half)))
-            report.count += reference.size
+            clipped = (reference < report.grid.low - half) | (reference > report.grid.high + half)
             if reference.size:
                 report.low = min(report.low, float(reference.min()))
                 report.high = max(report.high, float(reference.max()))
+            if q.read_through is not None:
+                # Only what the activation makes of the tensor matters (eq. 8a): measure after it,
+                # and count a clipped value only where clipping changes the activation's output by
+                # more than half a step of 255 over the output's range.
+                activation = q.read_through[1]
+                exact = activation(reference)
+                moved = np.abs(activation(np.clip(reference, report.grid.low, report.grid.high)) - exact)
+                tolerance = (float(exact.max()) - float(exact.min())) / 510 if exact.size else 0.0
+                clipped &= moved > tolerance
+                reference, fake, arrived = exact, activation(fake), activation(arrived)
+            report.own.add(reference, fake)
+            report.own_channels.add(reference, fake, CHANNEL_AXIS)
+            report.accumulated.add(reference, arrived)
+            report.clipped += int(np.count_nonzero(clipped))
+            report.count += reference.size
         for value, name in zip(quantized_compared, compared_names):
             outputs[name].add(expected[name], got[value.name])
         if impact:

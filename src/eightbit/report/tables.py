@@ -87,6 +87,8 @@ def inspection_cells(rank: int, report: TensorReport, layer_names: bool = True) 
     layer = report.op_type
     if layer_names and report.layer:
         layer = f"{report.layer} ({report.op_type})"
+    if report.read_through:
+        layer += f" → {report.read_through}"
     inputs = " ".join(_scale(s) for s in report.input_scales)
     weights = _weight_scales(report)
     scales = " · ".join(part for part in (inputs, weights) if part)
