@@ -143,7 +143,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from eightbit.report.inspect import inspect_models
-    from eightbit.report.tables import inspection_table, print_tables
+    from eightbit.report.tables import db_text, inspection_table, print_tables
 
     written = [check_output_path(path, args.float_model, args.quantized_model, args.data)
                for path in (args.html, args.png) if path is not None]
@@ -174,7 +174,7 @@ def _inspect(args: argparse.Namespace) -> int:
     worst = inspection.tensors[0]
     print(f"worst: {worst.name} ({worst.layer or worst.op_type}): {worst.diagnosis()}")
     for name, agreement in inspection.outputs.items():
-        print(f"output {name}: {agreement.sqnr_db:.1f} dB SQNR vs float (pre-softmax where a softmax ends the model)")
+        print(f"output {name}: {db_text(agreement.sqnr_db)} SQNR vs float (pre-softmax where a softmax ends the model)")
     for path in (args.png, args.html):
         if path is not None:
             print(f"wrote {path}")

@@ -59,7 +59,7 @@ class FloatStep:
         return evaluate_node(self.node, inputs, self.opset)
 
 
-def _quantized(node: ir.Node, codes_name: str) -> Quantized | None:
+def quantized_grid(node: ir.Node, codes_name: str) -> Quantized | None:
     """The grid of a QuantizeLinear / DequantizeLinear node (constant scale and zero point only)."""
     scale = constant_array(node.inputs[1])
     zero = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
@@ -67,7 +67,12 @@ def _quantized(node: ir.Node, codes_name: str) -> Quantized | None:
         return None
     if attribute(node, "block_size", 0):
         return None
-    dtype = zero.dtype if zero is not None else np.dtype(np.uint8)
+    if zero is not None:
+        dtype = zero.dtype
+    elif node.op_type == "DequantizeLinear" and node.inputs[0].dtype is not None:
+        dtype = node.inputs[0].dtype.numpy()  # no zero point: 0 of the codes' own type
+    else:
+        dtype = np.dtype(np.uint8)  # QuantizeLinear's default output type
     if node.op_type == "QuantizeLinear" and attribute(node, "output_dtype", 0):
         return None
     try:
@@ -76,6 +81,18 @@ def _quantized(node: ir.Node, codes_name: str) -> Quantized | None:
         return None
     zero = np.zeros(scale.shape, dtype) if zero is None else zero
     return Quantized(codes_name, scale.astype(np.float32), zero, int(attribute(node, "axis", 1)), fmt)
+
+
+def dequantized_source(value: ir.Value | None) -> tuple[Quantized, np.ndarray | None] | None:
+    """(grid, constant codes or None) of a value a DequantizeLinear produces, else None."""
+    producer = value.producer() if value is not None else None
+    if producer is None or producer.op_type != "DequantizeLinear":
+        return None
+    source = producer.inputs[0]
+    grid = quantized_grid(producer, source.name)
+    if grid is None:
+        return None
+    return grid, constant_array(source)
 
 
 class ReferenceSession:
@@ -95,17 +112,6 @@ class ReferenceSession:
 
     # -- offline -----------------------------------------------------------------------------
 
-    def _dequantized(self, value: ir.Value | None) -> tuple[Quantized, np.ndarray | None] | None:
-        """(grid, constant codes or None) of a value a DequantizeLinear produces."""
-        producer = value.producer() if value is not None else None
-        if producer is None or producer.op_type != "DequantizeLinear":
-            return None
-        source = producer.inputs[0]
-        grid = _quantized(producer, source.name)
-        if grid is None:
-            return None
-        return grid, constant_array(source)
-
     def _group(self, node: ir.Node) -> Group | None:
         if len(node.outputs) < 1 or node.outputs[0].is_graph_output():
             return None
@@ -115,7 +121,7 @@ class ReferenceSession:
         if any(out.uses() for out in node.outputs[1:]):
             return None
         q_node = uses[0].node
-        output = _quantized(q_node, q_node.outputs[0].name)
+        output = quantized_grid(q_node, q_node.outputs[0].name)
         if output is None or not output.per_tensor:
             return None
         data = DATA_INPUTS.get(node.op_type, (0,))
@@ -126,7 +132,7 @@ class ReferenceSession:
             value = node.inputs[i]
             if value is None:
                 continue
-            found = self._dequantized(value)
+            found = dequantized_source(value)
             if found is None:
                 if i == 2 and node.op_type in ("Conv", "ConvTranspose", "Gemm") and constant_array(value) is not None:
                     continue  # a float bias: quantized when the group is lowered
@@ -150,14 +156,14 @@ class ReferenceSession:
             if node in integer:
                 steps.append(integer[node])
             elif node.op_type == "QuantizeLinear" and node not in consumed_q:
-                grid = _quantized(node, node.outputs[0].name)
+                grid = quantized_grid(node, node.outputs[0].name)
                 steps.append(QuantizeStep(node.inputs[0].name, grid) if grid is not None else
                              FloatStep(node, self.opset))
             elif node.op_type == "DequantizeLinear":
                 output = node.outputs[0]
                 needed = output.is_graph_output() or any(use.node not in integer for use in output.uses())
                 if needed:
-                    grid = _quantized(node, node.inputs[0].name)
+                    grid = quantized_grid(node, node.inputs[0].name)
                     steps.append(DequantizeStep(grid, output.name) if grid is not None else
                                  FloatStep(node, self.opset))
             elif node.op_type != "QuantizeLinear":

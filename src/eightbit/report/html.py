@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 
 from eightbit.report.inspect import Inspection
-from eightbit.report.tables import INSPECTION_COLUMNS, NUMERIC_INSPECTION_COLUMNS, inspection_cells
+from eightbit.report.tables import INSPECTION_COLUMNS, NUMERIC_INSPECTION_COLUMNS, db_text, inspection_cells
 
 _STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; }
@@ -27,10 +26,7 @@ _LEGEND = (
 
 
 def inspection_html(inspection: Inspection, title: str, plot_png: bytes) -> str:
-    outputs = ", ".join(
-        f"{html.escape(name)}: {a.sqnr_db:.1f} dB" if math.isfinite(a.sqnr_db) else f"{html.escape(name)}: exact"
-        for name, a in inspection.outputs.items()
-    )
+    outputs = ", ".join(f"{html.escape(name)}: {db_text(a.sqnr_db)}" for name, a in inspection.outputs.items())
     head = "".join(f"<th>{html.escape(c)}</th>" for c in INSPECTION_COLUMNS)
     rows = []
     for rank, report in enumerate(inspection.tensors, start=1):

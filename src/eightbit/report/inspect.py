@@ -32,13 +32,16 @@ import numpy as np
 import onnx_ir as ir
 
 from eightbit.api import BIAS_KEY, prepare
+from eightbit.backends.integer_ops import Quantized
 from eightbit.backends.onnxruntime import OrtSession, session_with_outputs
-from eightbit.config import DEFAULT_THREADS
+from eightbit.backends.reference import dequantized_source, quantized_grid
+from eightbit.config import DEFAULT_THREADS, IntegerFormat
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
 from eightbit.ir import as_model
 from eightbit.passes.constants import add_initializer, constant_array, replace_output, unique_name
 from eightbit.plan.ops import OP_RULES, OutputRange, weight_axis
+from eightbit.quant import dequantize, quantize
 from eightbit.quant.saturation import SATURATING_ACTIVATIONS, saturating_activation
 from eightbit.report.metrics import Agreement, compared_values
 from eightbit.report.progress import progress_bar
@@ -91,18 +94,28 @@ class ChannelEnergy:
 
 @dataclasses.dataclass(frozen=True)
 class Grid:
-    """A per-tensor integer grid: real = scale * (q - zero_point), q in [qmin, qmax]."""
+    """A per-tensor integer grid: real = scale * (q - zero_point), q in fmt's [qmin, qmax]."""
 
     scale: float
     zero_point: int
-    qmin: int
-    qmax: int
+    fmt: IntegerFormat
+
+    @classmethod
+    def of(cls, quantized: Quantized) -> Grid:
+        return cls(quantized.s, quantized.zp, quantized.fmt)
+
+    @property
+    def qmin(self) -> int:
+        return self.fmt.qmin
+
+    @property
+    def qmax(self) -> int:
+        return self.fmt.qmax
 
     def fake_quantize(self, x: np.ndarray) -> np.ndarray:
         """dequantize(quantize(x)) as ONNX QuantizeLinear / DequantizeLinear compute it (eq. 5, 1)."""
-        x = np.asarray(x, dtype=np.float32)
-        q = np.clip(np.rint(x / np.float32(self.scale)) + self.zero_point, self.qmin, self.qmax)
-        return (np.float32(self.scale) * (q - self.zero_point)).astype(np.float32)
+        scale, zero_point = np.float32(self.scale), np.asarray(self.zero_point)
+        return dequantize(quantize(x, scale, zero_point, self.fmt), scale, zero_point)
 
     @property
     def low(self) -> float:
@@ -113,15 +126,17 @@ class Grid:
         return self.scale * (self.qmax - self.zero_point)
 
 
-def _code_limits(dtype: np.dtype) -> tuple[int, int]:
-    info = np.iinfo(dtype)
-    return int(info.min), int(info.max)
-
-
 def power_of_two_exponent(scale: float) -> int | None:
     """k with scale == 2^k exactly, or None."""
     mantissa, exponent = math.frexp(scale)
     return exponent - 1 if mantissa == 0.5 else None
+
+
+def _json_number(x: float | None, digits: int = 3) -> float | str | None:
+    """A figure for JSON: rounded, or "inf" / "-inf" / "nan" (JSON has no such numbers)."""
+    if x is None:
+        return None
+    return round(x, digits) if math.isfinite(x) else ("inf" if x > 0 else "-inf" if x < 0 else "nan")
 
 
 @dataclasses.dataclass
@@ -155,13 +170,17 @@ class TensorReport:
     accumulated: Agreement = dataclasses.field(default_factory=Agreement)
     impact_db: float | None = None
 
+    def own_figures(self) -> dict[str, float]:
+        """The SQNR figures this tensor's own quantization (and its layer's weights) produce."""
+        figures = {"grid": self.own.sqnr_db, "channel": self.own_channels.median_db}
+        if self.weights is not None and self.weights.sqnr_db is not None:
+            figures["weights"] = min(self.weights.sqnr_db, self.weights.channel_sqnr_db)
+        return figures
+
     @property
     def own_db(self) -> float:
         """The lowest of the figures this tensor's own quantization (and its layer's weights) produce."""
-        figures = [self.own.sqnr_db, self.own_channels.median_db]
-        if self.weights is not None:
-            figures += [f for f in (self.weights.sqnr_db, self.weights.channel_sqnr_db) if f is not None]
-        return min(figures)
+        return min(self.own_figures().values())
 
     @property
     def clipped_fraction(self) -> float:
@@ -171,9 +190,7 @@ class TensorReport:
         """Which of the figures is lowest, in words."""
         if not (self.in_float_model and self.count):
             return "the float model has no tensor of this name, so nothing was measured"
-        figures = {"grid": self.own.sqnr_db, "channel": self.own_channels.median_db}
-        if self.weights is not None and self.weights.sqnr_db is not None:
-            figures["weights"] = min(self.weights.sqnr_db, self.weights.channel_sqnr_db)
+        figures = self.own_figures()
         lowest = min(figures, key=figures.get)
         if lowest == "channel" and figures["channel"] < figures["grid"] - CHANNEL_GAP_DB:
             return (f"one channel sets its range: the median channel keeps {figures['channel']:.1f} dB, the tensor "
@@ -185,14 +202,9 @@ class TensorReport:
         if self.accumulated.sqnr_db < self.own.sqnr_db - CHANNEL_GAP_DB:
             return (f"its own grid keeps {self.own.sqnr_db:.1f} dB but it arrives at {self.accumulated.sqnr_db:.1f} "
                     "dB: the error comes from before it, or from how the runtime computes its layer")
-        return f"its grid alone keeps {min(figures.values()):.1f} dB"
+        return f"its grid alone keeps {self.own_db:.1f} dB"
 
     def as_dict(self) -> dict:
-        def number(x: float | None, digits: int = 3) -> float | str | None:
-            if x is None:
-                return None
-            return round(x, digits) if math.isfinite(x) else ("inf" if x > 0 else "-inf" if x < 0 else "nan")
-
         weights = None
         if self.weights is not None:
             scales = self.weights.scales.reshape(-1)
@@ -200,7 +212,8 @@ class TensorReport:
             weights = {
                 "scale_min": float(scales.min()), "scale_max": float(scales.max()), "channels": int(scales.size),
                 "k": sorted(set(exponents)) if None not in exponents else None,
-                "sqnr_db": number(self.weights.sqnr_db), "channel_sqnr_db": number(self.weights.channel_sqnr_db),
+                "sqnr_db": _json_number(self.weights.sqnr_db),
+                "channel_sqnr_db": _json_number(self.weights.channel_sqnr_db),
             }
         measured = self.in_float_model and self.count > 0
         return {
@@ -212,10 +225,10 @@ class TensorReport:
             "weights": weights, "bias_bits": self.bias_bits, "bias_saturated": self.bias_saturated,
             "float_range": [self.low, self.high] if measured else None,
             "clipped_fraction": round(self.clipped_fraction, 6) if measured else None,
-            "own_sqnr_db": number(self.own.sqnr_db) if measured else None,
-            "channel_sqnr_db": number(self.own_channels.median_db) if measured else None,
-            "accumulated_sqnr_db": number(self.accumulated.sqnr_db) if measured else None,
-            "impact_db": number(self.impact_db), "measured_after": self.read_through,
+            "own_sqnr_db": _json_number(self.own.sqnr_db) if measured else None,
+            "channel_sqnr_db": _json_number(self.own_channels.median_db) if measured else None,
+            "accumulated_sqnr_db": _json_number(self.accumulated.sqnr_db) if measured else None,
+            "impact_db": _json_number(self.impact_db), "measured_after": self.read_through,
             "diagnosis": self.diagnosis(),
         }
 
@@ -229,8 +242,7 @@ class Inspection:
     def as_dict(self) -> dict:
         return {
             "samples": self.samples,
-            "outputs": {name: (round(a.sqnr_db, 3) if math.isfinite(a.sqnr_db) else str(a.sqnr_db))
-                        for name, a in self.outputs.items()},
+            "outputs": {name: _json_number(a.sqnr_db) for name, a in self.outputs.items()},
             "tensors": [t.as_dict() for t in self.tensors],
         }
 
@@ -251,18 +263,13 @@ def _quantized_activations(model: ir.Model) -> list[_Quantized]:
     for node in model.graph:
         if node.op_type != "QuantizeLinear" or constant_array(node.inputs[0]) is not None:
             continue
-        scale = constant_array(node.inputs[1])
-        zero = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
-        if scale is None or scale.size != 1 or (zero is not None and zero.size != 1):
+        grid = quantized_grid(node, node.outputs[0].name)
+        if grid is None or not grid.per_tensor:
             continue  # per-axis activations: not a layout this report reads
         readers = [use.node for use in node.outputs[0].uses() if use.node.op_type == "DequantizeLinear"]
         if not readers:
             continue
-        dtype = zero.dtype if zero is not None else np.dtype(np.uint8)
-        qmin, qmax = _code_limits(dtype)
-        zero_point = int(zero.reshape(())) if zero is not None else 0
-        found.append(_Quantized(node.inputs[0], readers[0].outputs[0],
-                                Grid(float(scale.reshape(())), zero_point, qmin, qmax),
+        found.append(_Quantized(node.inputs[0], readers[0].outputs[0], Grid.of(grid),
                                 _saturating_reader(readers[0].outputs[0])))
     return found
 
@@ -285,44 +292,33 @@ def _float_name(quantized: _Quantized) -> str:
     return quantized.dequantized.name if quantized.dequantized.is_graph_output() else quantized.source.name
 
 
-def _dequantize_constant(value: ir.Value) -> tuple[np.ndarray, np.ndarray, int | None] | None:
-    """(real values, scales, axis) of a constant read through a DequantizeLinear, else None."""
-    producer = value.producer()
-    if producer is None or producer.op_type != "DequantizeLinear":
+def _dequantized_constant(value: ir.Value) -> tuple[np.ndarray, Quantized] | None:
+    """(real values, grid) of a constant read through a DequantizeLinear, else None."""
+    found = dequantized_source(value)
+    if found is None or found[1] is None:
         return None
-    codes, scale = constant_array(producer.inputs[0]), constant_array(producer.inputs[1])
-    if codes is None or scale is None:
-        return None
-    zero = constant_array(producer.inputs[2]) if len(producer.inputs) > 2 and producer.inputs[2] is not None else None
-    zero = np.zeros_like(scale, dtype=np.int64) if zero is None else zero.astype(np.int64)
-    axis = producer.attributes["axis"].value if "axis" in producer.attributes and scale.size > 1 else None
-    shape = [1] * codes.ndim
-    if axis is not None:
-        axis = axis % codes.ndim
-        shape[axis] = scale.size
-    real = (scale.reshape(shape).astype(np.float64) * (codes.astype(np.int64) - zero.reshape(shape)))
-    return real, scale, axis
+    grid, codes = found
+    return dequantize(codes, grid.scale, grid.zero_point, grid.channel_axis), grid
 
 
 def _scale_of_input(value: ir.Value) -> float | None:
-    producer = value.producer()
-    if producer is None or producer.op_type != "DequantizeLinear":
+    """The scale of an activation a per-tensor DequantizeLinear produces, else None."""
+    found = dequantized_source(value)
+    if found is None or found[1] is not None or not found[0].per_tensor:
         return None
-    scale = constant_array(producer.inputs[1])
-    if scale is None or scale.size != 1 or constant_array(producer.inputs[0]) is not None:
-        return None
-    return float(scale.reshape(()))
+    return found[0].s
 
 
 def _weights(node: ir.Node, float_nodes: dict[str, ir.Node]) -> WeightSummary | None:
     rule = OP_RULES.get(node.op_type)
     if rule is None or rule.weight_input is None or rule.weight_input >= len(node.inputs):
         return None
-    dequantized = _dequantize_constant(node.inputs[rule.weight_input])
+    dequantized = _dequantized_constant(node.inputs[rule.weight_input])
     if dequantized is None:
         return None
-    real, scales, axis = dequantized
-    summary = WeightSummary(scales)
+    real, grid = dequantized
+    axis = None if grid.channel_axis is None else grid.channel_axis % real.ndim
+    summary = WeightSummary(grid.scale)
     original = float_nodes.get(node.name)
     reference = None
     if original is not None and original.op_type == node.op_type and rule.weight_input < len(original.inputs):
@@ -341,12 +337,12 @@ def _bias(node: ir.Node, metadata: dict | None) -> tuple[int | None, int | None]
     index = rule.bias_input if rule is not None else None
     if index is None or index >= len(node.inputs) or node.inputs[index] is None:
         return None, None
-    if _dequantize_constant(node.inputs[index]) is None:
+    found = dequantized_source(node.inputs[index])
+    if found is None or found[1] is None:
         return None, None
     if metadata is not None:
         return metadata["bits"], metadata["saturated"].get(node.name, 0)
-    codes = constant_array(node.inputs[index].producer().inputs[0])
-    return codes.dtype.itemsize * 8, None
+    return found[0].fmt.bits, None
 
 
 def _describe(quantized: list[_Quantized], model: ir.Model, float_nodes: dict[str, ir.Node],

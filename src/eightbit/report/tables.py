@@ -13,8 +13,13 @@ from eightbit.report.compare import Comparison
 from eightbit.report.inspect import Inspection, TensorReport, power_of_two_exponent
 
 
-def _db(value: float) -> str:
-    return f"{value:.1f} dB" if math.isfinite(value) else ("exact" if value > 0 else "-inf")
+def _number_db(value: float) -> str:
+    return f"{value:.1f}" if math.isfinite(value) else ("exact" if value > 0 else "-inf")
+
+
+def db_text(value: float) -> str:
+    """An SQNR for people: "31.2 dB", or "exact" / "-inf"."""
+    return f"{_number_db(value)} dB" if math.isfinite(value) else _number_db(value)
 
 
 def _bytes(count: int) -> str:
@@ -34,7 +39,7 @@ def comparison_table(comparison: Comparison, title: str) -> Table:
         table.add_row("file size", f"{_bytes(comparison.float_bytes)} -> {_bytes(comparison.quantized_bytes)}"
                       f" (x{ratio:.2f})")
     for name, agreement in comparison.outputs.items():
-        table.add_row(f"SQNR  {name}", _db(agreement.sqnr_db))
+        table.add_row(f"SQNR  {name}", db_text(agreement.sqnr_db))
         table.add_row(f"max |error|  {name}", f"{agreement.max_abs_error:.4g}")
         if agreement.top1_agreement is not None:
             table.add_row(f"top-1 agreement  {name}", f"{agreement.top1_agreement:.2%}")
@@ -73,10 +78,6 @@ def _weight_scales(report: TensorReport) -> str:
     return _scale(low) if low == high else f"{_scale(low)}..{_scale(high)}"
 
 
-def _number_db(value: float) -> str:
-    return f"{value:.1f}" if math.isfinite(value) else ("exact" if value > 0 else "-inf")
-
-
 INSPECTION_COLUMNS = ("#", "tensor", "layer", "scales in · w → out", "bias bits", "clipped", "own dB", "channel dB",
                       "weights dB", "accumulated dB", "impact dB")
 NUMERIC_INSPECTION_COLUMNS = frozenset(INSPECTION_COLUMNS[4:]) | {"#"}
@@ -98,9 +99,8 @@ def inspection_cells(rank: int, report: TensorReport, layer_names: bool = True) 
         bias = str(report.bias_bits)
         if report.bias_saturated:
             bias += f" ({report.bias_saturated} clipped)"
-    weight_db = ""
-    if report.weights is not None and report.weights.sqnr_db is not None:
-        weight_db = _number_db(min(report.weights.sqnr_db, report.weights.channel_sqnr_db))
+    weights = report.own_figures().get("weights")
+    weight_db = "" if weights is None else _number_db(weights)
     if report.in_float_model and report.count:
         figures = [f"{report.clipped_fraction:.2%}", _number_db(report.own.sqnr_db),
                    _number_db(report.own_channels.median_db), weight_db, _number_db(report.accumulated.sqnr_db)]
