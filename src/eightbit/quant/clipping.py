@@ -18,6 +18,12 @@ MSE_CANDIDATES = 96
 LEVELS = 256
 
 
+def _merged(counts: np.ndarray, factor: int) -> np.ndarray:
+    """Each run of `factor` neighbouring bins summed into one (unchanged if `factor` does not divide them)."""
+    factor = factor if factor >= 1 and len(counts) % factor == 0 else 1
+    return counts.reshape(-1, factor).sum(axis=1).astype(np.float64)
+
+
 def _combined(negative: np.ndarray, positive: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
     """(counts, edges): one histogram over [-bins * width, bins * width]."""
     counts = np.concatenate([negative[::-1], positive]).astype(np.float64)
@@ -53,10 +59,10 @@ def mse_range(negative: np.ndarray, positive: np.ndarray, width: float) -> tuple
     it is the squared distance to the bound it is clipped to. Candidates: MSE_CANDIDATES
     edges per side, geometrically spaced between 0 and the outermost occupied bin.
     """
-    merge = MSE_MERGE if len(negative) % MSE_MERGE == 0 else 1
-    negative = negative.reshape(-1, merge).sum(axis=1)
-    positive = positive.reshape(-1, merge).sum(axis=1)
-    counts, edges = _combined(negative, positive, width * merge)
+    merged_negative, merged_positive = _merged(negative, MSE_MERGE), _merged(positive, MSE_MERGE)
+    width *= len(negative) / len(merged_negative)
+    negative, positive = merged_negative, merged_positive
+    counts, edges = _combined(negative, positive, width)
     if not counts.any():
         return 0.0, 0.0
     bins = len(negative)
@@ -94,11 +100,6 @@ ENTROPY_CANDIDATES = 128
 ONE_SIDED = 1e-4
 
 
-def _merged(counts: np.ndarray, bins: int) -> np.ndarray:
-    merge = len(counts) // bins if len(counts) % bins == 0 and len(counts) >= bins else 1
-    return counts.reshape(-1, merge).sum(axis=1).astype(np.float64)
-
-
 # Probability given to a bin Q leaves empty where P is not, so that KL(P || Q) stays finite.
 SMOOTHING = 1e-4
 
@@ -122,8 +123,8 @@ def entropy_threshold(magnitudes: np.ndarray, width: float, levels: int) -> floa
     [0, t] can tell apart). A low t costs KL through the clipped mass P_t holds and Q_t lacks; a
     high t through the detail Q_t's coarse groups lose.
     """
-    counts = _merged(magnitudes, ENTROPY_BINS)
-    width = width * len(magnitudes) / len(counts)
+    counts = _merged(magnitudes, len(magnitudes) // ENTROPY_BINS)
+    width *= len(magnitudes) / len(counts)
     # Bin 0 holds (near-)zeros, which every candidate grid represents (eq. 2): a spike there, as
     # after a ReLU, would otherwise dominate both distributions and favour clipping.
     counts[0] = 0.0
