@@ -9,6 +9,8 @@ from eightbit.config import IntegerFormat
 # Exponents tried below the one whose grid covers the whole range: each halves the step and
 # clips more; beyond 8 the clipped range is 1/256 of the data's, never the better choice.
 CANDIDATES = 8
+# Scales are stored as float32: below 2^-126 they would be subnormal, and 0 below 2^-149.
+SMALLEST_EXPONENT = -126
 
 
 def covering_exponent(magnitude: np.ndarray | float, qmax: int) -> np.ndarray:
@@ -34,7 +36,8 @@ def weight_scales(array: np.ndarray, axis: int | None, fmt: IntegerFormat) -> np
     values = np.asarray(array, dtype=np.float64)
     values = values.reshape(1, -1) if axis is None else np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
     top = covering_exponent(np.abs(values).max(axis=1, initial=0.0), fmt.qmax)
-    exponents = top[:, None] - np.arange(CANDIDATES + 1)[None, :]  # (channels, candidates)
+    # (channels, candidates), floored like every other scale (eq. 22 via choose_qparams)
+    exponents = np.maximum(top[:, None] - np.arange(CANDIDATES + 1)[None, :], SMALLEST_EXPONENT)
     errors = np.stack([_squared_error(values, np.exp2(exponents[:, [i]]), fmt, axis=1)
                        for i in range(CANDIDATES + 1)], axis=1)
     best = exponents[np.arange(len(exponents)), np.argmin(errors, axis=1)]  # ties: the wider grid (first)
