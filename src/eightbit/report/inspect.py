@@ -276,9 +276,11 @@ def _quantized_activations(model: ir.Model) -> list[_Quantized]:
 
 def _saturating_reader(value: ir.Value) -> tuple[str, Callable[[np.ndarray], np.ndarray]] | None:
     """(op type, formula) when every reader of `value` is the same saturating activation."""
-    readers = {(use.node.op_type, tuple(sorted((k, a.value) for k, a in use.node.attributes.items())))
-               for use in value.uses() if use.idx == 0}
-    if len(readers) != 1 or len(value.uses()) == 0 or any(use.idx != 0 for use in value.uses()):
+    uses = value.uses()
+    if not uses or any(use.idx != 0 for use in uses):
+        return None
+    readers = {(use.node.op_type, tuple(sorted((k, a.value) for k, a in use.node.attributes.items()))) for use in uses}
+    if len(readers) != 1:
         return None
     op_type, attributes = next(iter(readers))
     if op_type not in SATURATING_ACTIVATIONS:

@@ -64,13 +64,11 @@ def sqnr_plot_png(inspection: Inspection, title: str) -> bytes:
     draw.rectangle([left, top, right, bottom], outline="black")
     draw.text((left, bottom + 8), f"quantized tensors in graph order (1 ... {len(reports)})", fill="black", font=font)
 
-    worst = inspection.tensors[0] if inspection.tensors else None
-    for index, report in enumerate(reports):
-        if report is worst:
-            x = x_of(index)
-            draw.line([(x, top), (x, bottom)], fill=WORST, width=2)
-            anchor_x = min(x + 4, right - 200)
-            draw.text((anchor_x, top + 4), f"worst: {report.name[-40:]}", fill=WORST, font=font)
+    worst = next((index for index, report in enumerate(reports) if report is inspection.tensors[0]), None)
+    if worst is not None:
+        x = x_of(worst)
+        draw.line([(x, top), (x, bottom)], fill=WORST, width=2)
+        draw.text((min(x + 4, right - 200), top + 4), f"worst: {reports[worst].name[-40:]}", fill=WORST, font=font)
     for number, (label, colour, figure) in enumerate(SERIES):
         points = [(x_of(i), y_of(figure(r))) for i, r in enumerate(reports)]
         if len(points) > 1:
