@@ -19,7 +19,8 @@ from eightbit.backends.integer_ops import DATA_INPUTS, LOWERINGS, Group, Integer
 from eightbit.errors import InputError
 from eightbit.ir import as_model
 from eightbit.ir.evaluate import evaluate_node
-from eightbit.passes.constants import attribute, constant_array
+from eightbit.passes.constants import constant_array
+from eightbit.passes.qdq_nodes import qdq_parameters
 from eightbit.quant import dequantize, quantize
 
 
@@ -61,26 +62,15 @@ class FloatStep:
 
 def quantized_grid(node: ir.Node, codes_name: str) -> Quantized | None:
     """The grid of a QuantizeLinear / DequantizeLinear node (constant scale and zero point only)."""
-    scale = constant_array(node.inputs[1])
-    zero = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
-    if scale is None or (len(node.inputs) > 2 and node.inputs[2] is not None and zero is None):
+    parameters = qdq_parameters(node)
+    if parameters is None:
         return None
-    if attribute(node, "block_size", 0):
-        return None
-    if zero is not None:
-        dtype = zero.dtype
-    elif node.op_type == "DequantizeLinear" and node.inputs[0].dtype is not None:
-        dtype = node.inputs[0].dtype.numpy()  # no zero point: 0 of the codes' own type
-    else:
-        dtype = np.dtype(np.uint8)  # QuantizeLinear's default output type
-    if node.op_type == "QuantizeLinear" and attribute(node, "output_dtype", 0):
-        return None
+    scale, zero, axis = parameters
     try:
-        fmt = integer_format(dtype)
+        fmt = integer_format(zero.dtype)
     except ValueError:
         return None
-    zero = np.zeros(scale.shape, dtype) if zero is None else zero
-    return Quantized(codes_name, scale.astype(np.float32), zero, int(attribute(node, "axis", 1)), fmt)
+    return Quantized(codes_name, scale, zero, axis, fmt)
 
 
 def dequantized_source(value: ir.Value | None) -> tuple[Quantized, np.ndarray | None] | None:

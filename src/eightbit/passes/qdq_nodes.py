@@ -1,4 +1,4 @@
-"""Creating QuantizeLinear / DequantizeLinear nodes and their constants."""
+"""Creating and reading QuantizeLinear / DequantizeLinear nodes and their constants."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import onnx_ir as ir
 
 from eightbit.config import IntegerFormat
-from eightbit.passes.constants import add_initializer, unique_name
-from eightbit.quant import choose_qparams, quantize
-from eightbit.quant.power_of_two import weight_scales
+from eightbit.passes.constants import add_initializer, attribute, constant_array, unique_name
+from eightbit.quant import quantize
+from eightbit.quant.weights import weight_qparams
 
 
 def _parameters(
@@ -39,17 +39,7 @@ def dequantized_constant(
     Parameters come from the array's own range (per channel along `axis`, or per tensor) unless
     given. The node is inserted before `before`. Returns (dequantized value, scale).
     """
-    if qparams is None and fmt.power_of_two:
-        scale = weight_scales(array, axis, fmt)  # eq. 23: the 2^k with the least squared error
-        qparams = scale, np.zeros(scale.shape, dtype=fmt.numpy_dtype)
-    if qparams is None:
-        if axis is None:
-            low, high = array.min(initial=0.0), array.max(initial=0.0)
-        else:
-            reduce = tuple(i for i in range(array.ndim) if i != axis)
-            low, high = array.min(axis=reduce, initial=0.0), array.max(axis=reduce, initial=0.0)
-        qparams = choose_qparams(low, high, fmt)
-    scale, zero_point = qparams
+    scale, zero_point = qparams if qparams is not None else weight_qparams(array, fmt, axis)
     codes = quantize(array, scale, zero_point, fmt, axis)
     return dequantized_codes(graph, value, codes, scale, zero_point, axis, before, taken), scale
 
@@ -87,3 +77,21 @@ def quantize_dequantize(
     else:
         graph.insert_before(next(iter(graph)), [q_node, dq_node])
     return dq_node.outputs[0]
+
+
+def qdq_parameters(node: ir.Node) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(scale, zero point, axis) of a QuantizeLinear / DequantizeLinear node whose parameters are
+    constants, else None. Without a zero point, 0 of the codes' type (uint8 for QuantizeLinear).
+    Blocked quantization and QuantizeLinear's output_dtype are not read: None.
+    """
+    scale = constant_array(node.inputs[1])
+    has_zero = len(node.inputs) > 2 and node.inputs[2] is not None
+    zero = constant_array(node.inputs[2]) if has_zero else None
+    if scale is None or (has_zero and zero is None) or attribute(node, "block_size", 0):
+        return None
+    if node.op_type == "QuantizeLinear" and attribute(node, "output_dtype", 0):
+        return None
+    if zero is None:
+        codes = node.inputs[0].dtype if node.op_type == "DequantizeLinear" else None
+        zero = np.zeros(scale.shape, codes.numpy() if codes is not None else np.uint8)
+    return scale.astype(np.float32), zero, int(attribute(node, "axis", 1))
