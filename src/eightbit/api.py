@@ -49,6 +49,7 @@ from eightbit.passes import (
 from eightbit.passes.fuse_activation import FuseActivations, name_after_activations
 from eightbit.passes.insert_qdq import InsertQDQ, activation_qparams
 from eightbit.passes.quantize_weights import QuantizeWeights
+from eightbit.passes.read_qdq import GIVEN_GRID, ReadQDQ, given_grid, grid_in_format
 from eightbit.plan import FloatNode, make_plan
 from eightbit.report.metrics import Agreement, compared_values
 
@@ -66,6 +67,7 @@ def prepare(model: ir.Model) -> ir.Model:
     passes = ir.passes.Sequential(
         FoldConstants(),
         RemoveIdentity(),
+        ReadQDQ(),  # an already quantized model: its grids are kept, its Q/DQ pairs taken out
         SumToAdd(),
         FoldAffineIntoConv(),  # a bias written as a separate Add first, so that a batch norm after it folds too
         FoldBatchNorm(),
@@ -140,11 +142,33 @@ def bias_saturation_of(model: ir.Model) -> dict[str, int]:
     return json.loads(raw)["saturated"] if raw else {}
 
 
+def _gives_weight_grids(model: ir.Model) -> bool:
+    return any(given_grid(value) is not None for value in model.graph.initializers.values())
+
+
+def _carry_given_grids(source: ir.Model, copy: ir.Model) -> None:
+    """Value metadata does not survive a proto round trip: copy the given grids over by name."""
+    grids = {v.name: given_grid(v) for v in _values(source.graph) if given_grid(v) is not None}
+    for value in _values(copy.graph):
+        if value.name in grids:
+            value.meta[GIVEN_GRID] = grids[value.name]
+
+
+def _values(graph: ir.Graph):
+    yield from graph.inputs
+    yield from graph.initializers.values()
+    for node in graph:
+        yield from node.outputs
+
+
 def _static(
     prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
     show_progress: bool,
 ) -> tuple[ir.Model, list[FloatNode], str]:
-    """Fuse activations, plan, calibrate, rewrite; choose the weight range (docs/quantization.md, section 4)."""
+    """Fuse activations, plan, calibrate, rewrite; choose the weight range (docs/quantization.md, section 4).
+
+    Tensors whose grids the model gives (a QDQ model) are not calibrated; the others are, from `samples`.
+    """
     if weight_range not in WEIGHT_RANGES:
         raise InputError(f"unknown weight range {weight_range!r}; choose one of: {', '.join(WEIGHT_RANGES)}")
     unfused = ir.to_proto(prepared)  # `prepared` itself stays unfused: calibration and the float reference
@@ -152,12 +176,22 @@ def _static(
 
     def build(value_bits: int | None) -> tuple[ir.Model, list[FloatNode]]:
         model = ir.from_proto(unfused)
+        _carry_given_grids(prepared, model)
         if not scheme.activations.symmetric:  # eq. 8 needs zero_point = qmin
             FuseActivations()(model)
         plan = make_plan(model.graph)
-        if not ranges:
+        for value in plan.observed:  # a given grid the scheme cannot hold is the first thing to hear of
+            if given_grid(value) is not None:
+                grid_in_format(value, given_grid(value), scheme.activations, scheme.name)
+        unknown = [v.name for v in plan.observed if given_grid(v) is None]
+        if unknown and not ranges:
+            if samples is None:
+                listed = ", ".join(unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+                raise InputError(f"scheme {scheme.name!r} needs calibration data for tensors the model gives no "
+                                 f"Q/DQ grid: {listed}; pass --calibration samples.npz (or use --scheme weights, "
+                                 "which needs none)")
             # Calibration runs the graph as it computes before activations are fused away.
-            ranges.update(collect_ranges(prepared, [v.name for v in plan.observed], samples, method, threads,
+            ranges.update(collect_ranges(prepared, unknown, samples, method, threads,
                                          show_progress, scheme.activations))
         chosen = _with_weight_bits(scheme, value_bits)
         qparams = activation_qparams(plan, ranges, chosen)
@@ -168,13 +202,16 @@ def _static(
         _record_bias_saturation(model, scheme, rewrite.bias_saturation)
         return model, plan.float_nodes
 
+    if _gives_weight_grids(prepared):
+        model, float_nodes = build(None)
+        return model, float_nodes, "weights on the grids the QDQ model gives"
     if weight_range == "7bit":
         return (*build(7), "7-bit weights, as asked")
     if weight_range == "full":
         return (*build(None), "full 8-bit weights, as asked")
     cpu = cpu_features()
     full, float_nodes = build(None)
-    if not cpu.u8s8_can_saturate:
+    if not cpu.u8s8_can_saturate or samples is None:
         return full, float_nodes, (f"full 8-bit weights: this CPU ({cpu.summary()}) multiplies u8 x s8 without "
                                    "saturation; x86 CPUs without VNNI may not (--weight-range 7bit is exact anywhere)")
     seven, _ = build(7)
@@ -226,11 +263,6 @@ def quantize(
         check_output_path(output, *([model] if isinstance(model, (str, os.PathLike)) else []))
     model = as_model(model)
     samples = load_samples(calibration, model, images) if calibration is not None else None
-    if scheme.needs_calibration and samples is None:
-        raise InputError(
-            f"scheme {scheme.name!r} needs calibration data: pass --calibration samples.npz "
-            f"(or use --scheme weights, which needs none)"
-        )
     prepare(model)
     if scheme.kind is SchemeKind.STATIC:
         model, float_nodes, weight_note = _static(model, scheme, samples, calibrate, weight_range, threads,

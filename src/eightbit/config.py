@@ -67,6 +67,14 @@ class IntegerFormat:
         return np.dtype(f"{'int' if self.signed else 'uint'}{self.bits}")
 
 
+def integer_format(dtype: np.dtype) -> IntegerFormat:
+    """The full range of an integer storage type (a QDQ model's codes: uint8 [0, 255], int8 [-128, 127])."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iu":
+        raise ValueError(f"quantized tensors must be integers, got {dtype}")
+    return IntegerFormat(bits=dtype.itemsize * 8, signed=dtype.kind == "i")
+
+
 class SchemeKind(enum.Enum):
     WEIGHTS_ONLY = "weights"
     STATIC = "static"
@@ -92,10 +100,6 @@ class Scheme:
     def bias(self) -> IntegerFormat:
         """Biases: int32 storage (what ONNX Runtime's integer kernels take), bias_bits of values."""
         return IntegerFormat(bits=32, signed=True, symmetric=True, value_bits=self.bias_bits)
-
-    @property
-    def needs_calibration(self) -> bool:
-        return self.kind is SchemeKind.STATIC
 
 
 # u8 activations x s8 weights: the fastest pairing on x86 with VNNI (docs/quantization.md, section 4).

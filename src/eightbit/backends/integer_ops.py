@@ -85,13 +85,6 @@ class IntegerStep:
         return np.asarray(self.compute(*arrays)).astype(self.dtype)
 
 
-def integer_format(dtype: np.dtype) -> IntegerFormat:
-    dtype = np.dtype(dtype)
-    if dtype.kind not in "iu":
-        raise ValueError(f"quantized tensors must be integers, got {dtype}")
-    return IntegerFormat(bits=dtype.itemsize * 8, signed=dtype.kind == "i")
-
-
 class Group:
     """A node whose data inputs come from DequantizeLinear and whose output feeds one QuantizeLinear.
 

@@ -15,7 +15,8 @@ import os
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.backends.integer_ops import DATA_INPUTS, LOWERINGS, Group, IntegerStep, Quantized, integer_format
+from eightbit.backends.integer_ops import DATA_INPUTS, LOWERINGS, Group, IntegerStep, Quantized
+from eightbit.config import integer_format
 from eightbit.errors import InputError
 from eightbit.ir import as_model
 from eightbit.ir.evaluate import evaluate_node

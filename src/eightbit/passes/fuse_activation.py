@@ -7,6 +7,7 @@ import math
 import onnx_ir as ir
 
 from eightbit.passes.constants import constant_array, replace_output, single_consumer
+from eightbit.passes.read_qdq import GIVEN_GRID, given_grid
 from eightbit.plan.ops import OP_RULES, OutputRange
 from eightbit.plan.planner import own_reason
 
@@ -35,7 +36,9 @@ class FuseActivations(ir.passes.InPlacePass):
 
     The clamp narrows that output's calibrated range to [0, min(max, b)]; with zero_point at
     the bottom of the integer range, QuantizeLinear's saturation then computes the activation
-    exactly (docs/quantization.md, eq. 8). Only for static schemes with asymmetric activations:
+    exactly (docs/quantization.md, eq. 8). A grid a QDQ model gives the activation's output moves
+    to op's output, and the activation is fused only if that grid starts at 0 and ends at or
+    below b. Only for static schemes with asymmetric activations:
     the model's float math, or a symmetric grid (zero_point in the middle), would otherwise lose
     the activation.
     """
@@ -54,6 +57,11 @@ class FuseActivations(ir.passes.InPlacePass):
             rule = OP_RULES.get(producer.op_type)
             if rule is None or rule.output is not OutputRange.OWN or own_reason(producer) is not None:
                 continue
+            given = given_grid(node.outputs[0])
+            if given is not None and not (given.starts_at_zero and given.top <= bounds[1]):
+                continue  # a given grid that reaches below 0 or above b would not compute the activation
+            if given is not None:
+                value.meta[GIVEN_GRID] = given
             previous = value.meta.get(CLAMP, (-math.inf, math.inf))
             value.meta[CLAMP] = (max(previous[0], bounds[0]), min(previous[1], bounds[1]))
             if not node.outputs[0].is_graph_output():

@@ -12,6 +12,7 @@ from eightbit.config import Granularity, Scheme
 from eightbit.passes.constants import attribute, constant_array
 from eightbit.passes.fuse_activation import CLAMP
 from eightbit.passes.qdq_nodes import dequantized_codes, dequantized_constant, quantize_dequantize
+from eightbit.passes.read_qdq import given_grid, given_weight_grid, grid_in_format
 from eightbit.plan import OP_RULES, Plan
 from eightbit.plan.ops import weight_axis
 from eightbit.plan.planner import data_input_indices
@@ -56,13 +57,18 @@ def _saturating_reader_range(
 def activation_qparams(plan: Plan, ranges: dict[str, tuple[float, float]], scheme: Scheme) -> dict[ir.Value, QParams]:
     """Scale and zero point of every quantized activation (eq. 2-3, 8, 8a).
 
-    Ranges are the calibrated ones, clamped by fused activations (eq. 8) and, for tensors
+    A grid the model gives (a QDQ model, section 12) is kept as it is. Other ranges are the
+    calibrated ones, clamped by fused activations (eq. 8) and, for tensors
     read only by saturating activations, by the inputs that still change the reader's output
     code (eq. 8a). Readers are settled before the tensors they read (reverse graph order).
     """
     int8 = set(plan.int8_nodes)
     params: dict[ir.Value, QParams] = {}
     for value in reversed(plan.observed):
+        given = given_grid(value)
+        if given is not None:
+            params[value] = grid_in_format(value, given, scheme.activations, scheme.name)
+            continue
         low, high = ranges[value.name]
         clamp_low, clamp_high = value.meta.get(CLAMP, (-math.inf, math.inf))
         live = _saturating_reader_range(value, int8, params, scheme)
@@ -141,10 +147,13 @@ class InsertQDQ(ir.passes.InPlacePass):
                     continue
                 if index == rule.weight_input:
                     axis = weight_axis(node) if per_channel else None
+                    given = given_weight_grid(value, array, self.scheme)
+                    axis = given[2] if given is not None else axis
                     key = (value.name, axis)
                     if key not in weights:
                         weights[key] = dequantized_constant(
-                            graph, value, array, self.scheme.weights, axis, node, taken
+                            graph, value, array, self.scheme.weights, axis, node, taken,
+                            given[:2] if given is not None else None,
                         )
                     replacement, weight_scale = weights[key]
                 else:

@@ -9,6 +9,7 @@ import onnx_ir.passes.common as common_passes
 from eightbit.config import Granularity, Scheme
 from eightbit.passes.constants import constant_array
 from eightbit.passes.qdq_nodes import dequantized_constant
+from eightbit.passes.read_qdq import given_weight_grid
 from eightbit.plan.ops import weight_axis
 
 _WEIGHTED = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -46,9 +47,12 @@ class QuantizeWeights(ir.passes.InPlacePass):
             if array is None or array.dtype != np.float32 or array.size < _MIN_ELEMENTS:
                 continue
             axis = axis if per_channel else None
+            given = given_weight_grid(value, array, self.scheme)
+            axis = given[2] if given is not None else axis
             key = (value.name, axis)
             if key not in done:
-                done[key], _ = dequantized_constant(graph, value, array, self.scheme.weights, axis, node, taken)
+                done[key], _ = dequantized_constant(graph, value, array, self.scheme.weights, axis, node, taken,
+                                                    given[:2] if given is not None else None)
             node.replace_input_with(index, done[key])
             modified = True
         if modified:

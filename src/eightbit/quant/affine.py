@@ -90,3 +90,26 @@ def quantize_bias(
     safe = np.where(scale > 0, scale, np.float32(1.0))
     q = np.rint(np.asarray(bias, dtype=np.float64) / safe.astype(np.float64))
     return np.clip(q, fmt.qmin, fmt.qmax).astype(fmt.numpy_dtype), safe
+
+
+def regrid(scale: np.ndarray, zero_point: np.ndarray, fmt: IntegerFormat) -> tuple[np.ndarray, np.ndarray]:
+    """The same grid {scale * (q - zero_point)} stored in `fmt`'s integer type (eq. 1).
+
+    Moving between a signed and an unsigned type of the same width shifts codes and zero point
+    by 2^(bits-1): int8 with zero point z is uint8 with z + 128, every real value unchanged.
+    Raises ValueError when `fmt` cannot hold the grid: another width, a nonzero zero point in a
+    symmetric format, a scale that is not a power of two in a power-of-two format.
+    """
+    zero_point = np.asarray(zero_point)
+    scale = np.asarray(scale, dtype=np.float32)
+    if zero_point.dtype.itemsize * 8 != fmt.bits:
+        raise ValueError(f"{zero_point.dtype} codes are not {fmt.bits}-bit")
+    shifted = zero_point.astype(np.int64)
+    signed = np.issubdtype(zero_point.dtype, np.signedinteger)
+    if signed != fmt.signed:
+        shifted = shifted + (2 ** (fmt.bits - 1) if signed else -(2 ** (fmt.bits - 1)))
+    if fmt.symmetric and np.any(shifted != 0):
+        raise ValueError(f"zero point {shifted.reshape(-1)[0]} is not 0 (the format is symmetric)")
+    if fmt.power_of_two and np.any(np.frexp(scale)[0] != 0.5):
+        raise ValueError(f"scale {scale.reshape(-1)[0]:.6g} is not a power of two")
+    return scale, shifted.astype(fmt.numpy_dtype)
