@@ -105,10 +105,6 @@ def load_samples(data: DataLike, model: ir.Model, images: ImagePreprocessing | N
 WEIGHT_RANGE_CHECK_BATCHES = 8
 
 
-def _with_weight_bits(scheme: Scheme, value_bits: int | None) -> Scheme:
-    return dataclasses.replace(scheme, weights=dataclasses.replace(scheme.weights, value_bits=value_bits))
-
-
 def _float_agreement_db(models: list[ir.Model], reference: ir.Model, samples: Samples, threads: int) -> list[float]:
     """Worst SQNR (eq. 14) of each model's outputs (pre-softmax), as ONNX Runtime's fused kernels compute
     them, vs `reference`'s."""
@@ -193,7 +189,7 @@ def _static(
             # Calibration runs the graph as it computes before activations are fused away.
             ranges.update(collect_ranges(prepared, unknown, samples, method, threads,
                                          show_progress, scheme.activations))
-        chosen = _with_weight_bits(scheme, value_bits)
+        chosen = scheme if value_bits is None else scheme.with_weight_bits(value_bits)
         qparams = activation_qparams(plan, ranges, chosen)
         name_after_activations(model.graph)
         rewrite = InsertQDQ(plan, qparams, chosen)
@@ -205,13 +201,18 @@ def _static(
     if _gives_weight_grids(prepared):
         model, float_nodes = build(None)
         return model, float_nodes, "weights on the grids the QDQ model gives"
+    narrow = scheme.weights.value_bits
+    if narrow is not None and narrow <= 7:
+        return (*build(None), f"{narrow}-bit weights, as the scheme says")
     if weight_range == "7bit":
         return (*build(7), "7-bit weights, as asked")
     if weight_range == "full":
         return (*build(None), "full 8-bit weights, as asked")
     cpu = cpu_features()
     full, float_nodes = build(None)
-    if not cpu.u8s8_can_saturate or samples is None:
+    if samples is None:
+        return full, float_nodes, "full 8-bit weights: no calibration samples to compare 7-bit weights on"
+    if not cpu.u8s8_can_saturate:
         return full, float_nodes, (f"full 8-bit weights: this CPU ({cpu.summary()}) multiplies u8 x s8 without "
                                    "saturation; x86 CPUs without VNNI may not (--weight-range 7bit is exact anywhere)")
     seven, _ = build(7)

@@ -202,6 +202,16 @@ def _export_int(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from eightbit.demo import run_demo
 
+    if args.qat:
+        try:
+            from eightbit.qat.demo import run_qat_demo
+        except ModuleNotFoundError as error:
+            if error.name != "torch":
+                raise
+            raise InputError("eightbit demo --qat trains in PyTorch, which is not installed: "
+                             "pip install torch==2.13.0") from None
+        return run_qat_demo(threads=args.threads)
+
     return run_demo(output_dir=args.output_dir, threads=args.threads, show_progress=_show_progress(args))
 
 
@@ -289,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="quantize the shipped digits CNN and show what changed")
     demo.add_argument("--output-dir", help="keep the float and int8 models here (default: a temporary folder)")
+    demo.add_argument("--qat", action="store_true",
+                      help="train with quantization in the loop (needs PyTorch) and compare with post-training "
+                           "quantization at 8-bit, 4-bit and 2-bit weights and po2")
     common(demo)
     demo.set_defaults(handler=_demo)
     return parser

@@ -96,6 +96,10 @@ class Scheme:
         if not 8 <= self.bias_bits <= 32:
             raise ValueError(f"bias_bits must be in [8, 32], got {self.bias_bits}")
 
+    def with_weight_bits(self, bits: int | None) -> Scheme:
+        """The same scheme with weight codes of `bits` bits (2-8; None: the storage type's 8)."""
+        return dataclasses.replace(self, weights=dataclasses.replace(self.weights, value_bits=bits))
+
     @property
     def bias(self) -> IntegerFormat:
         """Biases: int32 storage (what ONNX Runtime's integer kernels take), bias_bits of values."""
