@@ -1,6 +1,6 @@
 """Train the digits CNN that ships with eightbit and export it to ONNX.
 
-    pip install torch==2.13.0 scikit-learn onnxscript && python scripts/train_digits.py
+    pip install torch==2.13.0 scikit-learn onnxscript && pip install -e . && python scripts/train_digits.py
 
 Writes src/eightbit/data/digits_cnn.onnx (float32, opset 17, dynamic batch) and
 src/eightbit/data/digits.npz (scikit-learn's 8x8 handwritten digits, split once with a
@@ -16,24 +16,10 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
+from eightbit.qat.digits import DigitsCNN
+
 DATA = Path(__file__).resolve().parents[1] / "src" / "eightbit" / "data"
 HELD_OUT = 360
-
-
-class DigitsCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )
-        self.classifier = nn.Linear(64, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
 
 
 def main() -> None:

@@ -106,9 +106,10 @@ class QuantConv(QuantizedWeights):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.exporting:
             return self.conv._conv_forward(x, *self.exported_weight())
+        learning_statistics = self.training and not self.batch_norm_frozen
         if self.training:
             self.steps += 1
-        if self.training and not self.batch_norm_frozen:
+        if learning_statistics:
             factor, _ = self._factor()
             weight = self.conv.weight * self._per_channel(factor.detach(), self.conv.weight.dim())
             weight, _ = fake_quantize_weight(weight, self.scheme.weights, self._axis())
