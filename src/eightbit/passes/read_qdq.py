@@ -76,7 +76,7 @@ def given_weight_grid(
     fmt = scheme.weights
     if np.any((codes < fmt.qmin) | (codes > fmt.qmax)):
         raise InputError(f"weight {value.name!r}: the model's codes reach beyond scheme {scheme.name!r}'s weight "
-                         f"range [{fmt.qmin}, {fmt.qmax}]; use --weight-range full (or the scheme it was made for)")
+                         f"range [{fmt.qmin}, {fmt.qmax}]; its weights must be quantized within that range")
     return scale, zero_point, given.axis
 
 
