@@ -12,7 +12,7 @@ from eightbit.config import Granularity, Scheme
 from eightbit.passes.constants import attribute, constant_array
 from eightbit.passes.fuse_activation import CLAMP
 from eightbit.passes.qdq_nodes import dequantized_codes, dequantized_constant, quantize_dequantize
-from eightbit.passes.read_qdq import given_grid, given_weight_grid, grid_in_format
+from eightbit.passes.read_qdq import given_grid, grid_in_format, weight_grid_choice
 from eightbit.plan import OP_RULES, Plan
 from eightbit.plan.ops import weight_axis
 from eightbit.plan.planner import data_input_indices
@@ -146,14 +146,12 @@ class InsertQDQ(ir.passes.InPlacePass):
                 if array is None:
                     continue
                 if index == rule.weight_input:
-                    axis = weight_axis(node) if per_channel else None
-                    given = given_weight_grid(value, array, self.scheme)
-                    axis = given[2] if given is not None else axis
+                    axis, given = weight_grid_choice(value, array, self.scheme,
+                                                     weight_axis(node) if per_channel else None)
                     key = (value.name, axis)
                     if key not in weights:
                         weights[key] = dequantized_constant(
-                            graph, value, array, self.scheme.weights, axis, node, taken,
-                            given[:2] if given is not None else None,
+                            graph, value, array, self.scheme.weights, axis, node, taken, given
                         )
                     replacement, weight_scale = weights[key]
                 else:

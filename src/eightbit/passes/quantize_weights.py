@@ -9,7 +9,7 @@ import onnx_ir.passes.common as common_passes
 from eightbit.config import Granularity, Scheme
 from eightbit.passes.constants import constant_array
 from eightbit.passes.qdq_nodes import dequantized_constant
-from eightbit.passes.read_qdq import given_weight_grid
+from eightbit.passes.read_qdq import weight_grid_choice
 from eightbit.plan.ops import weight_axis
 
 _WEIGHTED = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -46,13 +46,11 @@ class QuantizeWeights(ir.passes.InPlacePass):
             array = constant_array(value)
             if array is None or array.dtype != np.float32 or array.size < _MIN_ELEMENTS:
                 continue
-            axis = axis if per_channel else None
-            given = given_weight_grid(value, array, self.scheme)
-            axis = given[2] if given is not None else axis
+            axis, given = weight_grid_choice(value, array, self.scheme, axis if per_channel else None)
             key = (value.name, axis)
             if key not in done:
                 done[key], _ = dequantized_constant(graph, value, array, self.scheme.weights, axis, node, taken,
-                                                    given[:2] if given is not None else None)
+                                                    given)
             node.replace_input_with(index, done[key])
             modified = True
         if modified:

@@ -63,21 +63,22 @@ def grid_in_format(value: ir.Value, grid: GivenGrid, fmt: IntegerFormat, scheme:
         ) from None
 
 
-def given_weight_grid(
-    value: ir.Value, array: np.ndarray, scheme: Scheme
-) -> tuple[np.ndarray, np.ndarray, int | None] | None:
-    """(scale, zero point, axis) of a weight whose grid a QDQ model gives, in the scheme's weight
-    format; None if it gives none. Every given code must fit the format (InputError otherwise)."""
+def weight_grid_choice(
+    value: ir.Value, array: np.ndarray, scheme: Scheme, axis: int | None
+) -> tuple[int | None, tuple[np.ndarray, np.ndarray] | None]:
+    """(axis, (scale, zero point)) of a weight whose grid a QDQ model gives, in the scheme's weight
+    format; (`axis`, None) if it gives none: the scheme's own rule then chooses the grid. Every
+    given code must fit the format (InputError otherwise)."""
     given = given_grid(value)
     if given is None:
-        return None
+        return axis, None
     scale, zero_point = grid_in_format(value, given, scheme.weights, scheme.name)
     codes = quantize(array, scale, zero_point, integer_format(zero_point.dtype), given.axis)
     fmt = scheme.weights
     if np.any((codes < fmt.qmin) | (codes > fmt.qmax)):
         raise InputError(f"weight {value.name!r}: the model's codes reach beyond scheme {scheme.name!r}'s weight "
                          f"range [{fmt.qmin}, {fmt.qmax}]; its weights must be quantized within that range")
-    return scale, zero_point, given.axis
+    return given.axis, (scale, zero_point)
 
 
 class ReadQDQ(ir.passes.InPlacePass):
@@ -112,7 +113,9 @@ class ReadQDQ(ir.passes.InPlacePass):
                 if weights is None:
                     modified |= self._activation(graph, node, quantizer.inputs[0], parameters)
                     continue
-                codes = quantize(weights, *self._quantize_args(parameters, weights.ndim))
+                grid = self._grid(parameters, weights.ndim)
+                codes = quantize(weights, grid.scale, grid.zero_point, integer_format(grid.zero_point.dtype),
+                                 grid.axis)
             if codes is None:
                 continue
             self._constant(graph, node, codes, parameters, taken)
@@ -127,10 +130,6 @@ class ReadQDQ(ir.passes.InPlacePass):
         if scale.size == 1:
             return GivenGrid(scale.reshape(()), zero_point.reshape(()), None)
         return GivenGrid(scale.reshape(-1), zero_point.reshape(-1), axis % ndim)
-
-    def _quantize_args(self, parameters: tuple[np.ndarray, np.ndarray, int], ndim: int):
-        grid = self._grid(parameters, ndim)
-        return grid.scale, grid.zero_point, integer_format(grid.zero_point.dtype), grid.axis
 
     def _activation(self, graph: ir.Graph, node: ir.Node, value: ir.Value,
                     parameters: tuple[np.ndarray, np.ndarray, int]) -> bool:

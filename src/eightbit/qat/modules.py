@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from eightbit.config import Scheme
+from eightbit.config import Granularity, Scheme
 from eightbit.qat.fake_quantize import Dequantize
 from eightbit.qat.quantizers import ActivationQuantizer, fake_quantize_bias, fake_quantize_weight, weight_grid
 from eightbit.quant import quantize
@@ -28,8 +28,7 @@ class QuantizedWeights(nn.Module):
         object.__setattr__(self, "input_quantizer", quantizer)
 
     def _axis(self) -> int | None:
-        per_channel = self.scheme.weights.granularity.value == "per_channel"
-        return 0 if per_channel else None
+        return 0 if self.scheme.weights.granularity is Granularity.PER_CHANNEL else None
 
     def quantized_folded(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         weight, bias = self.folded()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from eightbit.config import IntegerFormat
@@ -29,8 +28,9 @@ def _torch_dtype(fmt: IntegerFormat) -> torch.dtype:
 def _global_min_max(x: torch.Tensor) -> tuple[float, float]:
     """The batch's minimum and maximum, over every process when training is distributed."""
     extremes = torch.stack([-x.min(), x.max()]).to(torch.float64)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+    distributed = torch.distributed
+    if distributed.is_available() and distributed.is_initialized():
+        distributed.all_reduce(extremes, op=distributed.ReduceOp.MAX)
     return -float(extremes[0]), float(extremes[1])
 
 
