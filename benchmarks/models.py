@@ -25,6 +25,7 @@ RAPIDOCR_WHEEL = "rapidocr-onnxruntime==1.4.4"
 RAPIDOCR_MODELS = {
     "ppocr_det": "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
     "ppocr_cls": "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+    "ppocr_rec": "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
 }
 # Every model the harnesses measure by default.
 ALL_MODELS = [*LIGHT_ZOO, "ppocr_det", "ppocr_cls", "digits"]

@@ -14,6 +14,7 @@ import onnx_ir.passes.common as common_passes
 from eightbit.backends import OrtSession
 from eightbit.backends.onnxruntime import session_with_outputs
 from eightbit.calibrate import collect_ranges
+from eightbit.calibrate.means import channel_means
 from eightbit.config import (
     BIAS_BITS,
     CALIBRATION_METHODS,
@@ -46,6 +47,8 @@ from eightbit.passes import (
     RemoveIdentity,
     SumToAdd,
 )
+from eightbit.passes.constants import constant_array
+from eightbit.passes.dynamic import MEASURED_CHOICES, DynamicChoices, QuantizeDynamically
 from eightbit.passes.fuse_activation import FuseActivations, name_after_activations
 from eightbit.passes.insert_qdq import InsertQDQ, activation_qparams
 from eightbit.passes.quantize_weights import QuantizeWeights
@@ -226,6 +229,83 @@ def _static(
                                 f"here): {measured}")
 
 
+# A dynamic-scheme choice that quantizes more at run time (MEASURED_CHOICES: MatMuls of two run-time
+# tensors, Conv inputs) is taken when it costs at most this much output SQNR on the calibration samples.
+DYNAMIC_TOLERANCE_DB = 0.5
+
+
+def _dynamic_weights(scheme: Scheme, weight_range: str) -> tuple[DynamicChoices, str]:
+    """How the dynamic scheme stores weight codes on this CPU (docs/quantization.md, section 13)."""
+    if weight_range not in WEIGHT_RANGES:
+        raise InputError(f"unknown weight range {weight_range!r}; choose one of: {', '.join(WEIGHT_RANGES)}")
+    cpu = cpu_features()
+    narrow = scheme.weights.value_bits
+    if narrow is not None and narrow <= 7:
+        return DynamicChoices(scheme.weights, False), f"{narrow}-bit int8 weights, as the scheme says"
+    if weight_range == "7bit":
+        return (DynamicChoices(scheme.with_weight_bits(7).weights, False),
+                "7-bit int8 weights, as asked: u8 x s8 products exact on any CPU")
+    if weight_range == "full" or not cpu.u8s8_can_saturate:
+        warning = ("" if not cpu.u8s8_can_saturate else
+                   "; WARNING: this CPU has no VNNI, its u8 x s8 kernels saturate pair sums at int16, so results "
+                   "differ from other CPUs' (--weight-range auto stores offset uint8 codes, exact everywhere)")
+        why = "as asked" if weight_range == "full" else (f"this CPU ({cpu.summary()}) multiplies u8 x s8 exactly; "
+                                                         "x86 CPUs without VNNI would not (--weight-range 7bit is "
+                                                         "exact anywhere)")
+        return DynamicChoices(scheme.weights, False), f"8-bit int8 weights, {why}{warning}"
+    return (DynamicChoices(scheme.weights, True),
+            f"8-bit weights stored as uint8 + 128: this CPU ({cpu.summary()}, no VNNI) would saturate u8 x s8 pair "
+            "sums at int16; u8 x u8 products are exact on every CPU")
+
+
+def _dynamic(
+    prepared: ir.Model, scheme: Scheme, samples: Samples | None, weight_range: str, threads: int,
+) -> tuple[ir.Model, list[FloatNode], str]:
+    """Weights to integers, activations quantized at run time (docs/quantization.md, section 13).
+
+    MatMuls of two run-time tensors and Conv inputs are quantized too where the calibration samples
+    show each costs at most DYNAMIC_TOLERANCE_DB; without samples they stay float.
+    """
+    choices, note = _dynamic_weights(scheme, weight_range)
+    source = ir.to_proto(prepared)
+    means = None
+    if samples is not None:  # bias correction (eq. 32) needs the mean of each weighted layer's input
+        axes = {node.inputs[0].name: 1 if node.op_type == "Conv" else -1 for node in prepared.graph
+                if node.op_type in ("Conv", "Gemm") and len(node.inputs) > 1
+                and constant_array(node.inputs[1]) is not None}
+        means = channel_means(prepared, axes, samples, threads)
+
+    def build(chosen: DynamicChoices) -> tuple[ir.Model, QuantizeDynamically]:
+        model = ir.from_proto(source)
+        rewrite = QuantizeDynamically(chosen, means)
+        rewrite(model)
+        common_passes.TopologicalSortPass()(model)
+        return model, rewrite
+
+    model, rewrite = build(choices)
+    if rewrite.corrected:
+        note += f"; biases of {len(rewrite.corrected)} layers corrected for the mean error of rounded weights"
+    open_choices = {field: count for field, count in rewrite.left_float.items() if count}
+    if not open_choices:
+        return model, rewrite.float_nodes, note
+    if samples is None:
+        left = ", ".join(f"{count} {MEASURED_CHOICES[field]}" for field, count in open_choices.items())
+        return model, rewrite.float_nodes, (f"{note}; not quantized at run time: {left} (no calibration samples to "
+                                            "measure what that costs)")
+    variants = [build(dataclasses.replace(choices, **{field: True}))[0] for field in open_choices]
+    base_db, *variant_dbs = _float_agreement_db([model, *variants], prepared, samples, threads)
+    taken, decisions = {}, []
+    for (field, count), db in zip(open_choices.items(), variant_dbs):
+        accepted = db >= base_db - DYNAMIC_TOLERANCE_DB
+        taken[field] = accepted
+        decisions.append(f"{count} {MEASURED_CHOICES[field]} {'quantized' if accepted else 'kept float'} "
+                         f"({db:.1f} dB quantized, {base_db:.1f} dB not)")
+    if any(taken.values()):
+        model, rewrite = build(dataclasses.replace(choices, **taken))
+    return model, rewrite.float_nodes, (f"{note}; worst output SQNR (pre-softmax) vs float on the calibration "
+                                        f"samples decided: {'; '.join(decisions)}")
+
+
 def quantize(
     model: ModelLike,
     calibration: DataLike | None = None,
@@ -268,6 +348,8 @@ def quantize(
     if scheme.kind is SchemeKind.STATIC:
         model, float_nodes, weight_note = _static(model, scheme, samples, calibrate, weight_range, threads,
                                                   show_progress)
+    elif scheme.kind is SchemeKind.DYNAMIC:
+        model, float_nodes, weight_note = _dynamic(model, scheme, samples, weight_range, threads)
     else:
         QuantizeWeights(scheme)(model)
         float_nodes, weight_note = [], "weights only: arithmetic stays float"

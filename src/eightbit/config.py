@@ -78,6 +78,8 @@ def integer_format(dtype: np.dtype) -> IntegerFormat:
 class SchemeKind(enum.Enum):
     WEIGHTS_ONLY = "weights"
     STATIC = "static"
+    # Weights as integers offline, activations quantized at run time (docs/quantization.md, section 13).
+    DYNAMIC = "dynamic"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +124,9 @@ WEIGHTS_S8_PO2 = IntegerFormat(bits=8, signed=True, symmetric=True, narrow=True,
 SCHEMES: dict[str, Scheme] = {
     "eightbit": Scheme(
         name="eightbit", kind=SchemeKind.STATIC, weights=WEIGHTS_S8_PER_CHANNEL, activations=ACTIVATIONS_U8
+    ),
+    "dynamic": Scheme(
+        name="dynamic", kind=SchemeKind.DYNAMIC, weights=WEIGHTS_S8_PER_CHANNEL, activations=ACTIVATIONS_U8
     ),
     "weights": Scheme(name="weights", kind=SchemeKind.WEIGHTS_ONLY, weights=WEIGHTS_S8_PER_CHANNEL),
     "po2": Scheme(name="po2", kind=SchemeKind.STATIC, weights=WEIGHTS_S8_PO2, activations=ACTIVATIONS_S8_PO2,

@@ -20,6 +20,7 @@ from eightbit.config import integer_format
 from eightbit.errors import InputError
 from eightbit.ir import as_model
 from eightbit.ir.evaluate import evaluate_node
+from eightbit.kernels.dynamic_lstm import dynamic_lstm
 from eightbit.passes.constants import constant_array
 from eightbit.passes.qdq_nodes import qdq_parameters
 from eightbit.quant import dequantize, quantize
@@ -59,6 +60,28 @@ class FloatStep:
     def run(self, env: dict[str, np.ndarray]) -> list[np.ndarray]:
         inputs = [env[v.name] if v is not None and v.name else None for v in self.node.inputs]
         return evaluate_node(self.node, inputs, self.opset)
+
+
+@dataclasses.dataclass
+class DynamicLSTMStep:
+    """The dynamic scheme's integer LSTM (com.microsoft DynamicQuantizeLSTM, kernels/dynamic_lstm.py)."""
+
+    node: ir.Node
+
+    def run(self, env: dict[str, np.ndarray]) -> list[np.ndarray]:
+        inputs = [env[v.name] if v is not None and v.name else None for v in self.node.inputs]
+        inputs += [None] * (12 - len(inputs))
+        x, w, r, bias, lengths, initial_h, initial_c, peepholes, w_scale, w_zero, r_scale, r_zero = inputs
+        if lengths is not None and np.any(lengths != x.shape[0]):
+            raise InputError(f"{self.node.name}: sequence lengths shorter than the input are not supported by the "
+                             "reference LSTM; run with --backend ort")
+        attributes = {name: attr.value for name, attr in self.node.attributes.items()}
+        return list(dynamic_lstm(
+            x, w, r, bias, initial_h, initial_c, peepholes, w_scale, w_zero, r_scale, r_zero,
+            hidden_size=int(attributes["hidden_size"]), direction=attributes.get("direction", "forward"),
+            activations=attributes.get("activations"), clip=attributes.get("clip"),
+            input_forget=int(attributes.get("input_forget", 0)),
+        ))
 
 
 def quantized_grid(node: ir.Node, codes_name: str) -> Quantized | None:
@@ -157,6 +180,8 @@ class ReferenceSession:
                     grid = quantized_grid(node, node.inputs[0].name)
                     steps.append(DequantizeStep(grid, output.name) if grid is not None else
                                  FloatStep(node, self.opset))
+            elif node.op_type == "DynamicQuantizeLSTM" and node.domain == "com.microsoft":
+                steps.append(DynamicLSTMStep(node))
             elif node.op_type != "QuantizeLinear":
                 steps.append(FloatStep(node, self.opset))
         return steps
