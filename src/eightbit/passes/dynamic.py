@@ -93,24 +93,25 @@ class QuantizeDynamically(ir.passes.InPlacePass):
 
     # ---- the weight codes -------------------------------------------------------------------
 
-    def _codes(self, array: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(codes, scale, zero point) of a weight: symmetric, stored as int8 or as offset uint8."""
+    def _codes(self, array: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(codes, scale, zero point, rounding error) of a weight: symmetric, stored as int8 or as offset uint8."""
         fmt = self.choices.weights
         scale, zero_point = weight_qparams(array, fmt, axis)
         codes = quantize(array, scale, zero_point, fmt, axis)
-        self._last_error = dequantize(codes, scale, zero_point, axis) - array
+        error = dequantize(codes, scale, zero_point, axis) - array
         if self.choices.offset_codes:
-            return (codes.astype(np.int16) + OFFSET).astype(np.uint8), scale, np.full(scale.shape, OFFSET, np.uint8)
-        return codes, scale, zero_point
+            offset = (codes.astype(np.int16) + OFFSET).astype(np.uint8)
+            return offset, scale, np.full(scale.shape, OFFSET, np.uint8), error
+        return codes, scale, zero_point, error
 
-    def _corrected_bias(self, node: ir.Node, x: ir.Value, bias: np.ndarray | None, outputs: int,
+    def _corrected_bias(self, node: ir.Node, x: ir.Value, bias: np.ndarray | None, error: np.ndarray,
                         group: int | None = None) -> np.ndarray | None:
-        """The bias minus the mean output shift of the last rounded weight (eq. 32); `bias` as it was
-        when `x`'s mean is unknown. `group` None: a MatMul weight [K, N]; else a Conv's."""
+        """The bias minus the mean output shift of a weight rounded by `error` (eq. 32); `bias` as it
+        was when `x`'s mean is unknown. `group` None: a MatMul weight [K, N]; else a Conv's."""
         mean = self.input_means.get(x.name)
         if mean is None:
             return bias
-        error = self._last_error
+        outputs = error.shape[1] if group is None else error.shape[0]
         shift = matmul_output_shift(error, mean) if group is None else conv_output_shift(error, mean, group)
         self.corrected.append(node.name)
         return ((bias if bias is not None else np.zeros(outputs, np.float32)) - shift).astype(np.float32)
@@ -193,17 +194,19 @@ class QuantizeDynamically(ir.passes.InPlacePass):
             return None
         if weight.dtype != np.float32 or weight.ndim != 2:
             return f"constant operand of rank {weight.ndim}, {weight.dtype}: integer weights need a float 2-D matrix"
-        self._finish(node, self._weight_product(node, a, weight))
+        self._finish(node, self._weight_product(node, a, weight)[0])
         return None
 
-    def _weight_product(self, node: ir.Node, x: ir.Value, weight: np.ndarray, alpha: float = 1.0) -> ir.Value:
-        codes, scale, zero_point = self._codes(weight, 1 if self._per_channel else None)
+    def _weight_product(self, node: ir.Node, x: ir.Value, weight: np.ndarray,
+                        alpha: float = 1.0) -> tuple[ir.Value, np.ndarray]:
+        """alpha * x @ weight by eq. 31, and the weight's rounding error."""
+        codes, scale, zero_point, error = self._codes(weight, 1 if self._per_channel else None)
         x_codes, x_scale, x_zero = self._quantized_at_run_time(x, node)
         w_codes = self._initializer(f"{node.name}_weight_quantized", codes)
         w_zero = self._initializer(f"{node.name}_weight_zero_point", zero_point.flat[0])
         w_scale = self._initializer(f"{node.name}_weight_scale", (scale * np.float32(alpha)).astype(np.float32))
         combined = self._node("Mul", [x_scale, w_scale], node, FLOAT)
-        return self._integer_product(node, "MatMulInteger", [x_codes, w_codes, x_zero, w_zero], combined)
+        return self._integer_product(node, "MatMulInteger", [x_codes, w_codes, x_zero, w_zero], combined), error
 
     def _gemm(self, node: ir.Node) -> str | None:
         if attribute(node, "transA", 0):
@@ -214,9 +217,9 @@ class QuantizeDynamically(ir.passes.InPlacePass):
         if attribute(node, "transB", 0):
             weight = weight.T
         alpha = np.float32(attribute(node, "alpha", 1.0))
-        result = self._weight_product(node, node.inputs[0], np.ascontiguousarray(weight), alpha)
+        result, error = self._weight_product(node, node.inputs[0], np.ascontiguousarray(weight), alpha)
         bias_input = node.inputs[2] if len(node.inputs) > 2 else None
-        correction = self._corrected_bias(node, node.inputs[0], None, weight.shape[1])
+        correction = self._corrected_bias(node, node.inputs[0], None, error)
         if correction is not None:  # the shift of alpha x @ W: alpha times that of x @ W
             correction *= alpha
         if bias_input is not None:
@@ -246,8 +249,8 @@ class QuantizeDynamically(ir.passes.InPlacePass):
         if not self.choices.convolutions:
             self.left_float["convolutions"] += 1
             return self._weights_only(node, channel_axis=0)
-        codes, scale, zero_point = self._codes(weight, 0 if self._per_channel else None)
-        bias = self._corrected_bias(node, node.inputs[0], bias, weight.shape[0], group)
+        codes, scale, zero_point, error = self._codes(weight, 0 if self._per_channel else None)
+        bias = self._corrected_bias(node, node.inputs[0], bias, error, group)
         spatial = (1,) * (weight.ndim - 2)
         x_codes, x_scale, x_zero = self._quantized_at_run_time(node.inputs[0], node)
         w_codes = self._initializer(f"{node.name}_weight_quantized", codes)
@@ -272,7 +275,7 @@ class QuantizeDynamically(ir.passes.InPlacePass):
         quantized = []
         for kind, array in zip(("W", "R"), weights):
             directions, rows, columns = array.shape  # rows: the 4 gates x hidden, one scale each
-            codes, scale, zero_point = self._codes(array.reshape(directions * rows, columns),
+            codes, scale, zero_point, _ = self._codes(array.reshape(directions * rows, columns),
                                                    0 if self._per_channel else None)
             codes = codes.reshape(directions, rows, columns).transpose(0, 2, 1)
             scale = scale.reshape(directions, rows) if self._per_channel else np.full((directions,), scale)
@@ -305,11 +308,11 @@ class QuantizeDynamically(ir.passes.InPlacePass):
                 dequantized, _ = dequantized_constant(self._graph, node.inputs[index], array, fmt, axis, node,
                                                       self._taken, qparams)
                 node.replace_input_with(index, dequantized)
-                self._last_error = dequantize(quantize(array, *qparams, fmt, axis), *qparams, axis) - array
+                error = dequantize(quantize(array, *qparams, fmt, axis), *qparams, axis) - array
         if node.op_type == "Conv":
             bias_input = node.inputs[2] if len(node.inputs) > 2 else None
             bias = constant_array(bias_input) if bias_input is not None else None
-            corrected = self._corrected_bias(node, node.inputs[0], bias, self._last_error.shape[0],
+            corrected = self._corrected_bias(node, node.inputs[0], bias, error,
                                              int(attribute(node, "group", 1)))
             if corrected is not None and corrected is not bias:
                 value = self._initializer(f"{node.name}_bias_corrected", corrected)
