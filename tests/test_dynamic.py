@@ -19,7 +19,7 @@ from eightbit.backends.reference import ReferenceSession
 from eightbit.cli import main
 from eightbit.demo import shipped_digits
 from eightbit.isa import CpuFeatures
-from eightbit.kernels.dynamic_lstm import quantize_at_run_time
+from eightbit.quant.affine import quantize_at_run_time
 from eightbit.quant.bias_correction import conv_output_shift, matmul_output_shift
 from eightbit.report.metrics import sqnr_db
 

@@ -11,22 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from eightbit.quant.affine import quantize_at_run_time
+
 _ACTIVATIONS = {
     "Sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
     "Tanh": np.tanh,
     "Relu": lambda x: np.maximum(x, 0.0),
 }
-
-
-def quantize_at_run_time(x: np.ndarray) -> tuple[np.ndarray, np.float32, np.uint8]:
-    """(codes, scale, zero point) of `x`, as ONNX DynamicQuantizeLinear defines them (eq. 30)."""
-    low, high = min(float(x.min(initial=0.0)), 0.0), max(float(x.max(initial=0.0)), 0.0)
-    if high == low:  # all zeros: any scale represents them; ONNX's reference evaluator takes 1 / 255
-        high = low + 1.0
-    scale = np.float32((high - low) / 255.0)
-    zero_point = np.uint8(np.clip(np.rint(np.float32(0.0 - low) / scale), 0, 255))
-    codes = np.clip(np.rint(x / scale) + zero_point, 0, 255).astype(np.uint8)
-    return codes, scale, zero_point
 
 
 def integer_product(x: np.ndarray, codes: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:

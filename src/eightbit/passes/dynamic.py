@@ -10,7 +10,7 @@ import onnx_ir.passes.common as common_passes
 
 from eightbit.config import Granularity, IntegerFormat
 from eightbit.passes.constants import add_initializer, attribute, constant_array, unique_name
-from eightbit.passes.qdq_nodes import dequantized_constant
+from eightbit.passes.qdq_nodes import dequantized_codes
 from eightbit.plan import FloatNode
 from eightbit.quant import dequantize, quantize
 from eightbit.quant.bias_correction import conv_output_shift, matmul_output_shift
@@ -40,6 +40,13 @@ class DynamicChoices:
 
 # The choices a measurement decides, and what each quantizes at run time.
 MEASURED_CHOICES = {"activation_products": "MatMuls of two run-time tensors", "convolutions": "Convs"}
+
+
+def _rounded(array: np.ndarray, fmt: IntegerFormat, axis: int | None) -> tuple[np.ndarray, ...]:
+    """(codes, scale, zero point, rounding error) of a weight on its own grid (eq. 4-5)."""
+    scale, zero_point = weight_qparams(array, fmt, axis)
+    codes = quantize(array, scale, zero_point, fmt, axis)
+    return codes, scale, zero_point, dequantize(codes, scale, zero_point, axis) - array
 
 
 class QuantizeDynamically(ir.passes.InPlacePass):
@@ -85,8 +92,7 @@ class QuantizeDynamically(ir.passes.InPlacePass):
             else:
                 self.float_nodes.append(FloatNode(node.name, node.op_type, reason))
         if modified:
-            if not any(opset == MICROSOFT for opset in model.opset_imports) and any(
-                    n.domain == MICROSOFT for n in graph):
+            if MICROSOFT not in model.opset_imports and any(n.domain == MICROSOFT for n in graph):
                 model.opset_imports[MICROSOFT] = 1
             common_passes.RemoveUnusedNodesPass()(model)
         return ir.passes.PassResult(model, modified)
@@ -95,10 +101,7 @@ class QuantizeDynamically(ir.passes.InPlacePass):
 
     def _codes(self, array: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(codes, scale, zero point, rounding error) of a weight: symmetric, stored as int8 or as offset uint8."""
-        fmt = self.choices.weights
-        scale, zero_point = weight_qparams(array, fmt, axis)
-        codes = quantize(array, scale, zero_point, fmt, axis)
-        error = dequantize(codes, scale, zero_point, axis) - array
+        codes, scale, zero_point, error = _rounded(array, self.choices.weights, axis)
         if self.choices.offset_codes:
             offset = (codes.astype(np.int16) + OFFSET).astype(np.uint8)
             return offset, scale, np.full(scale.shape, OFFSET, np.uint8), error
@@ -148,15 +151,24 @@ class QuantizeDynamically(ir.passes.InPlacePass):
         self._quantized[value.name] = tuple(outputs)
         return self._quantized[value.name]
 
-    def _node(self, op: str, inputs: list, before: ir.Node, dtype: ir.DataType, attributes=None,
-              output: ir.Value | None = None, domain: str = "") -> ir.Value:
+    def _node(self, op: str, inputs: list, before: ir.Node, dtype: ir.DataType, attributes=None) -> ir.Value:
         base = before.name or before.op_type
-        if output is None:
-            output = ir.Value(name=unique_name(self._graph, f"{base}_{op}", self._taken), type=ir.TensorType(dtype))
-        node = ir.node(op, inputs, attributes, outputs=[output], domain=domain,
+        output = ir.Value(name=unique_name(self._graph, f"{base}_{op}", self._taken), type=ir.TensorType(dtype))
+        node = ir.node(op, inputs, attributes, outputs=[output],
                        name=unique_name(self._graph, f"{base}_{op}", self._taken))
         self._graph.insert_before(before, node)
         return output
+
+    def _weighted(self, node: ir.Node, op: str, x: ir.Value, codes: np.ndarray, scale: np.ndarray,
+                  zero_point: np.ndarray, attributes=None) -> ir.Value:
+        """`op` (MatMulInteger, ConvInteger) of `x` quantized at run time and integer weight `codes`
+        (one zero point), scaled by s_x x `scale` (eq. 31)."""
+        x_codes, x_scale, x_zero = self._quantized_at_run_time(x, node)
+        w_codes = self._initializer(f"{node.name}_weight_quantized", codes)
+        w_zero = self._initializer(f"{node.name}_weight_zero_point", zero_point.flat[0])
+        w_scale = self._initializer(f"{node.name}_weight_scale", scale.astype(np.float32))
+        combined = self._node("Mul", [x_scale, w_scale], node, FLOAT)
+        return self._integer_product(node, op, [x_codes, w_codes, x_zero, w_zero], combined, attributes)
 
     def _integer_product(self, node: ir.Node, op: str, inputs: list, scale: ir.Value, attributes=None) -> ir.Value:
         """Integer `op` -> Cast to float -> Mul by `scale`, before `node` (ONNX Runtime fuses the chain)."""
@@ -201,12 +213,7 @@ class QuantizeDynamically(ir.passes.InPlacePass):
                         alpha: float = 1.0) -> tuple[ir.Value, np.ndarray]:
         """alpha * x @ weight by eq. 31, and the weight's rounding error."""
         codes, scale, zero_point, error = self._codes(weight, 1 if self._per_channel else None)
-        x_codes, x_scale, x_zero = self._quantized_at_run_time(x, node)
-        w_codes = self._initializer(f"{node.name}_weight_quantized", codes)
-        w_zero = self._initializer(f"{node.name}_weight_zero_point", zero_point.flat[0])
-        w_scale = self._initializer(f"{node.name}_weight_scale", (scale * np.float32(alpha)).astype(np.float32))
-        combined = self._node("Mul", [x_scale, w_scale], node, FLOAT)
-        return self._integer_product(node, "MatMulInteger", [x_codes, w_codes, x_zero, w_zero], combined), error
+        return self._weighted(node, "MatMulInteger", x, codes, scale * np.float32(alpha), zero_point), error
 
     def _gemm(self, node: ir.Node) -> str | None:
         if attribute(node, "transA", 0):
@@ -219,22 +226,23 @@ class QuantizeDynamically(ir.passes.InPlacePass):
         alpha = np.float32(attribute(node, "alpha", 1.0))
         result, error = self._weight_product(node, node.inputs[0], np.ascontiguousarray(weight), alpha)
         bias_input = node.inputs[2] if len(node.inputs) > 2 else None
-        correction = self._corrected_bias(node, node.inputs[0], None, error)
-        if correction is not None:  # the shift of alpha x @ W: alpha times that of x @ W
-            correction *= alpha
+        # The constant added after the product: beta * C when C is a constant, minus the mean shift of
+        # alpha x @ W (alpha times that of x @ W); a C computed at run time is added on its own first.
+        constant = self._corrected_bias(node, node.inputs[0], None, error)
+        if constant is not None:
+            constant *= alpha
         if bias_input is not None:
             beta = np.float32(attribute(node, "beta", 1.0))
             bias = constant_array(bias_input)
             if bias is not None:
-                folded = bias * beta + (correction if correction is not None else 0)
-                bias_value = self._initializer(f"{node.name}_bias", folded.astype(np.float32))
-            elif beta == 1:
-                bias_value = bias_input
+                constant = bias * beta + (constant if constant is not None else 0)
             else:
-                bias_value = self._node("Mul", [bias_input, self._initializer(f"{node.name}_beta", beta)], node, FLOAT)
-            result = self._node("Add", [result, bias_value], node, FLOAT)
-        if correction is not None and (bias_input is None or constant_array(bias_input) is None):
-            result = self._node("Add", [result, self._initializer(f"{node.name}_correction", correction)], node, FLOAT)
+                scaled = bias_input if beta == 1 else self._node(
+                    "Mul", [bias_input, self._initializer(f"{node.name}_beta", beta)], node, FLOAT)
+                result = self._node("Add", [result, scaled], node, FLOAT)
+        if constant is not None:
+            result = self._node("Add", [result, self._initializer(f"{node.name}_bias", constant.astype(np.float32))],
+                                node, FLOAT)
         self._finish(node, result)
         return None
 
@@ -252,13 +260,8 @@ class QuantizeDynamically(ir.passes.InPlacePass):
         codes, scale, zero_point, error = self._codes(weight, 0 if self._per_channel else None)
         bias = self._corrected_bias(node, node.inputs[0], bias, error, group)
         spatial = (1,) * (weight.ndim - 2)
-        x_codes, x_scale, x_zero = self._quantized_at_run_time(node.inputs[0], node)
-        w_codes = self._initializer(f"{node.name}_weight_quantized", codes)
-        w_zero = self._initializer(f"{node.name}_weight_zero_point", zero_point.flat[0])
-        w_scale = self._initializer(f"{node.name}_weight_scale", scale.reshape((-1, *spatial)).astype(np.float32))
-        combined = self._node("Mul", [x_scale, w_scale], node, FLOAT)
-        result = self._integer_product(node, "ConvInteger", [x_codes, w_codes, x_zero, w_zero], combined,
-                                       {name: attr.value for name, attr in node.attributes.items()})
+        result = self._weighted(node, "ConvInteger", node.inputs[0], codes, scale.reshape((-1, *spatial)),
+                                zero_point, {name: attr.value for name, attr in node.attributes.items()})
         if bias is not None:
             bias_value = self._initializer(f"{node.name}_bias", bias.reshape((-1, *spatial)).astype(np.float32))
             result = self._node("Add", [result, bias_value], node, FLOAT)
@@ -304,11 +307,9 @@ class QuantizeDynamically(ir.passes.InPlacePass):
         for index in (1, 2) if node.op_type != "Conv" else (1,):
             array = constant_array(node.inputs[index]) if len(node.inputs) > index else None
             if array is not None and array.dtype == np.float32:
-                qparams = weight_qparams(array, fmt, axis)
-                dequantized, _ = dequantized_constant(self._graph, node.inputs[index], array, fmt, axis, node,
-                                                      self._taken, qparams)
-                node.replace_input_with(index, dequantized)
-                error = dequantize(quantize(array, *qparams, fmt, axis), *qparams, axis) - array
+                codes, scale, zero_point, error = _rounded(array, fmt, axis)
+                node.replace_input_with(index, dequantized_codes(self._graph, node.inputs[index], codes, scale,
+                                                                 zero_point, axis, node, self._taken))
         if node.op_type == "Conv":
             bias_input = node.inputs[2] if len(node.inputs) > 2 else None
             bias = constant_array(bias_input) if bias_input is not None else None

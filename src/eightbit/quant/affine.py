@@ -11,6 +11,10 @@ from eightbit.quant.power_of_two import power_of_two_scale
 _SMALLEST_SCALE = float(np.finfo(np.float32).tiny)
 
 
+# DynamicQuantizeLinear's codes: uint8 over the whole range (eq. 30).
+_RUN_TIME = IntegerFormat(bits=8, signed=False)
+
+
 def choose_qparams(
     minimum: np.ndarray | float, maximum: np.ndarray | float, fmt: IntegerFormat
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -90,6 +94,17 @@ def quantize_bias(
     safe = np.where(scale > 0, scale, np.float32(1.0))
     q = np.rint(np.asarray(bias, dtype=np.float64) / safe.astype(np.float64))
     return np.clip(q, fmt.qmin, fmt.qmax).astype(fmt.numpy_dtype), safe
+
+
+def quantize_at_run_time(x: np.ndarray) -> tuple[np.ndarray, np.float32, np.uint8]:
+    """(codes, scale, zero point) of `x` as ONNX DynamicQuantizeLinear makes them (eq. 30): uint8, the
+    range widened to hold 0, scale and zero point in float32 arithmetic as the operator defines them."""
+    low, high = min(float(x.min(initial=0.0)), 0.0), max(float(x.max(initial=0.0)), 0.0)
+    if high == low:  # all zeros: any scale represents them; ONNX's reference evaluator takes 1 / 255
+        high = low + 1.0
+    scale = np.float32((high - low) / 255.0)
+    zero_point = np.uint8(np.clip(np.rint(np.float32(0.0 - low) / scale), 0, 255))
+    return quantize(x, scale, zero_point, _RUN_TIME), scale, zero_point
 
 
 def regrid(scale: np.ndarray, zero_point: np.ndarray, fmt: IntegerFormat) -> tuple[np.ndarray, np.ndarray]:
