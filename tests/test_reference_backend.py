@@ -164,6 +164,8 @@ CASES = {
     "slice": OpCase("Slice", (4, 10), extra=(np.array([1, -2], np.int64), np.array([100, 1], np.int64),
                                              np.array([0, 1], np.int64), np.array([2, -3], np.int64)), exact=True),
     "pad": OpCase("Pad", (1, 2, 3, 3), extra=(np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64),), exact=True),
+    "gather_channels": OpCase("Gather", (1, 6, 2, 3), {"axis": 1}, extra=(np.array([0, 3, 1, 4, -4, 5], np.int64),),
+                              exact=True),
     "resize_nearest": OpCase("Resize", (1, 2, 3, 4), {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
                                                       "nearest_mode": "floor"},
                              extra=(None, np.array([1, 1, 2, 1.5], np.float32)), exact=True),

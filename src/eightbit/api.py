@@ -47,6 +47,7 @@ from eightbit.passes import (
     RemoveIdentity,
     SumToAdd,
 )
+from eightbit.passes.channel_shuffle import ChannelShuffleAsGather
 from eightbit.passes.constants import constant_array
 from eightbit.passes.dynamic import MEASURED_CHOICES, DynamicChoices, QuantizeDynamically
 from eightbit.passes.fuse_activation import FuseActivations, name_after_activations
@@ -178,6 +179,7 @@ def _static(
         _carry_given_grids(prepared, model)
         if not scheme.activations.symmetric:  # eq. 8 needs zero_point = qmin
             FuseActivations()(model)
+        ChannelShuffleAsGather()(model)  # the same function, in a form ONNX Runtime moves fast as codes
         plan = make_plan(model.graph)
         for value in plan.observed:  # a given grid the scheme cannot hold is the first thing to hear of
             if given_grid(value) is not None:

@@ -427,6 +427,8 @@ def _movement_step(x, *aux, op_type, attributes, zero_point, qmin, rescale):
         result = movement.reshape(x, aux[0], a.get("allowzero", 0))
     elif op_type == "Transpose":
         result = movement.transpose(x, a.get("perm"))
+    elif op_type == "Gather":
+        result = movement.gather(x, aux[0], a.get("axis", 0))
     elif op_type == "Flatten":
         result = movement.flatten(x, a.get("axis", 1))
     elif op_type == "Squeeze":
@@ -442,7 +444,7 @@ def _movement_step(x, *aux, op_type, attributes, zero_point, qmin, rescale):
     return _moved(result, rescale, qmin)
 
 
-_AUX_INPUTS = {"Reshape": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "Slice": (1, 2, 3, 4)}
+_AUX_INPUTS = {"Reshape": (1,), "Gather": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "Slice": (1, 2, 3, 4)}
 
 
 def lower_movement(group: Group) -> IntegerStep | None:
@@ -531,6 +533,7 @@ LOWERINGS: dict[str, Callable[[Group], IntegerStep | None]] = {
     "Unsqueeze": lower_movement,
     "Slice": lower_movement,
     "Pad": lower_movement,
+    "Gather": lower_movement,
     "Resize": lower_resize,
 }
 

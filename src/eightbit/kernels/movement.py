@@ -16,6 +16,11 @@ def transpose(x: np.ndarray, perm: tuple[int, ...] | None) -> np.ndarray:
     return np.transpose(x, perm)
 
 
+def gather(x: np.ndarray, indices: np.ndarray, axis: int) -> np.ndarray:
+    """ONNX Gather: negative indices count from the end of `axis`."""
+    return np.take(x, indices.astype(np.int64), axis=axis)
+
+
 def flatten(x: np.ndarray, axis: int) -> np.ndarray:
     axis = axis % x.ndim if x.ndim else 0
     return x.reshape(int(np.prod(x.shape[:axis])), -1)

@@ -58,6 +58,7 @@ OP_RULES: dict[str, OpRule] = {
     "Slice": _MOVES_DATA,
     "Pad": _MOVES_DATA,
     "Resize": _MOVES_DATA,
+    "Gather": _MOVES_DATA,  # indices (input 1) are integers, not data
 }
 
 
