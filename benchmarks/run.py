@@ -22,14 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 import eightbit
 from benchmarks.images import rendered_text_images
 from benchmarks.models import ALL_MODELS, LIGHT_ZOO, light_model, rapidocr_model
 from benchmarks.sections import write_section
+from eightbit.api import load_samples
 from eightbit.backends import OrtSession
 from eightbit.backends.onnxruntime import session_with_outputs
+from eightbit.backends.peer import quantize_with_onnxruntime
 from eightbit.demo import shipped_digits, shipped_model
 from eightbit.ir import load_model
 from eightbit.isa import cpu_features
@@ -90,29 +91,10 @@ def build_cases(names: list[str]) -> list[Case]:
     return cases
 
 
-class _Reader(CalibrationDataReader):
-    def __init__(self, name: str, samples: np.ndarray) -> None:
-        self._feeds = iter([{name: sample} for sample in samples])
-
-    def get_next(self):
-        return next(self._feeds, None)
-
-
 def ort_quantize(case: Case, target: Path) -> None:
-    """The peer, given the model upgraded to opset 13 as eightbit upgrades it (it fails on opset 9 itself)."""
-    import onnx
-    import onnx.version_converter
-
-    source = onnx.load(str(case.path))
-    if source.opset_import[0].version < 13:
-        source = onnx.version_converter.convert_version(source, 13)
-    upgraded = target.with_name("float13.onnx")
-    onnx.save(source, upgraded)
-    quantize_static(
-        str(upgraded), str(target), _Reader(case.input_name, case.calibration),
-        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        per_channel=True,
-    )
+    """The peer (eightbit.backends.peer) on the case's calibration samples."""
+    samples = load_samples({case.input_name: case.calibration}, load_model(case.path))
+    quantize_with_onnxruntime(case.path, target, samples)
 
 
 def evaluate(case: Case, float_path: Path, quant_path: Path, folder: Path, time_it: bool = True) -> Result:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +183,72 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from eightbit.report.bench import bench, bench_markdown
+    from eightbit.report.tables import bench_table, print_tables
+
+    source = Path(args.model)
+    markdown = Path(args.markdown) if args.markdown else None
+    if markdown is not None:
+        check_output_path(markdown, source, *(p for p in (args.int8, args.calibration, args.eval) if p))
+    if args.int8 is None and args.calibration is None:
+        raise InputError("bench needs --calibration DATA to quantize the model (or --int8 QUANTIZED.onnx, a model "
+                         "already quantized from it)")
+    if args.eval is None and args.calibration is None:
+        raise InputError("bench needs samples to feed: --eval DATA (or --calibration DATA)")
+    float_model = load_model(source)
+    images = _images(args)
+    calibration = api.load_samples(args.calibration, float_model, images) if args.calibration else None
+    if args.eval is not None:
+        evaluation = api.load_samples(args.eval, float_model, images)
+    else:
+        evaluation = calibration.take(0, min(calibration.count, DEFAULT_REPORT_SAMPLES))
+    with tempfile.TemporaryDirectory(prefix="eightbit-bench-") as scratch:
+        int8 = Path(args.int8) if args.int8 else Path(scratch) / f"{source.stem}.int8.onnx"
+        if args.int8 is None:
+            api.quantize(source, calibration, output=int8, images=images, threads=args.threads,
+                         show_progress=_show_progress(args))
+        else:
+            load_model(int8)
+        result = bench(source, int8, evaluation, calibration, peer=not args.no_peer,
+                       openvino=not args.no_openvino, memory=not args.no_memory, threads=args.threads,
+                       rounds=args.rounds, show_progress=_show_progress(args))
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print_tables(bench_table(result))
+        for note in result.notes:
+            print(f"- {note}")
+    if markdown is not None:
+        text = bench_markdown(result, "eightbit " + shlex.join(args.argv))
+        write_atomically(markdown, lambda temporary: Path(temporary).write_text(text), suffix=".md")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from eightbit.report.explain import explain
+    from eightbit.report.tables import explain_tables, print_tables
+
+    model = load_model(args.model)
+    if args.float_model is not None:
+        load_model(args.float_model)
+    feeds = None
+    if args.data is not None:
+        feeds = api.load_samples(args.data, model, _images(args)).single_feed()
+    result = explain(args.model, args.float_model, feeds, runs=args.runs, threads=args.threads)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return 0
+    print(f"CPU: {result.cpu}; int8 can reach {result.limit} fp32's multiply-accumulate rate here")
+    print_tables(*explain_tables(result, args.top))
+    if not result.made_by_eightbit:
+        print("(not made by eightbit: no record of which nodes stayed float and why)")
+    print("why:")
+    for line in result.verdict():
+        print(f"- {line}")
+    return 0
+
+
 def _export_int(args: argparse.Namespace) -> int:
     from eightbit.backends.export import export_int
 
@@ -290,6 +358,37 @@ def build_parser() -> argparse.ArgumentParser:
     common(inspect)
     inspect.set_defaults(handler=_inspect)
 
+    bench = commands.add_parser(
+        "bench", help="speed, agreement and memory of a model as float, as eightbit int8 and as ONNX Runtime's "
+                      "quantizer makes it, in ONNX Runtime and OpenVINO, side by side")
+    bench.add_argument("model", help="float model (.onnx)")
+    bench.add_argument("--calibration", help="samples to quantize with (eightbit's and the peer's quantizer)")
+    bench.add_argument("--int8", help="an int8 model already made from MODEL (default: quantize it here)")
+    bench.add_argument("--eval", help="samples to compare outputs on and to time with (default: the first "
+                                      f"{DEFAULT_REPORT_SAMPLES} calibration samples)")
+    bench.add_argument("--rounds", type=int, default=10, help="timed blocks per session (3 runs each; default 10)")
+    bench.add_argument("--no-peer", action="store_true", help="leave out ONNX Runtime's quantizer")
+    bench.add_argument("--no-openvino", action="store_true", help="leave out OpenVINO even when it is installed")
+    bench.add_argument("--no-memory", action="store_true", help="skip the resident-memory measurement")
+    bench.add_argument("--json", action="store_true", help="print the rows as JSON")
+    bench.add_argument("--markdown", help="also write the table, machine and command as Markdown to this file")
+    _add_image_options(bench)
+    common(bench)
+    bench.set_defaults(handler=_bench)
+
+    explain = commands.add_parser(
+        "explain", help="why an int8 model is or is not faster here: the CPU's int8 instructions, where ONNX "
+                        "Runtime's time goes, float round trips, nodes left float")
+    explain.add_argument("model", help="quantized model (.onnx)")
+    explain.add_argument("--float", dest="float_model", help="its float original, to time side by side")
+    explain.add_argument("--data", help="a sample to run (default: zeros of the input shapes)")
+    explain.add_argument("--runs", type=int, default=20, help="profiled runs (medians per kernel; default 20)")
+    explain.add_argument("--top", type=int, default=10, help="slowest kernels listed (default 10)")
+    explain.add_argument("--json", action="store_true")
+    _add_image_options(explain)
+    common(explain)
+    explain.set_defaults(handler=_explain)
+
     export = commands.add_parser("export-int", help="write a quantized model's integer program (weights, biases, "
                                                     "multipliers, shifts, step graph) as .npz or .json")
     export.add_argument("model", help="quantized model (.onnx)")
@@ -308,7 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.handler(args)
     except InputError as error:

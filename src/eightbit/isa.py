@@ -30,6 +30,25 @@ class CpuFeatures:
         """x86 without VNNI multiplies u8 x s8 with vpmaddubsw, which saturates pair sums at int16."""
         return self.is_x86 and not self.has_vnni
 
+    def int8_outlook(self) -> tuple[str, str]:
+        """(the limit of int8 over fp32 multiply-accumulate throughput here, why), from the instructions found."""
+        if "amx_int8" in self.flags:
+            return ("well above 4x", "AMX tile multiplies take int8 matrix products; vector int8 as with VNNI "
+                                     "(4 products per 32-bit lane per instruction)")
+        if self.has_vnni:
+            return ("4x", "VNNI sums 4 u8 x s8 products into each 32-bit lane in one instruction, where fp32 "
+                          "does 1 multiply-add per lane")
+        if self.is_x86 and "avx2" in self.flags:
+            return ("about 2x", "no VNNI: 4 u8 x s8 products per 32-bit lane take two instructions (vpmaddubsw, "
+                                "vpmaddwd) and their pair sums saturate at int16")
+        if "i8mm" in self.flags:
+            return ("8x", "i8mm (smmla) multiplies 2x8 by 8x2 int8 blocks per instruction, 8 times fp32's "
+                          "multiply-adds per vector")
+        if "asimddp" in self.flags:
+            return ("4x", "the dot-product instructions (sdot/udot) sum 4 int8 products per 32-bit lane")
+        return ("about 1x", "no int8 dot-product instructions found: int8 saves memory traffic and file size, "
+                            "not arithmetic")
+
     def summary(self) -> str:
         shown = [flag for flag in _REPORTED if flag in self.flags]
         return f"{self.machine}: {' '.join(shown) if shown else 'no SIMD int8 extensions found'}"

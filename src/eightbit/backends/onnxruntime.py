@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -23,6 +24,10 @@ _LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+
+
+def runtime_version() -> str:
+    return ort.__version__
 
 
 class OrtSession:
@@ -96,24 +101,58 @@ def _zeros_for(session: ort.InferenceSession) -> dict[str, np.ndarray]:
     return feeds
 
 
-def executed_op_types(model: ir.Model, threads: int = DEFAULT_THREADS) -> dict[str, int]:
-    """Kernels ONNX Runtime runs for `model` after all its fusions, counted by op type.
+@dataclasses.dataclass(frozen=True)
+class KernelTime:
+    """One kernel ONNX Runtime ran (after its fusions and layout changes), with its median time per run."""
 
-    Read from a profile of one run on zeros (the optimized-model file ONNX Runtime can write
-    is not always loadable, the profile always reflects what executed).
+    name: str
+    op_type: str
+    microseconds: float
+    input_types: tuple[str, ...]  # element type of each input, "" where the profile names none
+    input_shapes: tuple[tuple[int, ...], ...]
+
+
+def profile_kernels(model: ir.Model | str | os.PathLike, feeds: dict[str, np.ndarray] | None = None, runs: int = 1,
+                    threads: int = DEFAULT_THREADS) -> list[KernelTime]:
+    """Every kernel ONNX Runtime executes for `model`, in execution order, from its profiler.
+
+    `feeds` default to zeros of the inputs' shapes (free dimensions 1). The optimized-model file
+    ONNX Runtime can write is not always loadable; the profile always reflects what executed.
     """
     with tempfile.TemporaryDirectory(prefix="eightbit-") as folder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
         options.log_severity_level = 3
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(folder) / "profile")
-        session = ort.InferenceSession(model_to_bytes(model), options, providers=["CPUExecutionProvider"])
-        session.run(None, _zeros_for(session))
+        source = model_to_bytes(model) if isinstance(model, ir.Model) else os.fspath(model)
+        try:
+            session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # ORT raises its own exception types for bad graphs
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise InputError(f"ONNX Runtime cannot load the model: {first}") from None
+        feeds = feeds if feeds is not None else _zeros_for(session)
+        for _ in range(runs):
+            session.run(None, feeds)
         events = json.loads(Path(session.end_profiling()).read_text())
-    counts: dict[str, int] = {}
+    durations: dict[str, list[float]] = {}
+    details: dict[str, tuple[str, tuple, tuple]] = {}
     for event in events:
-        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
-            op = event.get("args", {}).get("op_name", "?")
-            counts[op] = counts.get(op, 0) + 1
+        name = event.get("name", "")
+        if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        args = event.get("args", {})
+        inputs = [next(iter(item.items())) for item in args.get("input_type_shape", []) if item]
+        durations.setdefault(name, []).append(float(event.get("dur", 0)))
+        details[name] = (args.get("op_name", "?"), tuple(t for t, _ in inputs), tuple(tuple(s) for _, s in inputs))
+    return [KernelTime(name[: -len("_kernel_time")], details[name][0], float(np.median(times)), details[name][1],
+                       details[name][2]) for name, times in durations.items()]
+
+
+def executed_op_types(model: ir.Model, threads: int = DEFAULT_THREADS) -> dict[str, int]:
+    """Kernels ONNX Runtime runs for `model` after all its fusions, counted by op type (one run on zeros)."""
+    counts: dict[str, int] = {}
+    for kernel in profile_kernels(model, threads=threads):
+        counts[kernel.op_type] = counts.get(kernel.op_type, 0) + 1
     return counts

@@ -28,16 +28,32 @@ def interleaved(
     Alternation exposes both to the same machine load, so their ratio is fair on a shared,
     noisy machine even when the absolute numbers drift.
     """
+    medians = interleaved_medians({"first": first, "second": second}, rounds, per_block, warmup)
+    return LatencyPair(medians["first"], medians["second"])
+
+
+def interleaved_medians(
+    calls: dict[str, Callable[[], object]], rounds: int = 10, per_block: int = 3, warmup: int = 2,
+) -> dict[str, float]:
+    """Median per-run latency (ms) of each callable, timed in blocks taken in turn.
+
+    Each round runs one block of every callable; the order rotates from round to round so that
+    none is always first (after a pause) or last.
+    """
+    names = list(calls)
     for _ in range(warmup):
-        first()
-        second()
-    times: tuple[list[float], list[float]] = ([], [])
+        for name in names:
+            calls[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(rounds):
-        order = (0, 1) if round_index % 2 == 0 else (1, 0)
-        for which in order:
-            call = (first, second)[which]
+        shift = round_index % len(names)
+        order = names[shift:] + names[:shift]
+        if round_index % 2:
+            order.reverse()
+        for name in order:
+            call = calls[name]
             start = time.perf_counter()
             for _ in range(per_block):
                 call()
-            times[which].append((time.perf_counter() - start) / per_block * 1e3)
-    return LatencyPair(statistics.median(times[0]), statistics.median(times[1]))
+            times[name].append((time.perf_counter() - start) / per_block * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}

@@ -9,7 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from eightbit.plan import FloatNode
+from eightbit.report.bench import COLUMNS, Bench, bench_cells, machine_line
 from eightbit.report.compare import Comparison
+from eightbit.report.explain import Explanation, kernel_kind
 from eightbit.report.inspect import Inspection, TensorReport, power_of_two_exponent
 
 
@@ -48,6 +50,45 @@ def comparison_table(comparison: Comparison, title: str) -> Table:
         table.add_row("latency float / quantized", f"{lat.first_ms:.3f} ms / {lat.second_ms:.3f} ms")
         table.add_row("speed-up", f"x{lat.speedup:.2f}")
     return table
+
+
+def bench_table(result: Bench) -> Table:
+    title = (f"{result.model.name}: {result.samples} samples compared on output {result.output!r}\n"
+             f"{machine_line(result.threads)}")
+    table = Table(title=title, title_justify="left")
+    for index, column in enumerate(COLUMNS):
+        table.add_column(column, justify="right" if 0 < index < len(COLUMNS) - 1 else "left")
+    for row in result.rows:
+        table.add_row(*bench_cells(row))
+    return table
+
+
+def explain_tables(result: Explanation, top: int) -> list[Table]:
+    total = result.total_microseconds or 1.0
+    kinds = Table(title=f"where ONNX Runtime's time goes (kernel time per run, inputs: {result.inputs})",
+                  title_justify="left")
+    for column in ("kind", "kernels", "ms", "share"):
+        kinds.add_column(column, justify="left" if column == "kind" else "right")
+    for kind, (count, us) in result.by_kind.items():
+        kinds.add_row(kind, str(count), f"{us / 1e3:.3f}", f"{us / total:.0%}")
+    tables = [kinds]
+    if result.round_trips:
+        trips = Table(title="Quantize/Dequantize kernels that stayed, by the op they surround", title_justify="left")
+        for column in ("around", "kernels", "ms"):
+            trips.add_column(column, justify="left" if column == "around" else "right")
+        for trip in result.round_trips:
+            trips.add_row(trip.around, str(trip.kernels), f"{trip.microseconds / 1e3:.3f}")
+        tables.append(trips)
+    if result.made_by_eightbit:
+        tables.append(float_nodes_table(result.float_nodes))
+    heavy = Table(title=f"the {top} slowest kernels", title_justify="left")
+    for column in ("kernel", "op", "kind", "ms", "first input"):
+        heavy.add_column(column, justify="right" if column == "ms" else "left")
+    for kernel in result.top(top):
+        shape = f"{kernel.input_types[0]} {list(kernel.input_shapes[0])}" if kernel.input_types else ""
+        heavy.add_row(kernel.name, kernel.op_type, kernel_kind(kernel), f"{kernel.microseconds / 1e3:.3f}", shape)
+    tables.append(heavy)
+    return tables
 
 
 def float_nodes_table(nodes: list[FloatNode]) -> Table:

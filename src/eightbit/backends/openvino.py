@@ -1,0 +1,64 @@
+"""OpenVINO sessions (optional: `pip install openvino`); the only module that imports openvino."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from eightbit.config import DEFAULT_THREADS
+from eightbit.errors import InputError
+
+PRECISIONS = ("f32", "bf16")
+
+
+def openvino_version() -> str | None:
+    """The installed OpenVINO's version, or None when it is not installed."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.__version__.split("-")[0]
+
+
+def openvino_available() -> bool:
+    return openvino_version() is not None
+
+
+class OpenVinoSession:
+    """A CPU inference request on an .onnx file, in the float precision asked for.
+
+    OpenVINO runs a QDQ model's quantized groups as integer kernels itself; `precision` is the
+    precision of what stays float. A CPU without bf16 instructions runs f32 whatever is asked:
+    `precision_used` says what it chose.
+    """
+
+    def __init__(self, path: str | os.PathLike, precision: str = "f32", threads: int = DEFAULT_THREADS) -> None:
+        if precision not in PRECISIONS:
+            raise InputError(f"unknown OpenVINO precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        try:
+            import openvino
+        except ImportError:
+            raise InputError("OpenVINO is not installed: pip install openvino") from None
+        core = openvino.Core()
+        config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
+                  "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        try:
+            self._compiled = core.compile_model(core.read_model(os.fspath(path)), "CPU", config)
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise InputError(f"OpenVINO cannot load the model: {first}") from None
+        self._request = self._compiled.create_infer_request()
+        self.input_names = [port.get_any_name() for port in self._compiled.inputs]
+        self.output_names = [port.get_any_name() for port in self._compiled.outputs]
+        used = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.precision_used = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        results = self._request.infer(feeds)
+        by_name = {port.get_any_name(): np.array(value) for port, value in results.items()}
+        return {name: by_name[name] for name in (outputs or self.output_names)}
+
+    def close(self) -> None:
+        self._request = None
+        self._compiled = None

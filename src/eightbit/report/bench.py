@@ -1,0 +1,223 @@
+"""One model, every way it can run here: speed, agreement and memory, side by side.
+
+The float model in ONNX Runtime is the baseline. Beside it: the int8 model in ONNX Runtime,
+ONNX Runtime's own quantizer's int8 model (the peer), and where OpenVINO is installed the float
+model in OpenVINO (f32 and bf16) and the int8 model in OpenVINO. Every session gets the same
+inputs; latencies are medians of blocks taken in turn in this one process (so that machine load
+falls on all alike) and speed-ups are ratios to the baseline's median. Agreement is measured
+against the baseline's outputs on the evaluation samples; resident memory in a child process
+per session (eightbit.report.memory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from eightbit.backends import OrtSession
+from eightbit.backends.onnxruntime import runtime_version
+from eightbit.backends.openvino import OpenVinoSession, openvino_available, openvino_version
+from eightbit.backends.peer import PEER_NAME, quantize_with_onnxruntime
+from eightbit.config import DEFAULT_THREADS
+from eightbit.datasets import Samples
+from eightbit.errors import InputError
+from eightbit.isa import cpu_features
+from eightbit.report.compare import file_size
+from eightbit.report.latency import interleaved_medians
+from eightbit.report.memory import SessionMemory, memory_supported, session_memory
+from eightbit.report.metrics import Agreement
+from eightbit.report.progress import progress_bar
+
+BASELINE = "float, ONNX Runtime"
+
+
+@dataclasses.dataclass
+class BenchRow:
+    label: str
+    runtime: str  # "ort" or "openvino"
+    path: Path
+    precision: str = "f32"  # the float precision asked of OpenVINO
+    milliseconds: float | None = None
+    speedup: float | None = None
+    agreement: Agreement | None = None  # against the baseline's first output
+    memory: SessionMemory | None = None
+    size_bytes: int | None = None
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        def finite(x: float | None):
+            return x if x is None or math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+        agreement = self.agreement
+        return {
+            "label": self.label, "runtime": self.runtime, "model": str(self.path),
+            "milliseconds": None if self.milliseconds is None else round(self.milliseconds, 4),
+            "speedup": None if self.speedup is None else round(self.speedup, 3),
+            "sqnr_db": None if agreement is None else finite(round(agreement.sqnr_db, 2)
+                                                              if math.isfinite(agreement.sqnr_db) else
+                                                              agreement.sqnr_db),
+            "top1_agreement": None if agreement is None else agreement.top1_agreement,
+            "resident_mib": None if self.memory is None else self.memory.resident_mib,
+            "peak_mib": None if self.memory is None else self.memory.peak_mib,
+            "size_bytes": self.size_bytes, "note": self.note,
+        }
+
+
+@dataclasses.dataclass
+class Bench:
+    model: Path
+    rows: list[BenchRow]
+    cpu: str
+    threads: int
+    samples: int
+    output: str  # the output compared
+    notes: list[str]
+
+    def as_dict(self) -> dict:
+        return {"model": str(self.model), "cpu": self.cpu, "threads": self.threads, "samples": self.samples,
+                "output_compared": self.output, "rows": [row.as_dict() for row in self.rows], "notes": self.notes}
+
+
+def _versions() -> str:
+    text = f"ONNX Runtime {runtime_version()}"
+    return text + (f", OpenVINO {openvino_version()}" if openvino_available() else "")
+
+
+def machine_line(threads: int) -> str:
+    return f"CPU {cpu_features().summary()}; {_versions()}; {threads} threads, batch as given"
+
+
+def bench(
+    float_path: str | os.PathLike,
+    int8_path: str | os.PathLike,
+    evaluation: Samples,
+    calibration: Samples | None = None,
+    *,
+    peer: bool = True,
+    openvino: bool = True,
+    memory: bool = True,
+    threads: int = DEFAULT_THREADS,
+    rounds: int = 10,
+    show_progress: bool = False,
+) -> Bench:
+    """Measure `float_path` and `int8_path` (and the peer, and OpenVINO) on `evaluation` samples.
+
+    `calibration` feeds the peer's quantizer; without it the peer is left out.
+    """
+    float_path, int8_path = Path(float_path), Path(int8_path)
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="eightbit-bench-") as scratch:
+        folder = Path(scratch)
+        rows = [BenchRow(BASELINE, "ort", float_path), BenchRow("eightbit int8, ONNX Runtime", "ort", int8_path)]
+        if peer and calibration is None:
+            notes.append(f"{PEER_NAME} left out: it needs calibration samples (--calibration)")
+        elif peer:
+            target = folder / "peer.onnx"
+            try:
+                quantize_with_onnxruntime(float_path, target, calibration)
+                rows.append(BenchRow(f"{PEER_NAME} int8, ONNX Runtime", "ort", target))
+            except Exception as error:  # the peer failing on a model is a result too
+                first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+                notes.append(f"{PEER_NAME} failed on this model: {first}")
+        if openvino and not openvino_available():
+            notes.append("OpenVINO rows left out: OpenVINO is not installed (pip install openvino)")
+        elif openvino:
+            rows += [BenchRow("float, OpenVINO f32", "openvino", float_path, "f32"),
+                     BenchRow("float, OpenVINO bf16", "openvino", float_path, "bf16"),
+                     BenchRow("eightbit int8, OpenVINO", "openvino", int8_path, "f32")]
+        sessions = _open(rows, threads, notes)
+        baseline = sessions[rows[0].label]
+        output = baseline.output_names[0]
+        for row in rows:
+            if row.label in sessions:
+                row.agreement = Agreement()
+                row.size_bytes = file_size(row.path)
+        batches = progress_bar(evaluation.batches(), evaluation.number_of_batches(), "agreement", show_progress)
+        for feeds in batches:
+            expected = baseline.run(feeds)[output]
+            for row in rows:
+                if row.label in sessions:
+                    row.agreement.add(expected, sessions[row.label].run(feeds, [output])[output])
+        feed = evaluation.single_feed()
+        calls: dict[str, Callable[[], object]] = {
+            label: (lambda session=session: session.run(feed)) for label, session in sessions.items()}
+        medians = interleaved_medians(calls, rounds=rounds)
+        for row in rows:
+            if row.label in medians:
+                row.milliseconds = medians[row.label]
+                row.speedup = medians[BASELINE] / row.milliseconds
+        for session in sessions.values():
+            session.close()
+        if memory and not memory_supported():
+            notes.append("resident memory not measured: it is read from /proc (Linux only)")
+        elif memory:
+            measured = [row for row in rows if row.label in sessions]
+            for row in progress_bar(measured, len(measured), "memory", show_progress):
+                try:
+                    row.memory = session_memory(row.runtime, row.path, feed, folder, row.precision, threads)
+                except RuntimeError as error:
+                    notes.append(str(error))
+    return Bench(float_path, rows, cpu_features().summary(), threads, evaluation.count, output, notes)
+
+
+def _open(rows: list[BenchRow], threads: int, notes: list[str]) -> dict[str, OrtSession | OpenVinoSession]:
+    """A session per row; a row its runtime cannot load, or whose precision this CPU lacks, gets a note."""
+    sessions: dict[str, OrtSession | OpenVinoSession] = {}
+    for row in rows:
+        try:
+            if row.runtime == "ort":
+                sessions[row.label] = OrtSession(row.path, threads=threads)
+                continue
+            session = OpenVinoSession(row.path, row.precision, threads)
+        except InputError as error:
+            if row.label == BASELINE:
+                raise
+            row.note = str(error)
+            continue
+        if session.precision_used != row.precision:
+            row.note = (f"not run: this CPU ({cpu_features().summary()}) has no {row.precision} arithmetic; "
+                        f"OpenVINO would run {session.precision_used}, the row above")
+            session.close()
+            continue
+        sessions[row.label] = session
+    return sessions
+
+
+def bench_cells(row: BenchRow) -> list[str]:
+    agreement = row.agreement
+    if agreement is None:
+        sqnr = top1 = "–"
+    else:
+        value = agreement.sqnr_db
+        sqnr = f"{value:.1f} dB" if math.isfinite(value) else ("exact" if value > 0 else "-inf")
+        top1 = "–" if agreement.top1_agreement is None else f"{agreement.top1_agreement:.2%}"
+    return [
+        row.label,
+        "–" if row.milliseconds is None else f"{row.milliseconds:.2f}",
+        "–" if row.speedup is None else f"{row.speedup:.2f}x",
+        sqnr, top1,
+        "–" if row.memory is None else f"{row.memory.resident_mib:.0f} ({row.memory.peak_mib:.0f})",
+        "–" if row.size_bytes is None else _size(row.size_bytes),
+        row.note,
+    ]
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count / 2**10:.0f} KiB"
+
+
+COLUMNS = ("runs as", "median ms", "speed-up", "output SQNR", "top-1 same", "resident MiB (peak)", "file", "note")
+
+
+def bench_markdown(result: Bench, command: str) -> str:
+    """The table as Markdown, with the machine and the command that made it."""
+    lines = [f"`{command}`", "", f"{machine_line(result.threads)}; {result.samples} samples compared on output "
+             f"`{result.output}`; speed-up: float in ONNX Runtime's median / the row's median.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(bench_cells(row)) + " |" for row in result.rows]
+    lines += [f"- {note}" for note in result.notes]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,203 @@
+"""Why an int8 model is (or is not) faster than its float original here, in one screen.
+
+Four things decide it, and each is read, not assumed:
+- the CPU: which int8 instructions it has, and so the most int8 can gain (eightbit.isa);
+- where ONNX Runtime's time goes: its profiler times every kernel it runs after its fusions,
+  and each kernel is one of: an integer kernel (QLinearConv, QGemm, ...), a data-movement op on
+  codes, a conversion (QuantizeLinear / DequantizeLinear that stayed: a float round trip), or
+  a float op;
+- which nodes stayed float and why (the model's `eightbit.float_nodes` metadata);
+- how big the kernels are: with small tensors, a run is mostly per-kernel overhead, which int8
+  does not shrink.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections import Counter
+
+import numpy as np
+import onnx_ir as ir
+
+from eightbit.api import FLOAT_NODES_KEY, float_nodes_of
+from eightbit.backends.onnxruntime import KernelTime, profile_kernels
+from eightbit.config import DEFAULT_THREADS
+from eightbit.datasets import input_specs
+from eightbit.errors import InputError
+from eightbit.ir import load_model
+from eightbit.isa import cpu_features
+from eightbit.plan import FloatNode
+from eightbit.report.latency import interleaved
+
+_CONVERSIONS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
+_INTEGER = re.compile(r"^(QLinear|QGemm|QAttention|QEmbed|DynamicQuantize(?!Linear))|Integer")
+_CODES = ("uint8", "int8")
+KINDS = ("integer kernels", "codes moved", "float round trips", "float ops")
+
+
+def kernel_kind(kernel: KernelTime) -> str:
+    if kernel.op_type in _CONVERSIONS:
+        return "float round trips"
+    if _INTEGER.search(kernel.op_type):
+        return "integer kernels"
+    if kernel.input_types and kernel.input_types[0] in _CODES:
+        return "codes moved"
+    return "float ops"
+
+
+def _graph_name(kernel_name: str) -> str:
+    """The model's node name behind a kernel ONNX Runtime renamed while changing layouts."""
+    return re.sub(r"(_token_\d+|_nchwc)+$", "", kernel_name)
+
+
+@dataclasses.dataclass
+class RoundTrip:
+    """Q/DQ kernels that stayed, grouped by the float op they surround."""
+
+    around: str
+    kernels: int = 0
+    microseconds: float = 0.0
+
+
+@dataclasses.dataclass
+class Explanation:
+    cpu: str
+    limit: str
+    why_limit: str
+    kernels: list[KernelTime]
+    by_kind: dict[str, tuple[int, float]]  # kind -> (kernels, microseconds per run)
+    round_trips: list[RoundTrip]
+    float_nodes: list[FloatNode]  # as the quantizer recorded them
+    made_by_eightbit: bool
+    inputs: str  # what the profile was fed
+    float_ms: float | None = None  # wall medians, when the float model is given
+    int8_ms: float | None = None
+    float_kernels: dict[str, tuple[int, float]] | None = None  # op type -> (kernels, us) in the float model
+
+    @property
+    def total_microseconds(self) -> float:
+        return sum(us for _, us in self.by_kind.values())
+
+    def top(self, count: int) -> list[KernelTime]:
+        return sorted(self.kernels, key=lambda k: -k.microseconds)[:count]
+
+    def verdict(self) -> list[str]:
+        """The reasons, largest first, one line each."""
+        lines = []
+        total = self.total_microseconds or 1.0
+        if self.float_ms is not None:
+            ratio = self.float_ms / self.int8_ms
+            lines.append(f"int8 runs in {self.int8_ms:.2f} ms, float in {self.float_ms:.2f} ms: {ratio:.2f}x "
+                         f"(wall-clock medians, taken in turn)")
+        lines.append(f"this CPU's int8 limit is {self.limit} fp32's multiply-accumulate rate: {self.why_limit}")
+        trips, trip_us = self.by_kind["float round trips"]
+        if trips:
+            around = ", ".join(f"{t.around} ({t.kernels})" for t in self.round_trips[:4])
+            lines.append(f"{trips} Quantize/Dequantize kernels stayed (float round trips): {trip_us / 1e3:.2f} ms, "
+                         f"{trip_us / total:.0%} of kernel time; around {around}")
+        floats, float_us = self.by_kind["float ops"]
+        if floats:
+            ops = Counter(k.op_type for k in self.kernels if kernel_kind(k) == "float ops")
+            lines.append(f"{floats} float kernels: {float_us / 1e3:.2f} ms ({float_us / total:.0%}): "
+                         + ", ".join(f"{op} ({n})" for op, n in ops.most_common(5)))
+        moved, moved_us = self.by_kind["codes moved"]
+        if moved and moved_us / total > 0.1:
+            lines.append(f"{moved} data-movement kernels on codes take {moved_us / total:.0%} of kernel time "
+                         "(layout transposes ONNX Runtime inserts for channels-last integer convolutions count here)")
+        median = float(np.median([k.microseconds for k in self.kernels])) if self.kernels else 0.0
+        if median < 20:
+            lines.append(f"{len(self.kernels)} kernels, median {median:.0f} us each: small kernels, where a run's "
+                         "fixed cost per kernel weighs as much as its arithmetic and int8 cannot shrink it")
+        return lines
+
+    def as_dict(self) -> dict:
+        return {
+            "cpu": self.cpu, "int8_limit": self.limit, "why": self.why_limit, "inputs": self.inputs,
+            "kernel_time_us": {kind: {"kernels": n, "microseconds": round(us, 1)} for kind, (n, us)
+                               in self.by_kind.items()},
+            "round_trips": [dataclasses.asdict(t) for t in self.round_trips],
+            "float_nodes": [dataclasses.asdict(f) for f in self.float_nodes], "made_by_eightbit": self.made_by_eightbit,
+            "float_ms": self.float_ms, "int8_ms": self.int8_ms,
+            "top_kernels": [{"name": k.name, "op_type": k.op_type, "microseconds": k.microseconds,
+                             "kind": kernel_kind(k)} for k in self.top(25)],
+            "verdict": self.verdict(),
+        }
+
+
+def _round_trips(kernels: list[KernelTime], model: ir.Model) -> list[RoundTrip]:
+    nodes = {node.name: node for node in model.graph if node.name}
+    trips: dict[str, RoundTrip] = {}
+    for kernel in kernels:
+        if kernel.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        node = nodes.get(_graph_name(kernel.name))
+        around = "?"
+        if node is not None and kernel.op_type == "DequantizeLinear":
+            if node.outputs[0].is_graph_output():
+                around = "the model's outputs"
+            else:
+                readers = sorted({use.node.op_type for use in node.outputs[0].uses()})
+                around = "/".join(readers) or "?"
+        elif node is not None:
+            producer = node.inputs[0].producer()
+            around = "the model's inputs" if producer is None else producer.op_type
+        trip = trips.setdefault(around, RoundTrip(around))
+        trip.kernels += 1
+        trip.microseconds += kernel.microseconds
+    return sorted(trips.values(), key=lambda t: -t.microseconds)
+
+
+def explain(
+    int8_path: str | os.PathLike,
+    float_path: str | os.PathLike | None = None,
+    feeds: dict[str, np.ndarray] | None = None,
+    runs: int = 20,
+    threads: int = DEFAULT_THREADS,
+) -> Explanation:
+    """Profile `int8_path` (and `float_path`, if given) in ONNX Runtime and say where the time goes."""
+    from eightbit.backends import OrtSession
+
+    model = load_model(int8_path)
+    given = feeds is not None
+    feeds = feeds if given else zeros_for(model)
+    kernels = profile_kernels(int8_path, feeds, runs=runs, threads=threads)
+    by_kind = {kind: (0, 0.0) for kind in KINDS}
+    for kernel in kernels:
+        count, total = by_kind[kernel_kind(kernel)]
+        by_kind[kernel_kind(kernel)] = (count + 1, total + kernel.microseconds)
+    limit, why = cpu_features().int8_outlook()
+    result = Explanation(
+        cpu=cpu_features().summary(), limit=limit, why_limit=why, kernels=kernels, by_kind=by_kind,
+        round_trips=_round_trips(kernels, model), float_nodes=float_nodes_of(model),
+        made_by_eightbit=FLOAT_NODES_KEY in model.metadata_props,
+        inputs="the samples given" if given else "zeros (free dimensions 1)",
+    )
+    if float_path is not None:
+        float_kernels: dict[str, tuple[int, float]] = {}
+        for kernel in profile_kernels(float_path, feeds, runs=runs, threads=threads):
+            count, total = float_kernels.get(kernel.op_type, (0, 0.0))
+            float_kernels[kernel.op_type] = (count + 1, total + kernel.microseconds)
+        result.float_kernels = float_kernels
+        float_session, int8_session = OrtSession(float_path, threads=threads), OrtSession(int8_path, threads=threads)
+        latency = interleaved(lambda: float_session.run(feeds), lambda: int8_session.run(feeds))
+        result.float_ms, result.int8_ms = latency.first_ms, latency.second_ms
+    return result
+
+
+def zeros_for(model: ir.Model) -> dict[str, np.ndarray]:
+    """Zeros of each input's shape, batch 1: enough to time a model whose speed does not depend on values.
+
+    A free dimension other than the first (an image's height or width, a sequence's length) has
+    no size to assume: that model needs a real sample.
+    """
+    feeds = {}
+    for spec in input_specs(model):
+        free = [i for i, d in enumerate(spec.shape) if not isinstance(d, int) and i > 0]
+        if free:
+            shown = "[" + ", ".join(str(d) if isinstance(d, int) else "?" for d in spec.shape) + "]"
+            raise InputError(f"input {spec.name!r} has free dimensions beyond the batch ({shown}): pass --data "
+                             "with a sample of the size you run")
+        feeds[spec.name] = np.zeros([d if isinstance(d, int) else 1 for d in spec.shape], spec.dtype)
+    return feeds

@@ -1,0 +1,115 @@
+"""`eightbit bench` and `eightbit explain`: every runtime side by side, and where the time goes."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+import eightbit
+from conftest import make_model, tensor, value_info
+from eightbit.api import load_samples
+from eightbit.backends.openvino import openvino_available
+from eightbit.cli import main
+from eightbit.ir import load_model
+from eightbit.isa import cpu_features
+from eightbit.report.bench import BASELINE, bench
+from eightbit.report.compare import compare_models
+from eightbit.report.explain import explain
+from test_cli import assert_refused, run_cli
+
+needs_openvino = pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed (pip install openvino)")
+
+
+@pytest.fixture
+def quantized(cnn_path, cnn_data, tmp_path):
+    path = tmp_path / "cnn.int8.onnx"
+    eightbit.quantize(cnn_path, cnn_data, output=path)
+    return path
+
+
+def test_bench_puts_every_runtime_beside_the_float_baseline(cnn_path, cnn_data, quantized):
+    samples = load_samples(cnn_data, load_model(cnn_path))
+    result = bench(cnn_path, quantized, samples, samples, rounds=3, openvino=openvino_available())
+    rows = {row.label: row for row in result.rows}
+    assert rows[BASELINE].speedup == 1.0 and rows[BASELINE].agreement.sqnr_db == float("inf")
+    ours = rows["eightbit int8, ONNX Runtime"]
+    # The agreement is the one `eightbit compare` reports on the same samples.
+    expected = compare_models(cnn_path, quantized, samples, time_it=False).outputs["probs"]
+    assert ours.agreement.sqnr_db == pytest.approx(expected.sqnr_db)
+    assert ours.size_bytes == quantized.stat().st_size
+    assert "ORT quantize_static int8, ONNX Runtime" in rows
+    for row in result.rows:
+        if row.milliseconds is not None:
+            assert row.milliseconds > 0 and row.speedup == pytest.approx(rows[BASELINE].milliseconds / row.milliseconds)
+            assert row.memory is not None and row.memory.peak_mib >= row.memory.resident_mib >= 0
+
+
+@needs_openvino
+def test_bench_runs_both_models_in_openvino_and_says_when_bf16_is_not_there(cnn_path, cnn_data, quantized):
+    samples = load_samples(cnn_data, load_model(cnn_path))
+    result = bench(cnn_path, quantized, samples, peer=False, memory=False, rounds=2)
+    rows = {row.label: row for row in result.rows}
+    assert rows["float, OpenVINO f32"].agreement.sqnr_db > 60  # the same float function, another runtime
+    assert rows["eightbit int8, OpenVINO"].agreement.sqnr_db > 20
+    bf16 = rows["float, OpenVINO bf16"]
+    if {"avx512_bf16", "amx_bf16"} & cpu_features().flags:
+        assert bf16.milliseconds is not None
+    else:
+        assert bf16.milliseconds is None and "has no bf16" in bf16.note
+
+
+def test_bench_command_writes_its_table_as_markdown(cnn_path, cnn_data, tmp_path, capsys):
+    report = tmp_path / "bench.md"
+    assert main(["bench", str(cnn_path), "--calibration", str(cnn_data), "--rounds", "2", "--no-memory",
+                 "--no-openvino", "--markdown", str(report), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [row["label"] for row in rows][:2] == [BASELINE, "eightbit int8, ONNX Runtime"]
+    text = report.read_text()
+    assert "| runs as |" in text and "eightbit bench" in text and cpu_features().summary() in text
+
+
+def test_bench_refuses_what_it_cannot_measure(cnn_path, cnn_data, tmp_path):
+    assert_refused(run_cli("bench", cnn_path), "--calibration")
+    before = cnn_path.read_bytes()
+    assert_refused(run_cli("bench", cnn_path, "--calibration", cnn_data, "--markdown", cnn_path), "overwrite")
+    assert cnn_path.read_bytes() == before
+
+
+def test_explain_finds_the_float_round_trips_onnx_runtime_keeps(tmp_path):
+    """HardSwish has no integer kernel in ONNX Runtime: its Q/DQ pair stays, and explain says so."""
+    rng = np.random.default_rng(0)
+    params = [tensor("w1", rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32)),
+              tensor("w2", rng.normal(0, 0.5, (8, 8, 1, 1)).astype(np.float32))]
+    model = make_model(
+        [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+         helper.make_node("HardSwish", ["a"], ["h"]),
+         helper.make_node("Conv", ["h", "w2"], ["y"])],
+        [value_info("x", [1, 3, 12, 12])], [value_info("y", [1, 8, 12, 12])], params,
+    )
+    float_path, int8_path = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    onnx.save(model, float_path)
+    eightbit.quantize(float_path, {"x": rng.normal(size=(8, 1, 3, 12, 12)).astype(np.float32)}, output=int8_path)
+    result = explain(int8_path, float_path, runs=3)
+    trips = {trip.around: trip.kernels for trip in result.round_trips}
+    assert trips.get("HardSwish") == 2  # DequantizeLinear before it, QuantizeLinear after
+    count, _ = result.by_kind["integer kernels"]
+    assert count == 2  # both convolutions
+    assert result.made_by_eightbit and result.float_nodes == []
+    assert result.float_ms > 0 and result.int8_ms > 0
+    assert any("HardSwish" in line for line in result.verdict())
+
+
+def test_explain_command_shows_the_cpu_and_the_reasons(cnn_path, quantized, capsys):
+    assert main(["explain", str(quantized), "--float", str(cnn_path), "--runs", "2"]) == 0
+    text = capsys.readouterr().out
+    assert cpu_features().summary() in text and "why:" in text and "nodes left in float: 1" in text
+
+
+def test_explain_asks_for_a_sample_when_a_size_is_free(tmp_path):
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [value_info("x", [1, 3, "height", "width"])],
+                       [value_info("y", [1, 3, "height", "width"])])
+    path = tmp_path / "free.onnx"
+    onnx.save(model, path)
+    assert_refused(run_cli("explain", path), "--data", "'x'")
