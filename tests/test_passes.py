@@ -232,3 +232,50 @@ def test_quantized_channel_shuffle_moves_codes_in_onnx_runtime_and_the_reference
     runtime = run(quantized, sample)[0]
     step = float(np.abs(runtime).max()) / 100
     assert np.abs(reference - runtime).max() <= step
+
+
+def _gated_net(activation: str):
+    """Conv → HardSigmoid (or HardSwish) → Conv, NCHW."""
+    rng = np.random.default_rng(2)
+    params = [tensor("w1", rng.normal(0, 0.7, (6, 3, 3, 3)).astype(np.float32)),
+              tensor("w2", rng.normal(0, 0.5, (4, 6, 1, 1)).astype(np.float32))]
+    attributes = {"alpha": 0.2, "beta": 0.5} if activation == "HardSigmoid" else {}
+    return make_model(
+        [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+         helper.make_node(activation, ["a"], ["g"], **attributes),
+         helper.make_node("Conv", ["g", "w2"], ["y"])],
+        [value_info("x", [1, 3, 8, 8])], [value_info("y", [1, 4, 8, 8])], params,
+    )
+
+
+def test_hard_gates_become_a_depthwise_convolution_and_a_clip_with_the_same_output():
+    from eightbit.passes.hard_gates import HardGatesAsConvolutions
+
+    for activation, expected in (("HardSigmoid", ["Conv", "Conv", "Clip", "Conv"]),
+                                 ("HardSwish", ["Conv", "Conv", "Clip", "Mul", "Conv"])):
+        proto = onnx.shape_inference.infer_shapes(_gated_net(activation))
+        model = check_equivalent(proto, HardGatesAsConvolutions(), x_of((1, 3, 8, 8)), rtol=1e-5, atol=1e-6)
+        assert ops(model) == expected
+
+
+def test_a_hard_sigmoid_gate_runs_as_integer_kernels_in_onnx_runtime():
+    from eightbit.backends import ReferenceSession
+    from eightbit.backends.onnxruntime import executed_op_types
+
+    data = np.random.default_rng(3).normal(size=(16, 1, 3, 8, 8)).astype(np.float32)
+    quantized = eightbit.quantize(_gated_net("HardSigmoid"), {"x": data})
+    kernels = executed_op_types(quantized)
+    assert "HardSigmoid" not in kernels and kernels.get("QLinearConv") == 3
+    assert kernels.get("DequantizeLinear") == 1  # the model's output only: no float island
+    sample = {"x": data[0]}
+    reference, runtime = ReferenceSession(quantized).run(sample)["y"], run(quantized, sample)[0]
+    assert np.abs(reference - runtime).max() <= float(np.abs(runtime).max()) / 100
+
+
+def test_hard_swish_as_integer_kernels_is_a_measured_choice():
+    data = np.random.default_rng(4).normal(size=(16, 1, 3, 8, 8)).astype(np.float32)
+    quantized = eightbit.quantize(_gated_net("HardSwish"), {"x": data})
+    note = quantized.metadata_props["eightbit.weight_range"]
+    assert "1 hard-swishes as gate convolutions" in note
+    taken = "integer kernels taken" in note
+    assert taken != ("HardSwish" in ops(quantized))

@@ -51,6 +51,7 @@ from eightbit.passes.channel_shuffle import ChannelShuffleAsGather
 from eightbit.passes.constants import constant_array
 from eightbit.passes.dynamic import MEASURED_CHOICES, DynamicChoices, QuantizeDynamically
 from eightbit.passes.fuse_activation import FuseActivations, name_after_activations
+from eightbit.passes.hard_gates import HardGatesAsConvolutions
 from eightbit.passes.insert_qdq import InsertQDQ, activation_qparams
 from eightbit.passes.quantize_weights import QuantizeWeights
 from eightbit.passes.read_qdq import GIVEN_GRID, ReadQDQ, given_grid, grid_in_format
@@ -231,6 +232,35 @@ def _static(
                                 f"here): {measured}")
 
 
+# Hard-swish rewritten as a gate convolution and a Mul (integer kernels in ONNX Runtime) is kept when it costs
+# at most this much output SQNR on the calibration samples (docs/quantization.md, section 6b).
+GATE_TOLERANCE_DB = 0.5
+
+
+def _static_with_gates(
+    prepared: ir.Model, scheme: Scheme, samples: Samples | None, method: str, weight_range: str, threads: int,
+    show_progress: bool,
+) -> tuple[ir.Model, list[FloatNode], str]:
+    """`_static`, with hard-sigmoid gates as convolutions, and hard-swish too where that is measured to cost
+    at most GATE_TOLERANCE_DB (docs/quantization.md, section 6b)."""
+    if samples is None or scheme.activations.symmetric:  # the gate's Clip(0, 1) folds only into an asymmetric grid
+        return _static(prepared, scheme, samples, method, weight_range, threads, show_progress)
+    HardGatesAsConvolutions(("HardSigmoid",))(prepared)
+    swishes = sum(node.op_type == "HardSwish" for node in prepared.graph)
+    plain = _static(prepared, scheme, samples, method, weight_range, threads, show_progress)
+    if not swishes:
+        return plain
+    rewritten = ir.from_proto(ir.to_proto(prepared))
+    HardGatesAsConvolutions(("HardSwish",))(rewritten)
+    gated = _static(rewritten, scheme, samples, method, weight_range, threads, show_progress)
+    plain_db, gated_db = _float_agreement_db([plain[0], gated[0]], prepared, samples, threads)
+    measured = (f"{swishes} hard-swishes as gate convolutions: {gated_db:.1f} dB output SQNR on the calibration "
+                f"samples, as float ops {plain_db:.1f} dB")
+    if gated_db >= plain_db - GATE_TOLERANCE_DB:
+        return gated[0], gated[1], f"{gated[2]}; {measured}: integer kernels taken"
+    return plain[0], plain[1], f"{plain[2]}; {measured}: kept float"
+
+
 # A dynamic-scheme choice that quantizes more at run time (MEASURED_CHOICES: MatMuls of two run-time
 # tensors, Conv inputs) is taken when it costs at most this much output SQNR on the calibration samples.
 DYNAMIC_TOLERANCE_DB = 0.5
@@ -348,8 +378,8 @@ def quantize(
     samples = load_samples(calibration, model, images) if calibration is not None else None
     prepare(model)
     if scheme.kind is SchemeKind.STATIC:
-        model, float_nodes, weight_note = _static(model, scheme, samples, calibrate, weight_range, threads,
-                                                  show_progress)
+        model, float_nodes, weight_note = _static_with_gates(model, scheme, samples, calibrate, weight_range,
+                                                             threads, show_progress)
     elif scheme.kind is SchemeKind.DYNAMIC:
         model, float_nodes, weight_note = _dynamic(model, scheme, samples, weight_range, threads)
     else:
