@@ -152,11 +152,11 @@ def test_a_tensor_read_only_by_a_saturating_activation_is_measured_after_it(imag
     rng = np.random.default_rng(7)
     inits = [tensor("w", rng.normal(0, 3.0, (4, 3, 3, 3)).astype(np.float32))]
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
-             helper.make_node("HardSigmoid", ["c"], ["gate"], name="gate")]
+             helper.make_node("Sigmoid", ["c"], ["gate"], name="gate")]
     model = make_model(nodes, [value_info("x", ["batch", 3, 12, 12])], [value_info("gate", ["batch", 4, 12, 12])],
                        inits)
     inspection, _ = _inspect(model, images)
     row = {r.name: r for r in inspection.tensors}["c"]
-    assert row.read_through == "HardSigmoid"
+    assert row.read_through == "Sigmoid"
     assert row.grid.high < row.high  # the grid stops where the activation saturates, short of the values
     assert row.clipped_fraction == 0.0 and row.own.sqnr_db > 30
