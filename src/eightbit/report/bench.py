@@ -129,8 +129,24 @@ def bench(
             rows += [BenchRow("float, OpenVINO f32", "openvino", float_path, "f32"),
                      BenchRow("float, OpenVINO bf16", "openvino", float_path, "bf16"),
                      BenchRow("eightbit int8, OpenVINO", "openvino", int8_path, "f32")]
-        sessions = _open(rows, threads, notes)
-        baseline = sessions[rows[0].label]
+        feed = evaluation.single_feed()
+        # Each session first opens in a child process: there its resident memory is measured, and a
+        # runtime that crashes on a model (OpenVINO does on some int8 graphs) loses its row, not the run.
+        if memory and not memory_supported():
+            notes.append("resident memory not measured: it is read from /proc (Linux only)")
+        children = [row for row in rows if row.runtime == "openvino" or (memory and memory_supported())]
+        for row in progress_bar(children, len(children), "memory", show_progress):
+            try:
+                measured = session_memory(row.runtime, row.path, feed, folder, row.precision, threads)
+            except RuntimeError as error:
+                if row.label == BASELINE:
+                    raise InputError(f"the float model does not run: {error}") from None
+                row.note = f"not run: {error}"
+                continue
+            if memory and memory_supported():
+                row.memory = measured
+        sessions = _open([row for row in rows if not row.note], threads)
+        baseline = sessions[BASELINE]
         output = baseline.output_names[0]
         for row in rows:
             if row.label in sessions:
@@ -142,7 +158,6 @@ def bench(
             for row in rows:
                 if row.label in sessions:
                     row.agreement.add(expected, sessions[row.label].run(feeds, [output])[output])
-        feed = evaluation.single_feed()
         calls: dict[str, Callable[[], object]] = {
             label: (lambda session=session: session.run(feed)) for label, session in sessions.items()}
         medians = interleaved_medians(calls, rounds=rounds)
@@ -152,19 +167,10 @@ def bench(
                 row.speedup = medians[BASELINE] / row.milliseconds
         for session in sessions.values():
             session.close()
-        if memory and not memory_supported():
-            notes.append("resident memory not measured: it is read from /proc (Linux only)")
-        elif memory:
-            measured = [row for row in rows if row.label in sessions]
-            for row in progress_bar(measured, len(measured), "memory", show_progress):
-                try:
-                    row.memory = session_memory(row.runtime, row.path, feed, folder, row.precision, threads)
-                except RuntimeError as error:
-                    notes.append(str(error))
     return Bench(float_path, rows, cpu_features().summary(), threads, evaluation.count, output, notes)
 
 
-def _open(rows: list[BenchRow], threads: int, notes: list[str]) -> dict[str, OrtSession | OpenVinoSession]:
+def _open(rows: list[BenchRow], threads: int) -> dict[str, OrtSession | OpenVinoSession]:
     """A session per row; a row its runtime cannot load, or whose precision this CPU lacks, gets a note."""
     sessions: dict[str, OrtSession | OpenVinoSession] = {}
     for row in rows:
@@ -181,6 +187,7 @@ def _open(rows: list[BenchRow], threads: int, notes: list[str]) -> dict[str, Ort
         if session.precision_used != row.precision:
             row.note = (f"not run: this CPU ({cpu_features().summary()}) has no {row.precision} arithmetic; "
                         f"OpenVINO would run {session.precision_used}, the row above")
+            row.memory = None
             session.close()
             continue
         sessions[row.label] = session

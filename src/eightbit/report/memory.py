@@ -51,9 +51,11 @@ def session_memory(runtime: str, model: str | os.PathLike, feeds: dict[str, np.n
     command = [sys.executable, "-m", "eightbit.report.memory", runtime, os.fspath(model), os.fspath(feeds_path),
                "--precision", precision, "--threads", str(threads)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode < 0:
+        raise RuntimeError(f"{runtime} crashed (signal {-done.returncode}) opening or running {Path(model).name}")
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise RuntimeError(f"memory measurement of {model} in {runtime} failed: {last}")
+        raise RuntimeError(f"{runtime} failed opening or running {Path(model).name}: {last}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     return SessionMemory(result["resident_mib"], result["peak_mib"])
 

@@ -1,0 +1,63 @@
+"""Every harness model through `eightbit bench`: ONNX Runtime and OpenVINO, float and int8, memory.
+
+    python -m benchmarks.speed                         # all models, writes its BENCHMARKS.md section
+    python -m benchmarks.speed --models shufflenet --no-write
+
+Per model: eightbit quantizes on the harness's 32 calibration samples; eightbit.report.bench
+then times every session in turn in this one process (medians, 10 blocks of 3 runs, batch 1,
+2 threads), compares outputs with the float model in ONNX Runtime on the 16 evaluation
+samples (digits: the 360 held-out images) and measures each session's resident memory in a
+child process. OpenVINO rows appear when `openvino` is installed.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import eightbit
+from benchmarks.models import ALL_MODELS
+from benchmarks.run import build_cases
+from benchmarks.sections import table_harness
+from eightbit.api import load_samples
+from eightbit.ir import load_model
+from eightbit.report.bench import COLUMNS, bench, bench_cells, machine_line
+
+
+def run(names: list[str]) -> list[str]:
+    rows, notes = [], []
+    for case in build_cases(names):
+        model = load_model(case.path)
+        calibration = load_samples({case.input_name: case.calibration}, model)
+        evaluation = load_samples({case.input_name: case.evaluation}, model)
+        with tempfile.TemporaryDirectory(prefix="eightbit-speed-") as scratch:
+            ours = Path(scratch) / "eightbit.onnx"
+            eightbit.quantize(case.path, calibration, output=ours)
+            result = bench(case.path, ours, evaluation, calibration)
+        for row in result.rows:
+            rows.append(f"| {case.name} | " + " | ".join(bench_cells(row)) + " |")
+            print(rows[-1], flush=True)
+        notes += [f"{case.name}: {note}" for note in result.notes]
+    header = [f"{machine_line(2)} (1 here); output SQNR and top-1 against the float model in ONNX Runtime "
+              "(the model's first output: probabilities where it ends in a softmax).", "",
+              "| model | " + " | ".join(COLUMNS) + " |", "|" + "---|" * (len(COLUMNS) + 1)]
+    return header + rows + [""] + [f"- {note}" for note in dict.fromkeys(notes)]
+
+
+SECTION = """## Every runtime side by side: speed, agreement, memory
+
+Made by `{command}` (see benchmarks/speed.py; one model: `eightbit bench MODEL --calibration DATA`).
+"resident MiB (peak)": what opening the session and one run add to a fresh process's resident
+memory, and its peak.
+
+{table}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    return table_harness(argv, __doc__, ALL_MODELS, run, "speed-memory-openvino", SECTION)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
