@@ -42,6 +42,11 @@ def train(model: nn.Module, rank: int, steps: int = 4) -> None:
 
 def main() -> None:
     out = Path(sys.argv[1])
+    if os.environ["RANK"] == "0":  # the same on rank 0's data alone, without the process group
+        torch.manual_seed(0)
+        alone = qat.prepare(Small(), (torch.ones(1, 1, 8, 8),))
+        train(alone, 0)
+        (out / "alone.json").write_text(json.dumps(ranges(alone)))
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     torch.manual_seed(0)
@@ -50,11 +55,6 @@ def main() -> None:
     (out / f"rank{rank}.json").write_text(json.dumps(ranges(prepared)))
     dist.barrier()
     dist.destroy_process_group()
-    if rank == 0:  # the same on rank 0's data alone, without the process group
-        torch.manual_seed(0)
-        alone = qat.prepare(Small(), (torch.ones(1, 1, 8, 8),))
-        train(alone, 0)
-        (out / "alone.json").write_text(json.dumps(ranges(alone)))
 
 
 if __name__ == "__main__":
