@@ -191,6 +191,8 @@ def _bench(args: argparse.Namespace) -> int:
     markdown = Path(args.markdown) if args.markdown else None
     if markdown is not None:
         check_output_path(markdown, source, *(p for p in (args.int8, args.calibration, args.eval) if p))
+    if args.rounds < 1:
+        raise InputError(f"--rounds {args.rounds}: give at least 1 timed block per session")
     if args.int8 is None and args.calibration is None:
         raise InputError("bench needs --calibration DATA to quantize the model (or --int8 QUANTIZED.onnx, a model "
                          "already quantized from it)")
@@ -229,6 +231,8 @@ def _explain(args: argparse.Namespace) -> int:
     from eightbit.report.explain import explain
     from eightbit.report.tables import explain_tables, print_tables
 
+    if args.runs < 1 or args.top < 0:
+        raise InputError(f"--runs {args.runs} --top {args.top}: give at least 1 profiled run and a top of 0 or more")
     model = load_model(args.model)
     if args.float_model is not None:
         load_model(args.float_model)
