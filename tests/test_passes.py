@@ -267,6 +267,10 @@ def test_a_hard_sigmoid_gate_runs_as_integer_kernels_in_onnx_runtime():
     kernels = executed_op_types(quantized)
     assert "HardSigmoid" not in kernels and kernels.get("QLinearConv") == 3
     assert kernels.get("DequantizeLinear") == 1  # the model's output only: no float island
+    # The gate's weights are one value in every channel: one scale, stored once (and its bias's too).
+    gate_scales = [node.inputs[1].const_value.numpy() for node in quantized.graph
+                   if node.op_type == "DequantizeLinear" and "gate" in node.inputs[0].name]
+    assert len(gate_scales) == 2 and all(scale.shape == () for scale in gate_scales)
     sample = {"x": data[0]}
     reference, runtime = ReferenceSession(quantized).run(sample)["y"], run(quantized, sample)[0]
     assert np.abs(reference - runtime).max() <= float(np.abs(runtime).max()) / 100

@@ -90,6 +90,13 @@ def activation_qparams(plan: Plan, ranges: dict[str, tuple[float, float]], schem
     return ordered
 
 
+def _one_range(array: np.ndarray, axis: int) -> bool:
+    """Whether every channel along `axis` has the same largest magnitude (and so the same weight scale)."""
+    reduce = tuple(a for a in range(array.ndim) if a != axis % array.ndim)
+    peaks = np.abs(array).max(axis=reduce) if reduce else np.abs(array)
+    return peaks.size > 1 and bool(np.all(peaks == peaks.reshape(-1)[0]))
+
+
 class InsertQDQ(ir.passes.InPlacePass):
     """Rules, for every int8 node of the plan:
     - each float activation it reads or writes gets one QuantizeLinear -> DequantizeLinear pair,
@@ -146,8 +153,10 @@ class InsertQDQ(ir.passes.InPlacePass):
                 if array is None:
                     continue
                 if index == rule.weight_input:
-                    axis, given = weight_grid_choice(value, array, self.scheme,
-                                                     weight_axis(node) if per_channel else None)
+                    axis = weight_axis(node) if per_channel else None
+                    if axis is not None and _one_range(array, axis):
+                        axis = None  # every channel would get the same scale: store it once
+                    axis, given = weight_grid_choice(value, array, self.scheme, axis)
                     key = (value.name, axis)
                     if key not in weights:
                         weights[key] = dequantized_constant(
@@ -177,6 +186,8 @@ class InsertQDQ(ir.passes.InPlacePass):
         exact = np.rint(bias.astype(np.float64) / scale.astype(np.float64))
         clipped = int(np.count_nonzero((exact < fmt.qmin) | (exact > fmt.qmax)))
         self.bias_saturation[node.name or value.name] = (clipped, int(bias.size))
+        if scale.size > 1 and np.all(scale == scale.reshape(-1)[0]):
+            scale = scale.reshape(-1)[0]  # one scale for every channel (weights per tensor): stored once
         zero_point = np.zeros(scale.shape, dtype=np.int32)
         node.replace_input_with(
             index, dequantized_codes(graph, value, codes, scale, zero_point, 0, node, taken)
