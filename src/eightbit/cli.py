@@ -247,6 +247,8 @@ def _explain(args: argparse.Namespace) -> int:
     print_tables(*explain_tables(result, args.top))
     if not result.made_by_eightbit:
         print("(not made by eightbit: no record of which nodes stayed float and why)")
+    elif not result.float_nodes:
+        print("nodes left in float: none")
     print("why:")
     for line in result.verdict():
         print(f"- {line}")

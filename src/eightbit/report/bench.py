@@ -49,22 +49,24 @@ class BenchRow:
     note: str = ""
 
     def as_dict(self) -> dict:
-        def finite(x: float | None):
-            return x if x is None or math.isfinite(x) else ("inf" if x > 0 else "-inf")
-
-        agreement = self.agreement
+        sqnr = None if self.agreement is None else self.agreement.sqnr_db
         return {
             "label": self.label, "runtime": self.runtime, "model": str(self.path),
             "milliseconds": None if self.milliseconds is None else round(self.milliseconds, 4),
             "speedup": None if self.speedup is None else round(self.speedup, 3),
-            "sqnr_db": None if agreement is None else finite(round(agreement.sqnr_db, 2)
-                                                              if math.isfinite(agreement.sqnr_db) else
-                                                              agreement.sqnr_db),
-            "top1_agreement": None if agreement is None else agreement.top1_agreement,
+            "sqnr_db": _json_db(sqnr),
+            "top1_agreement": None if self.agreement is None else self.agreement.top1_agreement,
             "resident_mib": None if self.memory is None else self.memory.resident_mib,
             "peak_mib": None if self.memory is None else self.memory.peak_mib,
             "size_bytes": self.size_bytes, "note": self.note,
         }
+
+
+def _json_db(value: float | None) -> float | str | None:
+    """JSON has no infinity: "inf" / "-inf" as strings, finite values to 0.01 dB."""
+    if value is None:
+        return None
+    return round(value, 2) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
 
 
 @dataclasses.dataclass

@@ -74,7 +74,7 @@ class Explanation:
     inputs: str  # what the profile was fed
     float_ms: float | None = None  # wall medians, when the float model is given
     int8_ms: float | None = None
-    float_kernels: dict[str, tuple[int, float]] | None = None  # op type -> (kernels, us) in the float model
+    float_kernel_microseconds: float | None = None  # the float model's kernel time per run, when given
 
     @property
     def total_microseconds(self) -> float:
@@ -84,13 +84,14 @@ class Explanation:
         return sorted(self.kernels, key=lambda k: -k.microseconds)[:count]
 
     def verdict(self) -> list[str]:
-        """The reasons, largest first, one line each."""
+        """One line per finding: the speed, the CPU's limit, then where int8 time went that int8 cannot save."""
         lines = []
         total = self.total_microseconds or 1.0
         if self.float_ms is not None:
             ratio = self.float_ms / self.int8_ms
             lines.append(f"int8 runs in {self.int8_ms:.2f} ms, float in {self.float_ms:.2f} ms: {ratio:.2f}x "
-                         f"(wall-clock medians, taken in turn)")
+                         f"(wall-clock medians, taken in turn); kernel time {total / 1e3:.2f} ms vs "
+                         f"{self.float_kernel_microseconds / 1e3:.2f} ms")
         lines.append(f"this CPU's int8 limit is {self.limit} fp32's multiply-accumulate rate: {self.why_limit}")
         trips, trip_us = self.by_kind["float round trips"]
         if trips:
@@ -120,6 +121,7 @@ class Explanation:
             "round_trips": [dataclasses.asdict(t) for t in self.round_trips],
             "float_nodes": [dataclasses.asdict(f) for f in self.float_nodes], "made_by_eightbit": self.made_by_eightbit,
             "float_ms": self.float_ms, "int8_ms": self.int8_ms,
+            "float_kernel_us": self.float_kernel_microseconds,
             "top_kernels": [{"name": k.name, "op_type": k.op_type, "microseconds": k.microseconds,
                              "kind": kernel_kind(k)} for k in self.top(25)],
             "verdict": self.verdict(),
@@ -175,11 +177,8 @@ def explain(
         inputs="the samples given" if given else "zeros (free dimensions 1)",
     )
     if float_path is not None:
-        float_kernels: dict[str, tuple[int, float]] = {}
-        for kernel in profile_kernels(float_path, feeds, runs=runs, threads=threads):
-            count, total = float_kernels.get(kernel.op_type, (0, 0.0))
-            float_kernels[kernel.op_type] = (count + 1, total + kernel.microseconds)
-        result.float_kernels = float_kernels
+        result.float_kernel_microseconds = sum(
+            kernel.microseconds for kernel in profile_kernels(float_path, feeds, runs=runs, threads=threads))
         float_session, int8_session = OrtSession(float_path, threads=threads), OrtSession(int8_path, threads=threads)
         latency = interleaved(lambda: float_session.run(feeds), lambda: int8_session.run(feeds))
         result.float_ms, result.int8_ms = latency.first_ms, latency.second_ms

@@ -79,7 +79,7 @@ def explain_tables(result: Explanation, top: int) -> list[Table]:
         for trip in result.round_trips:
             trips.add_row(trip.around, str(trip.kernels), f"{trip.microseconds / 1e3:.3f}")
         tables.append(trips)
-    if result.made_by_eightbit:
+    if result.made_by_eightbit and result.float_nodes:
         tables.append(float_nodes_table(result.float_nodes))
     heavy = Table(title=f"the {top} slowest kernels", title_justify="left")
     for column in ("kernel", "op", "kind", "ms", "first input"):
