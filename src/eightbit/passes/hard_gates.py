@@ -65,16 +65,14 @@ class HardGatesAsConvolutions(ir.passes.InPlacePass):
             new = [affine, clip]
             for value in (affine.outputs[0], clip.outputs[0]):
                 value.dtype, value.shape = ir.DataType.FLOAT, x.shape
-            result = clip.outputs[0]
+            affine.outputs[0].name = unique_name(graph, f"{base}_gate_affine", taken)
+            result = clip.outputs[0]  # hard-sigmoid: the clipped gate takes the node's output name below
             if node.op_type == "HardSwish":
+                clip.outputs[0].name = unique_name(graph, f"{base}_gate", taken)
                 product = ir.node("Mul", [x, clip.outputs[0]], name=node.name)
                 product.outputs[0].dtype, product.outputs[0].shape = ir.DataType.FLOAT, x.shape
-                affine.outputs[0].name = unique_name(graph, f"{base}_gate_affine", taken)
-                clip.outputs[0].name = unique_name(graph, f"{base}_gate", taken)
                 new.append(product)
                 result = product.outputs[0]
-            else:
-                affine.outputs[0].name = unique_name(graph, f"{base}_gate_affine", taken)
             graph.insert_after(node, new)
             replace_output(graph, node.outputs[0], result)
             graph.remove(node, safe=True)
