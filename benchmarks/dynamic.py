@@ -18,7 +18,6 @@ against fp32 in alternating blocks in this process (medians).
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dyna
 import eightbit
 from benchmarks.images import rendered_text_images
 from benchmarks.models import rapidocr_model
+from benchmarks.run import Case
 from benchmarks.sections import table_harness
 from eightbit.backends import OrtSession
 from eightbit.backends.onnxruntime import session_with_outputs
@@ -43,24 +43,14 @@ CALIBRATION = 64
 TEXT_LINES = 32
 
 
-@dataclasses.dataclass
-class Case:
-    name: str
-    path: Path
-    input_name: str
-    calibration: np.ndarray
-    evaluation: np.ndarray  # one batch
-    labels: np.ndarray | None  # digits: accuracy; None: agreement of the decoded text
-
-
 def build_case(name: str) -> Case:
     if name.startswith("digits_"):
         digits = shipped_digits()
         return Case(name, DATA / f"{name}.onnx", "rows", digits.x_train[:CALIBRATION, 0], digits.x_test[:, 0],
-                    digits.y_test)
+                    "accuracy", digits.y_test)
     if name == "ppocr_rec":
         lines = rendered_text_images(CALIBRATION + TEXT_LINES, 48, 320, seed=2)
-        return Case(name, rapidocr_model(name), "x", lines[:CALIBRATION], lines[CALIBRATION:], None)
+        return Case(name, rapidocr_model(name), "x", lines[:CALIBRATION], lines[CALIBRATION:], "text")
     raise SystemExit(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
 
 

@@ -46,8 +46,8 @@ class Case:
     path: Path
     input_name: str
     calibration: np.ndarray
-    evaluation: np.ndarray
-    metric: str  # "sqnr", "iou" or "top1"
+    evaluation: np.ndarray  # samples along the first axis (benchmarks.dynamic: one batch)
+    metric: str  # "sqnr", "iou", "top1", "accuracy" (against labels) or "text" (decoded text, benchmarks.dynamic)
     labels: np.ndarray | None = None
 
 
