@@ -194,23 +194,22 @@ def test_quantized_tensors_keep_the_float_models_names():
         assert name in float_names or name.removesuffix("_float") in graph_outputs
 
 
-def _shuffle_net(groups=3, per_group=4):
-    """Conv → channel shuffle (Reshape, Transpose, Reshape) → depthwise Conv, as ShuffleNet writes it."""
+def _shuffle_net(groups=3, per_group=4, shuffles=1):
+    """Conv → channel shuffle (Reshape, Transpose, Reshape), `shuffles` times → depthwise Conv, as ShuffleNet
+    writes it."""
     rng = np.random.default_rng(0)
     channels = groups * per_group
     params = [tensor("w1", rng.normal(0, 0.5, (channels, 3, 1, 1)).astype(np.float32)),
               tensor("w2", rng.normal(0, 0.5, (channels, 1, 3, 3)).astype(np.float32)),
               tensor("split", np.array([1, groups, per_group, 6, 6], np.int64)),
               tensor("merge", np.array([1, -1, 6, 6], np.int64))]
-    return make_model(
-        [helper.make_node("Conv", ["x", "w1"], ["a"]),
-         helper.make_node("Relu", ["a"], ["r"]),
-         helper.make_node("Reshape", ["r", "split"], ["s5"]),
-         helper.make_node("Transpose", ["s5"], ["t5"], perm=[0, 2, 1, 3, 4]),
-         helper.make_node("Reshape", ["t5", "merge"], ["shuffled"]),
-         helper.make_node("Conv", ["shuffled", "w2"], ["y"], group=channels, pads=[1, 1, 1, 1])],
-        [value_info("x", [1, 3, 6, 6])], [value_info("y", [1, channels, 6, 6])], params,
-    )
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["r0"])]
+    for k in range(shuffles):
+        nodes += [helper.make_node("Reshape", [f"r{k}", "split"], [f"s{k}"]),
+                  helper.make_node("Transpose", [f"s{k}"], [f"t{k}"], perm=[0, 2, 1, 3, 4]),
+                  helper.make_node("Reshape", [f"t{k}", "merge"], [f"r{k + 1}"])]
+    nodes.append(helper.make_node("Conv", [f"r{shuffles}", "w2"], ["y"], group=channels, pads=[1, 1, 1, 1]))
+    return make_model(nodes, [value_info("x", [1, 3, 6, 6])], [value_info("y", [1, channels, 6, 6])], params)
 
 
 def test_channel_shuffle_becomes_one_gather_with_the_same_output():
@@ -219,6 +218,16 @@ def test_channel_shuffle_becomes_one_gather_with_the_same_output():
     proto = onnx.shape_inference.infer_shapes(_shuffle_net())
     model = check_equivalent(proto, ChannelShuffleAsGather(), x_of((1, 3, 6, 6)), rtol=0, atol=0)
     assert ops(model) == ["Conv", "Relu", "Gather", "Conv"]
+
+
+def test_channel_shuffles_of_one_shape_share_one_order():
+    from eightbit.passes.channel_shuffle import ChannelShuffleAsGather
+
+    proto = onnx.shape_inference.infer_shapes(_shuffle_net(shuffles=2))
+    model = check_equivalent(proto, ChannelShuffleAsGather(), x_of((1, 3, 6, 6)), rtol=0, atol=0)
+    gathers = [node for node in model.graph if node.op_type == "Gather"]
+    assert len(gathers) == 2 and gathers[0].inputs[1] is gathers[1].inputs[1]
+    assert gathers[0].inputs[1].dtype == ir.DataType.INT32
 
 
 def test_quantized_channel_shuffle_moves_codes_in_onnx_runtime_and_the_reference():

@@ -48,6 +48,9 @@ def test_integer_kernels_run_and_only_the_unsupported_op_stays_float(cnn_path, s
     # Exactly one Q/DQ pair at the float boundary: Softmax reads a DequantizeLinear.
     softmax = next(n for n in model.graph if n.op_type == "Softmax")
     assert softmax.inputs[0].producer().op_type == "DequantizeLinear"
+    # int32 biases are read without a zero point (0 by default), and still fused (above).
+    biases = [n for n in model.graph if n.op_type == "DequantizeLinear" and n.inputs[0].dtype == ir.DataType.INT32]
+    assert len(biases) == 3 and all(len(n.inputs) == 2 for n in biases)
 
 
 def test_relu_and_relu6_are_absorbed_into_the_conv_output_range(cnn_path, samples):

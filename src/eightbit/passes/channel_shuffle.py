@@ -51,6 +51,7 @@ class ChannelShuffleAsGather(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         modified = False
+        orders: dict[tuple[int, int], ir.Value] = {}
         for transpose in list(graph):
             if transpose.op_type != "Transpose" or list(attribute(transpose, "perm", [])) != _SWAP_GROUPS:
                 continue
@@ -74,9 +75,12 @@ class ChannelShuffleAsGather(ir.passes.InPlacePass):
                 continue
             if _target(merge_to, [n, per_group, groups, height, width]) != dims:
                 continue
-            order = add_initializer(graph, f"{merge.outputs[0].name}_channel_order",
-                                    shuffle_order(groups, per_group).astype(np.int64))
-            gather = ir.node("Gather", [source, order], attributes={"axis": 1}, name=f"{transpose.name}_as_gather")
+            order = orders.get((groups, per_group))
+            if order is None:
+                order = orders[groups, per_group] = add_initializer(
+                    graph, f"{merge.outputs[0].name}_channel_order", shuffle_order(groups, per_group).astype(np.int32))
+            name = f"{transpose.name or merge.outputs[0].name}_as_gather"
+            gather = ir.node("Gather", [source, order], attributes={"axis": 1}, name=name)
             graph.insert_before(split, gather)
             replace_output(graph, merge.outputs[0], gather.outputs[0])
             for node in (merge, transpose, split):

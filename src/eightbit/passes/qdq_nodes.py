@@ -20,13 +20,14 @@ def _parameters(
 
 
 def _dequantize_node(
-    graph: ir.Graph, base: str, quantized: ir.Value, scale: ir.Value, zero: ir.Value, axis: int | None,
+    graph: ir.Graph, base: str, quantized: ir.Value, scale: ir.Value, zero: ir.Value | None, axis: int | None,
     like: ir.Value, taken: set[str],
 ) -> ir.Node:
     attributes = {"axis": axis} if axis is not None else None
     output = ir.Value(name=unique_name(graph, f"{base}_dequantized", taken), type=ir.TensorType(ir.DataType.FLOAT),
                       shape=like.shape)
-    return ir.node("DequantizeLinear", [quantized, scale, zero], attributes, outputs=[output],
+    inputs = [quantized, scale] if zero is None else [quantized, scale, zero]
+    return ir.node("DequantizeLinear", inputs, attributes, outputs=[output],
                    name=unique_name(graph, f"{base}_DequantizeLinear", taken))
 
 
@@ -48,10 +49,19 @@ def dequantized_codes(
     graph: ir.Graph, value: ir.Value, codes: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
     axis: int | None, before: ir.Node, taken: set[str],
 ) -> ir.Value:
-    """Integer initializer `codes` + DequantizeLinear, inserted before `before`, standing in for `value`."""
+    """Integer initializer `codes` + DequantizeLinear, inserted before `before`, standing in for `value`.
+
+    An int32 bias's zero point, 0 everywhere, is left out (DequantizeLinear's default is 0 of the
+    codes' type): per channel it would cost four bytes of file per channel. Weights keep theirs:
+    ONNX Runtime fuses a Gemm only when its weight's DequantizeLinear has one.
+    """
     base = value.name
     quantized = add_initializer(graph, unique_name(graph, f"{base}_quantized", taken), codes)
-    scale_value, zero_value = _parameters(graph, base, scale, zero_point, taken)
+    if codes.dtype != np.int32 or np.any(zero_point):
+        scale_value, zero_value = _parameters(graph, base, scale, zero_point, taken)
+    else:
+        scale_value = add_initializer(graph, unique_name(graph, f"{base}_scale", taken), np.asarray(scale, np.float32))
+        zero_value = None
     node = _dequantize_node(graph, base, quantized, scale_value, zero_value, axis, value, taken)
     graph.insert_before(before, node)
     return node.outputs[0]
