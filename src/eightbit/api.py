@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import math
 import os
 from pathlib import Path
 
@@ -37,16 +39,10 @@ from eightbit.datasets import (
     samples_from_arrays,
 )
 from eightbit.errors import InputError
+from eightbit.fallback import Fallback, fallback_from_dict, fewest_meeting, ranked_harms
 from eightbit.ir import as_model, check_output_path, save_model
 from eightbit.isa import cpu_features
-from eightbit.passes import (
-    FoldAffineIntoConv,
-    FoldBatchNorm,
-    FoldConstants,
-    FuseHardSwish,
-    RemoveIdentity,
-    SumToAdd,
-)
+from eightbit.metadata import BIAS_KEY, FALLBACK_KEY, FLOAT_NODES_KEY, SCHEME_KEY, WEIGHT_RANGE_KEY
 from eightbit.passes.channel_shuffle import ChannelShuffleAsGather
 from eightbit.passes.constants import constant_array
 from eightbit.passes.dynamic import MEASURED_CHOICES, DynamicChoices, QuantizeDynamically
@@ -54,35 +50,14 @@ from eightbit.passes.fuse_activation import FuseActivations, name_after_activati
 from eightbit.passes.hard_gates import HardGatesAsConvolutions
 from eightbit.passes.insert_qdq import InsertQDQ, activation_qparams
 from eightbit.passes.quantize_weights import QuantizeWeights
-from eightbit.passes.read_qdq import GIVEN_GRID, ReadQDQ, given_grid, grid_in_format
+from eightbit.passes.read_qdq import GIVEN_GRID, given_grid, grid_in_format
 from eightbit.plan import FloatNode, make_plan
+from eightbit.prepare import prepare
+from eightbit.report.latency import interleaved_medians
 from eightbit.report.metrics import Agreement, compared_values
-
-FLOAT_NODES_KEY = "eightbit.float_nodes"
-SCHEME_KEY = "eightbit.scheme"
-WEIGHT_RANGE_KEY = "eightbit.weight_range"
-BIAS_KEY = "eightbit.bias"
 
 ModelLike = ir.Model | str | os.PathLike  # or an onnx.ModelProto
 DataLike = Samples | dict[str, np.ndarray] | str | os.PathLike
-
-
-def prepare(model: ir.Model) -> ir.Model:
-    """The float-to-float rewrites every scheme starts from (DESIGN: fold first, then quantize)."""
-    passes = ir.passes.Sequential(
-        FoldConstants(),
-        RemoveIdentity(),
-        ReadQDQ(),  # an already quantized model: its grids are kept, its Q/DQ pairs taken out
-        SumToAdd(),
-        FoldAffineIntoConv(),  # a bias written as a separate Add first, so that a batch norm after it folds too
-        FoldBatchNorm(),
-        FoldAffineIntoConv(),
-        FuseHardSwish(),
-        common_passes.RemoveUnusedNodesPass(),
-        common_passes.TopologicalSortPass(),
-    )
-    passes(model)
-    return model
 
 
 def load_samples(data: DataLike, model: ir.Model, images: ImagePreprocessing | None = None) -> Samples:
@@ -164,11 +139,15 @@ def _values(graph: ir.Graph):
 
 def _static(
     prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
-    show_progress: bool,
-) -> tuple[ir.Model, list[FloatNode], str]:
+    show_progress: bool, kept_float: dict[str, str] | None = None,
+) -> tuple[ir.Model, list[FloatNode], str, str]:
     """Fuse activations, plan, calibrate, rewrite; choose the weight range (docs/quantization.md, section 4).
 
+    Returns the model, its float nodes, how the weight range was chosen (in words) and the range
+    taken ("full" or "7bit", the form `weight_range` takes).
+
     Tensors whose grids the model gives (a QDQ model) are not calibrated; the others are, from `samples`.
+    Nodes named in `kept_float` stay float, for the reason given there.
     """
     if weight_range not in WEIGHT_RANGES:
         raise InputError(f"unknown weight range {weight_range!r}; choose one of: {', '.join(WEIGHT_RANGES)}")
@@ -179,9 +158,9 @@ def _static(
         model = ir.from_proto(unfused)
         _carry_given_grids(prepared, model)
         if not scheme.activations.symmetric:  # eq. 8 needs zero_point = qmin
-            FuseActivations()(model)
+            FuseActivations(kept_float or ())(model)
         ChannelShuffleAsGather()(model)  # the same function, in a form ONNX Runtime moves fast as codes
-        plan = make_plan(model.graph)
+        plan = make_plan(model.graph, kept_float)
         for value in plan.observed:  # a given grid the scheme cannot hold is the first thing to hear of
             if given_grid(value) is not None:
                 grid_in_format(value, given_grid(value), scheme.activations, scheme.name)
@@ -206,30 +185,31 @@ def _static(
 
     if _gives_weight_grids(prepared):
         model, float_nodes = build(None)
-        return model, float_nodes, "weights on the grids the QDQ model gives"
+        return model, float_nodes, "weights on the grids the QDQ model gives", "full"
     narrow = scheme.weights.value_bits
     if narrow is not None and narrow <= 7:
-        return (*build(None), f"{narrow}-bit weights, as the scheme says")
+        return (*build(None), f"{narrow}-bit weights, as the scheme says", "full")
     if weight_range == "7bit":
-        return (*build(7), "7-bit weights, as asked")
+        return (*build(7), "7-bit weights, as asked", "7bit")
     if weight_range == "full":
-        return (*build(None), "full 8-bit weights, as asked")
+        return (*build(None), "full 8-bit weights, as asked", "full")
     cpu = cpu_features()
     full, float_nodes = build(None)
     if samples is None:
-        return full, float_nodes, "full 8-bit weights: no calibration samples to compare 7-bit weights on"
+        return full, float_nodes, "full 8-bit weights: no calibration samples to compare 7-bit weights on", "full"
     if not cpu.u8s8_can_saturate:
-        return full, float_nodes, (f"full 8-bit weights: this CPU ({cpu.summary()}) multiplies u8 x s8 without "
-                                   "saturation; x86 CPUs without VNNI may not (--weight-range 7bit is exact anywhere)")
+        why = (f"full 8-bit weights: this CPU ({cpu.summary()}) multiplies u8 x s8 without saturation; x86 CPUs "
+               "without VNNI may not (--weight-range 7bit is exact anywhere)")
+        return full, float_nodes, why, "full"
     seven, _ = build(7)
     full_db, seven_db = _float_agreement_db([full, seven], prepared, samples, threads)
     measured = (f"worst output SQNR (pre-softmax) vs float on the calibration samples, as this CPU "
                 f"({cpu.summary()}, no VNNI) computes them: {full_db:.1f} dB with 8-bit weights, "
                 f"{seven_db:.1f} dB with 7-bit")
     if full_db >= seven_db:
-        return full, float_nodes, f"full 8-bit weights: {measured}"
+        return full, float_nodes, f"full 8-bit weights: {measured}", "full"
     return seven, float_nodes, (f"7-bit weights (exact on any CPU; 8-bit products' pair sums saturate in int16 "
-                                f"here): {measured}")
+                                f"here): {measured}"), "7bit"
 
 
 # Hard-swish rewritten as a gate convolution and a Mul (integer kernels in ONNX Runtime) is kept when it costs
@@ -239,26 +219,71 @@ GATE_TOLERANCE_DB = 0.5
 
 def _static_with_gates(
     prepared: ir.Model, scheme: Scheme, samples: Samples | None, method: str, weight_range: str, threads: int,
-    show_progress: bool,
-) -> tuple[ir.Model, list[FloatNode], str]:
+    show_progress: bool, kept_float: dict[str, str] | None = None,
+) -> tuple[ir.Model, list[FloatNode], str, str]:
     """`_static`, with hard-sigmoid gates as convolutions, and hard-swish too where that is measured to cost
     at most GATE_TOLERANCE_DB (docs/quantization.md, section 6b)."""
     if samples is None or scheme.activations.symmetric:  # the gate's Clip(0, 1) folds only into an asymmetric grid
-        return _static(prepared, scheme, samples, method, weight_range, threads, show_progress)
+        return _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float)
     HardGatesAsConvolutions(("HardSigmoid",))(prepared)
     swishes = sum(node.op_type == "HardSwish" for node in prepared.graph)
-    plain = _static(prepared, scheme, samples, method, weight_range, threads, show_progress)
+    plain = _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float)
     if not swishes:
         return plain
     rewritten = ir.from_proto(ir.to_proto(prepared))
     HardGatesAsConvolutions(("HardSwish",))(rewritten)
-    gated = _static(rewritten, scheme, samples, method, weight_range, threads, show_progress)
+    gated = _static(rewritten, scheme, samples, method, weight_range, threads, show_progress, kept_float)
     plain_db, gated_db = _float_agreement_db([plain[0], gated[0]], prepared, samples, threads)
     measured = (f"{swishes} hard-swishes as gate convolutions: {gated_db:.1f} dB output SQNR on the calibration "
                 f"samples, as float ops {plain_db:.1f} dB")
     if gated_db >= plain_db - GATE_TOLERANCE_DB:
-        return gated[0], gated[1], f"{gated[2]}; {measured}: integer kernels taken"
-    return plain[0], plain[1], f"{plain[2]}; {measured}: kept float"
+        return gated[0], gated[1], f"{gated[2]}; {measured}: integer kernels taken", gated[3]
+    return plain[0], plain[1], f"{plain[2]}; {measured}: kept float", plain[3]
+
+
+def _static_within_budget(
+    prepared: ir.Model, scheme: Scheme, samples: Samples | None, method: str, weight_range: str, threads: int,
+    show_progress: bool, min_sqnr: float,
+) -> tuple[ir.Model, list[FloatNode], str, Fallback]:
+    """`_static_with_gates`, with the fewest, most harmful tensor grids kept float (their producers and
+    readers float nodes) for the worst output SQNR on the calibration samples to reach `min_sqnr` dB
+    (docs/quantization.md, section 11b)."""
+    if samples is None:
+        raise InputError("--min-sqnr measures the model on calibration samples; pass --calibration samples.npz")
+    if not math.isfinite(min_sqnr):
+        raise InputError(f"--min-sqnr must be a finite number of dB, got {min_sqnr}")
+    built = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress)
+    before_db = _float_agreement_db([built[0]], prepared, samples, threads)[0]
+    if before_db >= min_sqnr:
+        return (*built[:3], Fallback(min_sqnr, before_db, before_db, [], 1))
+    batches = list(itertools.islice(samples.batches(), WEIGHT_RANGE_CHECK_BATCHES))
+    harms = ranked_harms(built[0], prepared, batches, threads, show_progress)
+    if not harms:
+        return (*built[:3], Fallback(min_sqnr, before_db, before_db, [], 1))
+    candidates: dict[int, tuple[ir.Model, list[FloatNode], str, str]] = {}
+
+    def measure(count: int) -> float:
+        kept: dict[str, str] = {}
+        for harm in harms[:count]:
+            reason = (f"kept float for --min-sqnr {min_sqnr:g} dB: quantizing {', '.join(harm.tensors)} cost "
+                      f"{harm.impact_db:.2f} dB")
+            kept.update({name: reason for name in harm.nodes if name not in kept})
+        # The weight range the all-quantized model took: measured anew on a partly float model, an 8-bit
+        # range that saturates where the samples do not show it could win.
+        candidates[count] = _static_with_gates(prepared, scheme, samples, method, built[3], threads, False, kept)
+        return _float_agreement_db([candidates[count][0]], prepared, samples, threads)[0]
+
+    count, after_db, probes = fewest_meeting(min_sqnr, len(harms), measure)
+    chosen = candidates[count]
+    fallback = Fallback(min_sqnr, before_db, after_db, harms[:count], probes + 1)
+    feed = samples.single_feed()
+    quantized, kept = OrtSession(built[0], threads=threads), OrtSession(chosen[0], threads=threads)
+    medians = interleaved_medians({"quantized": lambda: quantized.run(feed), "kept": lambda: kept.run(feed)},
+                                  rounds=5)
+    quantized.close()
+    kept.close()
+    fallback.latency_ms = (medians["quantized"], medians["kept"])
+    return (*chosen[:3], fallback)
 
 
 # A dynamic-scheme choice that quantizes more at run time (MEASURED_CHOICES: MatMuls of two run-time
@@ -351,12 +376,16 @@ def quantize(
     output: str | os.PathLike | None = None,
     threads: int = DEFAULT_THREADS,
     show_progress: bool = False,
+    min_sqnr: float | None = None,
 ) -> ir.Model:
     """Quantize a float ONNX model (a path, an onnx.ModelProto or an onnx_ir.Model, which is left
     unchanged); returns the quantized onnx_ir model (and saves it to `output`).
 
     The result has the same input and output names, shapes and float types as the original.
     Nodes left in float and the reason for each are stored in the model's metadata.
+    `min_sqnr` (static schemes): keep the fewest, most harmful tensors float until the worst output
+    SQNR (pre-softmax) on the calibration samples is at least this many dB; what was kept, and
+    what it cost in latency, is stored in the metadata (fallback_of).
     """
     scheme = scheme if isinstance(scheme, Scheme) else scheme_named(scheme)
     if bias_bits is not None:
@@ -377,9 +406,15 @@ def quantize(
     model = as_model(model)
     samples = load_samples(calibration, model, images) if calibration is not None else None
     prepare(model)
-    if scheme.kind is SchemeKind.STATIC:
-        model, float_nodes, weight_note = _static_with_gates(model, scheme, samples, calibrate, weight_range,
-                                                             threads, show_progress)
+    if min_sqnr is not None and scheme.kind is not SchemeKind.STATIC:
+        raise InputError(f"--min-sqnr applies to the static schemes (eightbit, po2), not to {scheme.name!r}")
+    fallback = None
+    if scheme.kind is SchemeKind.STATIC and min_sqnr is not None:
+        model, float_nodes, weight_note, fallback = _static_within_budget(
+            model, scheme, samples, calibrate, weight_range, threads, show_progress, min_sqnr)
+    elif scheme.kind is SchemeKind.STATIC:
+        model, float_nodes, weight_note, _ = _static_with_gates(model, scheme, samples, calibrate, weight_range,
+                                                                threads, show_progress)
     elif scheme.kind is SchemeKind.DYNAMIC:
         model, float_nodes, weight_note = _dynamic(model, scheme, samples, weight_range, threads)
     else:
@@ -388,10 +423,18 @@ def quantize(
     model.metadata_props[SCHEME_KEY] = scheme.name
     model.metadata_props[WEIGHT_RANGE_KEY] = weight_note
     model.metadata_props[FLOAT_NODES_KEY] = json.dumps([dataclasses.asdict(f) for f in float_nodes])
+    if fallback is not None:
+        model.metadata_props[FALLBACK_KEY] = json.dumps(fallback.as_dict())
     model.producer_name = "eightbit"
     if output is not None:
         save_model(model, output)
     return model
+
+
+def fallback_of(model: ir.Model) -> Fallback | None:
+    """What --min-sqnr did when the model was made, or None."""
+    raw = model.metadata_props.get(FALLBACK_KEY)
+    return fallback_from_dict(json.loads(raw)) if raw else None
 
 
 def float_nodes_of(model: ir.Model) -> list[FloatNode]:

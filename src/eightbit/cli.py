@@ -63,9 +63,10 @@ def _quantize(args: argparse.Namespace) -> int:
     model = api.quantize(
         source, args.calibration, scheme=args.scheme, calibrate=args.calibrate,
         weight_range=args.weight_range, bias_bits=args.bias_bits, weight_granularity=args.weight_granularity,
-        images=images, threads=args.threads, show_progress=_show_progress(args),
+        images=images, threads=args.threads, show_progress=_show_progress(args), min_sqnr=args.min_sqnr,
     )
     float_nodes = api.float_nodes_of(model)
+    fallback = api.fallback_of(model)
     save_model(model, output)
     report_data = args.eval if args.eval is not None else args.calibration
     comparison = None
@@ -84,6 +85,8 @@ def _quantize(args: argparse.Namespace) -> int:
         result["weight_range"] = model.metadata_props.get(api.WEIGHT_RANGE_KEY)
         result["float_nodes"] = [vars(node) for node in float_nodes]
         result["bias_saturated"] = api.bias_saturation_of(model)
+        if fallback is not None:
+            result["fallback"] = fallback.as_dict()
         result["output"] = str(output)
         print(json.dumps(result, indent=2))
         return 0
@@ -95,6 +98,8 @@ def _quantize(args: argparse.Namespace) -> int:
         print(f"{source.name} -> {output.name}: {sizes[0]} -> {sizes[1]} bytes (x{sizes[1] / sizes[0]:.2f})")
     if args.scheme != "weights":
         print(model.metadata_props.get(api.WEIGHT_RANGE_KEY, ""))
+        if fallback is not None:
+            print(fallback.summary())
         saturated = api.bias_saturation_of(model)
         if saturated:
             bits = args.bias_bits or scheme_named(args.scheme).bias_bits
@@ -317,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="weight codes: full [-127,127], 7bit [-63,63] (exact on x86 without VNNI), "
                                "or auto (full with VNNI; on other x86 CPUs, whichever of the two agrees better with "
                                "the float model on the calibration samples)")
+    quantize.add_argument("--min-sqnr", type=float, metavar="DB",
+                          help="keep the fewest, most harmful tensors in float until the worst output SQNR "
+                               "(pre-softmax) on the calibration samples is at least DB; reports which nodes and "
+                               "what they cost in latency (static schemes)")
     quantize.add_argument("--eval", help="held-out samples for the report (default: the first "
                                          f"{DEFAULT_REPORT_SAMPLES} calibration samples)")
     quantize.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import onnx_ir as ir
 
@@ -40,8 +41,12 @@ class FuseActivations(ir.passes.InPlacePass):
     to op's output, and the activation is fused only if that grid starts at 0 and ends at or
     below b. Only for static schemes with asymmetric activations:
     the model's float math, or a symmetric grid (zero_point in the middle), would otherwise lose
-    the activation.
+    the activation. Nodes named in `kept_float` stay float, so their activations stay too.
     """
+
+    def __init__(self, kept_float: Collection[str] = ()) -> None:
+        super().__init__()
+        self.kept_float = frozenset(kept_float)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -56,6 +61,8 @@ class FuseActivations(ir.passes.InPlacePass):
                 continue
             rule = OP_RULES.get(producer.op_type)
             if rule is None or rule.output is not OutputRange.OWN or own_reason(producer) is not None:
+                continue
+            if producer.name in self.kept_float:
                 continue
             given = given_grid(node.outputs[0])
             if given is not None and not (given.starts_at_zero and given.top <= bounds[1]):

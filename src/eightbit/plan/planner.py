@@ -60,17 +60,28 @@ def own_reason(node: ir.Node) -> str | None:
     return unsupported_reason(node)
 
 
+# Activations that follow a node kept float stay float with it.
+_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu")
+
+
 def _touches_float(node: ir.Node) -> bool:
     return any(v is not None and v.dtype == FLOAT for v in node.outputs)
 
 
-def make_plan(graph: ir.Graph) -> Plan:
+def make_plan(graph: ir.Graph, kept_float: dict[str, str] | None = None) -> Plan:
+    """What `graph` computes in int8; nodes named in `kept_float` stay float with the reason given there,
+    and so does a Relu or Clip that reads such a node's output (quantizing before it would keep the
+    grid the float node was kept from)."""
+    kept_float = dict(kept_float or {})
     int8: list[ir.Node] = []
     int8_set: set[ir.Node] = set()
     floats: list[FloatNode] = []
     same_as: dict[ir.Value, ir.Value] = {}
     for node in graph:
-        reason = own_reason(node)
+        producer = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
+        if node.op_type in _ACTIVATIONS and producer is not None and producer.name in kept_float:
+            kept_float.setdefault(node.name, kept_float[producer.name])
+        reason = kept_float.get(node.name) or own_reason(node)
         rule = OP_RULES.get(node.op_type)
         if reason is None and rule.output is OutputRange.SAME_AS_INPUT:
             producer = node.inputs[0].producer()

@@ -31,7 +31,6 @@ from collections.abc import Callable
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.api import BIAS_KEY, prepare
 from eightbit.backends.integer_ops import Quantized
 from eightbit.backends.onnxruntime import OrtSession, session_with_outputs
 from eightbit.backends.reference import dequantized_source, quantized_grid
@@ -39,8 +38,10 @@ from eightbit.config import DEFAULT_THREADS, IntegerFormat
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
 from eightbit.ir import as_model
+from eightbit.metadata import BIAS_KEY
 from eightbit.passes.constants import add_initializer, constant_array, replace_output, unique_name
 from eightbit.plan.ops import OP_RULES, OutputRange, weight_axis
+from eightbit.prepare import prepare
 from eightbit.quant import dequantize, quantize
 from eightbit.quant.saturation import SATURATING_ACTIVATIONS, saturating_activation
 from eightbit.report.metrics import Agreement, compared_values
@@ -248,7 +249,7 @@ class Inspection:
 
 
 @dataclasses.dataclass
-class _Quantized:
+class QuantizedActivation:
     """A QuantizeLinear on a computed tensor and the DequantizeLinear that reads it back."""
 
     source: ir.Value  # the float tensor it quantizes
@@ -258,7 +259,7 @@ class _Quantized:
     read_through: tuple[str, Callable[[np.ndarray], np.ndarray]] | None = None
 
 
-def _quantized_activations(model: ir.Model) -> list[_Quantized]:
+def quantized_activations(model: ir.Model) -> list[QuantizedActivation]:
     found = []
     for node in model.graph:
         if node.op_type != "QuantizeLinear" or constant_array(node.inputs[0]) is not None:
@@ -269,7 +270,7 @@ def _quantized_activations(model: ir.Model) -> list[_Quantized]:
         readers = [use.node for use in node.outputs[0].uses() if use.node.op_type == "DequantizeLinear"]
         if not readers:
             continue
-        found.append(_Quantized(node.inputs[0], readers[0].outputs[0], Grid.of(grid),
+        found.append(QuantizedActivation(node.inputs[0], readers[0].outputs[0], Grid.of(grid),
                                 _saturating_reader(readers[0].outputs[0])))
     return found
 
@@ -289,7 +290,7 @@ def _saturating_reader(value: ir.Value) -> tuple[str, Callable[[np.ndarray], np.
     return op_type, saturating_activation(op_type, attributes.get("alpha", 0.2), attributes.get("beta", 0.5))
 
 
-def _float_name(quantized: _Quantized) -> str:
+def _float_name(quantized: QuantizedActivation) -> str:
     """The float model's name for the tensor: a graph output keeps its name on the dequantized side."""
     return quantized.dequantized.name if quantized.dequantized.is_graph_output() else quantized.source.name
 
@@ -347,7 +348,7 @@ def _bias(node: ir.Node, metadata: dict | None) -> tuple[int | None, int | None]
     return found[0].fmt.bits, None
 
 
-def _describe(quantized: list[_Quantized], model: ir.Model, float_nodes: dict[str, ir.Node],
+def _describe(quantized: list[QuantizedActivation], model: ir.Model, float_nodes: dict[str, ir.Node],
               float_names: set[str]) -> list[TensorReport]:
     raw_bias = model.metadata_props.get(BIAS_KEY)
     bias_metadata = json.loads(raw_bias) if raw_bias else None
@@ -369,7 +370,7 @@ def _describe(quantized: list[_Quantized], model: ir.Model, float_nodes: dict[st
     return reports
 
 
-def _shared_grids(quantized: list[_Quantized]) -> list[list[int]]:
+def _shared_grids(quantized: list[QuantizedActivation]) -> list[list[int]]:
     """Indices of `quantized` grouped by the grid they share: a data-movement op (or a Relu/Clip)
     whose output carries its input's grid passes codes through, so leaving one of them float
     alone changes nothing; they are left float together."""
@@ -397,7 +398,7 @@ def _shared_grids(quantized: list[_Quantized]) -> list[list[int]]:
     return list(groups.values())
 
 
-def _bypassed(proto, group: list[_Quantized]) -> ir.Model:
+def _bypassed(proto, group: list[QuantizedActivation]) -> ir.Model:
     """A copy of the quantized model (from its proto) in which the tensors of `group` stay float.
 
     Each QuantizeLinear -> DequantizeLinear pair is removed; where the grid starts at its zero
@@ -439,6 +440,46 @@ def _worst_db(agreements: dict[str, Agreement]) -> float:
     return min(a.sqnr_db for a in agreements.values())
 
 
+@dataclasses.dataclass
+class GridImpact:
+    """Tensors that share one grid, and how much the worst output SQNR rises when they stay float."""
+
+    members: list[int]  # indices into the list of quantized activations
+    impact_db: float
+
+
+def grid_impacts(
+    model: ir.Model, quantized: list[QuantizedActivation], feeds: list[dict[str, np.ndarray]],
+    expected: list[dict[str, np.ndarray]], expected_names: dict[str, str], threads: int = DEFAULT_THREADS,
+    show_progress: bool = False, also: Callable[[ir.Model, list[QuantizedActivation]], None] | None = None,
+) -> tuple[float, list[GridImpact]]:
+    """The worst SQNR of `model`'s compared values (compared_values) vs `expected` over `feeds`, and per
+    group of `quantized` sharing a grid, how much it rises when that group stays float (its QuantizeLinear
+    -> DequantizeLinear pairs bypassed, everything else quantized). `expected_names`: graph output name ->
+    the key of its expected value in each dict of `expected`. `also` changes each variant further
+    (given the variant and the group, by name in the variant)."""
+    def worst_db(variant: ir.Model) -> float:
+        # Baseline and variants alike expose only the compared values, so that the runtime fuses the same groups.
+        by_output = compared_values(variant)
+        compared = [by_output[name] for name in expected_names]
+        names = [v.name for v in compared]
+        session = session_with_outputs(variant, compared, threads)
+        worst = _worst_db(_output_agreement(session, names, expected, feeds, list(expected_names.values())))
+        session.close()
+        return worst
+
+    baseline = worst_db(model)
+    proto = ir.to_proto(model)
+    impacts = []
+    groups = _shared_grids(quantized)
+    for group in progress_bar(groups, len(groups), "impact", show_progress):
+        variant = _bypassed(proto, [quantized[i] for i in group])
+        if also is not None:
+            also(variant, [quantized[i] for i in group])
+        impacts.append(GridImpact(group, worst_db(variant) - baseline))
+    return baseline, impacts
+
+
 def inspect_models(
     float_model: ir.Model | str | os.PathLike,
     quantized_model: ir.Model | str | os.PathLike,
@@ -450,7 +491,7 @@ def inspect_models(
 ) -> Inspection:
     """Every quantized activation of `quantized_model`, measured against `float_model` on `samples`."""
     float_model, quantized_model = as_model(float_model), as_model(quantized_model)
-    quantized = _quantized_activations(quantized_model)
+    quantized = quantized_activations(quantized_model)
     if not quantized:
         raise InputError("the second model quantizes no activation (no QuantizeLinear on a computed tensor); "
                          "inspect takes FLOAT.onnx QUANT.onnx")
@@ -513,24 +554,12 @@ def inspect_models(
     quantized_session.close()
 
     if impact:
-        # Baseline and variants alike expose only the compared outputs, so that the runtime fuses
-        # the same groups in both.
-        names = [v.name for v in quantized_compared]
-
-        def worst_db(model: ir.Model) -> float:
-            values = {v.name: v for node in model.graph for v in node.outputs}
-            session = session_with_outputs(model, [values[name] for name in names], threads)
-            worst = _worst_db(_output_agreement(session, names, kept_expected, kept_feeds, compared_names))
-            session.close()
-            return worst
-
-        baseline = worst_db(quantized_model)
-        proto = ir.to_proto(quantized_model)
-        groups = _shared_grids(quantized)
-        for group in progress_bar(groups, len(groups), "impact", show_progress):
-            gained = worst_db(_bypassed(proto, [quantized[i] for i in group])) - baseline
-            for i in group:
-                reports[i].impact_db = gained
+        expected_names = {output: value.name for output, value in compared_values(float_model).items()}
+        _, groups = grid_impacts(quantized_model, quantized, kept_feeds, kept_expected, expected_names, threads,
+                                 show_progress)
+        for group in groups:
+            for i in group.members:
+                reports[i].impact_db = group.impact_db
     reports.sort(key=_severity)
     return Inspection(reports, outputs, samples.count)
 

@@ -1,0 +1,168 @@
+"""Keeping the most harmful quantized tensors in float until a model meets an output-SQNR budget
+(docs/quantization.md, section 11b).
+
+Harm is measured, not guessed: for every group of activations sharing one grid, how much the
+worst output SQNR (pre-softmax, eq. 14) rises when that group alone stays float
+(report.inspect.grid_impacts). The groups are taken worst first; the fewest that meet the budget
+are found by doubling, then bisection, each step a real model measured on the samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import onnx_ir as ir
+
+from eightbit.backends.onnxruntime import session_with_outputs
+from eightbit.config import DEFAULT_THREADS
+from eightbit.passes.constants import add_initializer, constant_array, unique_name
+from eightbit.report.inspect import QuantizedActivation, grid_impacts, quantized_activations
+from eightbit.report.metrics import compared_values
+
+
+@dataclasses.dataclass(frozen=True)
+class Harm:
+    """Tensors sharing one grid, the nodes that must stay float for them to stay float (their producers
+    and readers), and how much the worst output SQNR rose with them in float."""
+
+    tensors: tuple[str, ...]
+    nodes: tuple[str, ...]
+    impact_db: float
+
+
+@dataclasses.dataclass
+class Fallback:
+    """What a budget search found."""
+
+    budget_db: float
+    before_db: float  # worst output SQNR with everything quantized
+    after_db: float  # ... with the kept groups in float
+    kept: list[Harm]
+    probes: int  # models built and measured
+    latency_ms: tuple[float, float] | None = None  # (all quantized, with the kept nodes float), side by side
+
+    @property
+    def met(self) -> bool:
+        return self.after_db >= self.budget_db
+
+    @property
+    def kept_nodes(self) -> list[str]:
+        return list(dict.fromkeys(name for harm in self.kept for name in harm.nodes))
+
+    def summary(self) -> str:
+        """One line for the report."""
+        if not self.kept:
+            return (f"--min-sqnr {self.budget_db:g} dB: met with every node quantized "
+                    f"({self.before_db:.1f} dB on the calibration samples)")
+        verdict = "met" if self.met else "NOT met even"
+        text = (f"--min-sqnr {self.budget_db:g} dB: {verdict} with {len(self.kept_nodes)} nodes kept float for "
+                f"{len(self.kept)} tensor grids ({self.before_db:.1f} -> {self.after_db:.1f} dB worst output SQNR on "
+                f"the calibration samples, {self.probes} models measured)")
+        if self.latency_ms is not None:
+            quantized, kept = self.latency_ms
+            text += f"; latency {quantized:.2f} -> {kept:.2f} ms ({kept / quantized:.2f}x)"
+        return text
+
+    def as_dict(self) -> dict:
+        return {
+            "budget_db": self.budget_db, "before_db": round(self.before_db, 3), "after_db": round(self.after_db, 3),
+            "met": self.met, "probes": self.probes,
+            "kept": [{"tensors": list(h.tensors), "nodes": list(h.nodes), "impact_db": round(h.impact_db, 3)}
+                     for h in self.kept],
+            "latency_ms": None if self.latency_ms is None else
+            {"all_quantized": round(self.latency_ms[0], 4), "with_float_nodes": round(self.latency_ms[1], 4)},
+        }
+
+
+def fallback_from_dict(data: dict) -> Fallback:
+    """The inverse of Fallback.as_dict (the kept groups' impacts rounded as stored)."""
+    latency = data.get("latency_ms")
+    return Fallback(
+        data["budget_db"], data["before_db"], data["after_db"],
+        [Harm(tuple(h["tensors"]), tuple(h["nodes"]), h["impact_db"]) for h in data["kept"]], data["probes"],
+        None if latency is None else (latency["all_quantized"], latency["with_float_nodes"]),
+    )
+
+
+def _nodes_touching(members: list[QuantizedActivation]) -> list[ir.Node]:
+    """The producers and readers of quantized activations: the nodes that stay float with them."""
+    nodes = []
+    for member in members:
+        producer = member.source.producer()
+        nodes += [producer] if producer is not None else []
+        nodes += [use.node for use in member.dequantized.uses()]
+    return list(dict.fromkeys(nodes))
+
+
+def _float_constants_from(reference: ir.Model) -> Callable[[ir.Model, list[QuantizedActivation]], None]:
+    """A change to a bypassed variant: the nodes its group touches read `reference`'s float constants
+    (weights, biases) again instead of dequantized codes, as they do when the plan keeps them float."""
+    by_name = {node.name: node for node in reference.graph if node.name}
+
+    def restore(variant: ir.Model, members: list[QuantizedActivation]) -> None:
+        touched = {node.name for node in _nodes_touching(members) if node.name}
+        taken: set[str] = set()
+        for node in [node for node in variant.graph if node.name in touched]:
+            original = by_name.get(node.name)
+            if original is None or original.op_type != node.op_type:
+                continue
+            for index, value in enumerate(node.inputs):
+                producer = value.producer() if value is not None else None
+                if producer is None or producer.op_type != "DequantizeLinear" or index >= len(original.inputs):
+                    continue
+                array = constant_array(original.inputs[index]) if original.inputs[index] is not None else None
+                if array is None or constant_array(producer.inputs[0]) is None:
+                    continue
+                name = unique_name(variant.graph, f"{value.name}_float", taken)
+                node.replace_input_with(index, add_initializer(variant.graph, name, array))
+    return restore
+
+
+def ranked_harms(
+    quantized_model: ir.Model, reference: ir.Model, batches: list[dict[str, np.ndarray]],
+    threads: int = DEFAULT_THREADS, show_progress: bool = False,
+) -> list[Harm]:
+    """Every group of `quantized_model`'s activations whose float keeping raises the worst output SQNR
+    vs `reference` on `batches`, worst (largest rise) first."""
+    quantized = quantized_activations(quantized_model)
+    expected_values = compared_values(reference)
+    expected_names = {output: value.name for output, value in expected_values.items()}
+    session = session_with_outputs(reference, list(expected_values.values()), threads)
+    expected = [session.run(feeds, list(expected_names.values())) for feeds in batches]
+    session.close()
+    _, impacts = grid_impacts(quantized_model, quantized, batches, expected, expected_names, threads, show_progress,
+                              also=_float_constants_from(reference))
+    harms = []
+    for impact in impacts:
+        if not impact.impact_db > 0:
+            continue
+        members = [quantized[i] for i in impact.members]
+        names = tuple(node.name for node in _nodes_touching(members) if node.name)
+        harms.append(Harm(tuple(m.source.name for m in members), names, impact.impact_db))
+    return sorted(harms, key=lambda harm: -harm.impact_db)
+
+
+def fewest_meeting(budget_db: float, available: int, measure: Callable[[int], float]) -> tuple[int, float, int]:
+    """The smallest k in 1..available with measure(k) >= budget_db, assuming more kept float never
+    hurts: doubling, then bisection. Returns (k, its measure, probes); k = available when none meets it."""
+    measured: dict[int, float] = {}
+
+    def meets(k: int) -> bool:
+        if k not in measured:
+            measured[k] = measure(k)
+        return measured[k] >= budget_db
+
+    low, high = 0, 1  # low: known not to meet (0: nothing kept)
+    while high < available and not meets(high):
+        low, high = high, min(2 * high, available)
+    if not meets(high):
+        return high, measured[high], len(measured)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if meets(middle):
+            high = middle
+        else:
+            low = middle
+    return high, measured[high], len(measured)

@@ -1,0 +1,11 @@
+"""Keys under which a quantized model records how it was made (ONNX metadata_props, JSON or text)."""
+
+# The nodes left in float and why: [{"name", "op_type", "reason"}].
+FLOAT_NODES_KEY = "eightbit.float_nodes"
+SCHEME_KEY = "eightbit.scheme"
+# How the weight range (and other measured choices) was decided, in words.
+WEIGHT_RANGE_KEY = "eightbit.weight_range"
+# The bias width and, per node, how many bias values it clipped.
+BIAS_KEY = "eightbit.bias"
+# What --min-sqnr did: the budget, the SQNR before and after, the nodes kept float, the latency cost.
+FALLBACK_KEY = "eightbit.fallback"

@@ -1,0 +1,99 @@
+"""--min-sqnr: the fewest, most harmful tensors kept float until the output SQNR budget holds."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnx
+import pytest
+
+import eightbit
+from eightbit.api import fallback_of, float_nodes_of
+from eightbit.backends import OrtSession
+from eightbit.cli import main
+from eightbit.fallback import fewest_meeting
+from eightbit.ir import as_model
+from eightbit.report.metrics import sqnr_db
+from test_cli import assert_refused, run_cli, unchanged
+from test_inspect import chain_cnn
+
+
+def test_fewest_meeting_finds_the_smallest_count_with_few_probes():
+    asked = []
+
+    def measure(count):
+        asked.append(count)
+        return 10.0 + count
+
+    count, measured, probes = fewest_meeting(15.5, 40, measure)
+    assert (count, measured) == (6, 16.0)
+    assert probes == len(set(asked)) <= 2 * math.ceil(math.log2(40))
+    assert 5 in asked  # the count just below was measured and found short
+
+
+def test_fewest_meeting_reports_the_most_it_could_keep_when_nothing_meets_the_budget():
+    count, measured, _ = fewest_meeting(100.0, 5, lambda count: float(count))
+    assert (count, measured) == (5, 5.0)
+
+
+@pytest.fixture
+def images():
+    rng = np.random.default_rng(4)
+    return {"x": rng.normal(0, 1, (32, 3, 12, 12)).astype(np.float32)}
+
+
+@pytest.fixture
+def held_out():
+    return np.random.default_rng(5).normal(0, 1, (16, 3, 12, 12)).astype(np.float32)
+
+
+def _output_sqnr(float_proto, model, x):
+    expected = OrtSession(as_model(float_proto)).run({"x": x})["logits"]
+    return sqnr_db(expected, OrtSession(model).run({"x": x})["logits"])
+
+
+def test_the_outlier_layer_is_kept_float_to_meet_the_budget(images, held_out):
+    broken = chain_cnn(outlier=True)
+    within = eightbit.quantize(broken, images, min_sqnr=-100.0)  # met as it is: nothing kept float
+    untouched = fallback_of(within)
+    assert untouched.met and untouched.kept == [] and untouched.after_db == untouched.before_db
+    budget = untouched.before_db + 6.0
+
+    model = eightbit.quantize(broken, images, min_sqnr=budget)
+    fallback = fallback_of(model)
+    assert fallback.met and fallback.after_db >= budget > fallback.before_db
+    assert fallback.kept[0].tensors == ("rb",) and fallback.kept[0].impact_db > 3.0
+    assert "conv_b" in fallback.kept_nodes and fallback.latency_ms is not None
+    kept = {node.name: node.reason for node in float_nodes_of(model)}
+    assert "--min-sqnr" in kept["conv_b"]
+    # The budget was measured on the calibration samples; held-out samples gain too.
+    assert _output_sqnr(broken, model, held_out) > _output_sqnr(broken, within, held_out) + 3.0
+    assert "met with" in fallback.summary() and "latency" in fallback.summary()
+
+
+def test_a_budget_out_of_reach_keeps_every_harmful_grid_float_and_says_so(images):
+    model = eightbit.quantize(chain_cnn(outlier=True), images, min_sqnr=300.0)
+    fallback = fallback_of(model)
+    assert not fallback.met and fallback.kept and fallback.after_db > fallback.before_db
+    assert "NOT met" in fallback.summary()
+
+
+def test_cli_min_sqnr_prints_what_was_kept_and_refuses_what_it_cannot_measure(tmp_path, images, capsys):
+    source, data, out = tmp_path / "chain.onnx", tmp_path / "x.npz", tmp_path / "chain.int8.onnx"
+    onnx.save(chain_cnn(outlier=True), source)
+    np.savez(data, **images)
+    assert main(["quantize", str(source), "--calibration", str(data), "-o", str(out), "--min-sqnr", "300",
+                 "--json", "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fallback"]["met"] is False and report["fallback"]["kept"][0]["tensors"] == ["rb"]
+
+    before = source.read_bytes()
+    refused = tmp_path / "refused.onnx"
+    assert_refused(run_cli("quantize", source, "-o", refused, "--min-sqnr", "30"), "--min-sqnr", "--calibration")
+    assert_refused(run_cli("quantize", source, "--calibration", data, "-o", refused, "--scheme", "weights",
+                           "--min-sqnr", "30"), "--min-sqnr", "weights")
+    assert_refused(run_cli("quantize", source, "--calibration", data, "-o", refused, "--min-sqnr", "nan"),
+                   "--min-sqnr")
+    assert not refused.exists() and unchanged(source, before)
