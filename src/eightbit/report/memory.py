@@ -31,7 +31,7 @@ class SessionMemory:
     peak_mib: float
 
 
-def _status_mib(field: str) -> float:
+def status_mib(field: str) -> float:
     """A memory line of /proc/self/status (Linux), in MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -66,11 +66,11 @@ def _measure(runtime: str, model: str, feeds_path: str, precision: str, threads:
     else:
         from eightbit.backends.openvino import OpenVinoSession as Session
     feeds = dict(np.load(feeds_path))
-    baseline = _status_mib("VmRSS")
+    baseline = status_mib("VmRSS")
     session = Session(model, threads=threads) if runtime == "ort" else Session(model, precision, threads)
     session.run(feeds)
-    return {"resident_mib": round(_status_mib("VmRSS") - baseline, 1),
-            "peak_mib": round(_status_mib("VmHWM") - baseline, 1)}
+    return {"resident_mib": round(status_mib("VmRSS") - baseline, 1),
+            "peak_mib": round(status_mib("VmHWM") - baseline, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
