@@ -53,7 +53,7 @@ from eightbit.passes.quantize_weights import QuantizeWeights
 from eightbit.passes.read_qdq import GIVEN_GRID, given_grid, grid_in_format
 from eightbit.plan import FloatNode, make_plan
 from eightbit.prepare import prepare
-from eightbit.report.latency import interleaved_medians
+from eightbit.report.latency import interleaved
 from eightbit.report.metrics import Agreement, compared_values
 
 ModelLike = ir.Model | str | os.PathLike  # or an onnx.ModelProto
@@ -278,11 +278,10 @@ def _static_within_budget(
     fallback = Fallback(min_sqnr, before_db, after_db, harms[:count], probes + 1)
     feed = samples.single_feed()
     quantized, kept = OrtSession(built[0], threads=threads), OrtSession(chosen[0], threads=threads)
-    medians = interleaved_medians({"quantized": lambda: quantized.run(feed), "kept": lambda: kept.run(feed)},
-                                  rounds=5)
+    latency = interleaved(lambda: quantized.run(feed), lambda: kept.run(feed), rounds=5)
     quantized.close()
     kept.close()
-    fallback.latency_ms = (medians["quantized"], medians["kept"])
+    fallback.latency_ms = (latency.first_ms, latency.second_ms)
     return (*chosen[:3], fallback)
 
 

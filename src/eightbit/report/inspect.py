@@ -507,8 +507,9 @@ def inspect_models(
     reports = _describe(quantized, quantized_model, float_nodes, set(float_values))
 
     by_output = compared_values(quantized_model)
-    float_compared = list(compared_values(float_model).values())
-    quantized_compared = [by_output[name] for name in compared_values(float_model)]
+    float_by_output = compared_values(float_model)
+    float_compared = list(float_by_output.values())
+    quantized_compared = [by_output[name] for name in float_by_output]
     compared_names = [v.name for v in float_compared]
     measured = [(r, q) for r, q in zip(reports, quantized) if r.in_float_model]
     wanted_float = list({v.name: v for v in [float_values[r.name] for r, _ in measured] + float_compared}.values())
@@ -554,7 +555,7 @@ def inspect_models(
     quantized_session.close()
 
     if impact:
-        expected_names = {output: value.name for output, value in compared_values(float_model).items()}
+        expected_names = {output: value.name for output, value in float_by_output.items()}
         _, groups = grid_impacts(quantized_model, quantized, kept_feeds, kept_expected, expected_names, threads,
                                  show_progress)
         for group in groups:
