@@ -3,12 +3,14 @@
 An .npz holds one array per model input, keyed by input name, samples along the leading
 axis. An array whose rank equals the input's holds samples along the model's own batch
 axis; one rank higher, each entry along the new leading axis is one whole model input.
+
+Files are read a batch at a time when the samples are used (eightbit.sources), so the
+memory a sample set takes does not grow with its number of samples.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import onnx_ir as ir
 
 from eightbit.config import DEFAULT_BATCH
 from eightbit.errors import InputError
+from eightbit.sources import ArrayRows, DecodedRows, RowSource, npz_sources
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -43,24 +46,29 @@ def input_specs(model: ir.Model) -> list[InputSpec]:
 
 @dataclasses.dataclass(frozen=True)
 class Samples:
-    """Validated arrays keyed by input name; `per_sample` says whether each entry is a whole input."""
+    """Validated samples keyed by input name, read a batch at a time from their sources, each
+    batch converted to the input's dtype. `per_sample` says whether each row is a whole input;
+    `start` and `count` select the rows used."""
 
-    arrays: dict[str, np.ndarray]
+    sources: dict[str, RowSource]
+    dtypes: dict[str, np.dtype]
     per_sample: bool
     count: int
     batch: int
     fixed_batch: bool = False
+    start: int = 0
 
     def batches(self, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
         """Feeds for the runtime, at most `limit` samples in all."""
         total = self.count if limit is None else min(self.count, limit)
         step = 1 if self.per_sample else self.batch
-        for start in range(0, total, step):
-            stop = min(start + step, total)
-            if self.per_sample:
-                yield {name: array[start] for name, array in self.arrays.items()}
-            else:
-                yield {name: array[start:stop] for name, array in self.arrays.items()}
+        for first in range(self.start, self.start + total, step):
+            stop = min(first + step, self.start + total)
+            feeds = {}
+            for name, source in self.sources.items():
+                rows = np.ascontiguousarray(source.rows(first, stop), dtype=self.dtypes[name])
+                feeds[name] = rows[0] if self.per_sample else rows
+            yield feeds
 
     def number_of_batches(self, limit: int | None = None) -> int:
         total = self.count if limit is None else min(self.count, limit)
@@ -68,30 +76,19 @@ class Samples:
         return -(-total // step)
 
     def take(self, start: int, stop: int) -> Samples:
-        """Samples [start, stop) as a new set."""
-        arrays = {name: array[start:stop] for name, array in self.arrays.items()}
+        """Samples [start, stop) of these as a new set; nothing is read."""
+        start = min(max(0, start), self.count)
         count = max(0, min(stop, self.count) - start)
-        return Samples(arrays, self.per_sample, count, self.batch, self.fixed_batch)
+        return dataclasses.replace(self, count=count, start=self.start + start)
 
     def single_feed(self) -> dict[str, np.ndarray]:
         """The smallest feed the model accepts (one sample, or one fixed-size batch): for timing."""
         return next(self.take(0, self.batch if self.fixed_batch and not self.per_sample else 1).batches())
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise InputError(f"{path}: no such file; give an .npz with one array per model input")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-        raise InputError(
-            f"{path}: not a readable .npz archive ({type(error).__name__}); save it with numpy.savez"
-        ) from None
-
-
-def _check_array(path: Path, spec: InputSpec, array: np.ndarray) -> bool:
-    """Validate one array; returns whether its entries are whole model inputs."""
+def _check_array(path: Path, spec: InputSpec, array: RowSource) -> bool:
+    """Validate one source (its shape and dtype, then every row's values, a chunk at a time);
+    returns whether its rows are whole model inputs."""
     rank = len(spec.shape)
     if array.ndim == rank + 1:
         per_sample, sample_shape, model_dims = True, array.shape[1:], spec.shape
@@ -113,20 +110,27 @@ def _check_array(path: Path, spec: InputSpec, array: np.ndarray) -> bool:
     if np.issubdtype(spec.dtype, np.floating):
         if not np.issubdtype(array.dtype, np.number):
             raise InputError(f"{path}: input {spec.name!r} has dtype {array.dtype}; the model takes {spec.dtype}")
-        finite = np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
-        if not finite.all():
-            bad = int(np.flatnonzero(~finite)[0])
-            raise InputError(f"{path}: input {spec.name!r} sample {bad} contains NaN or Inf; remove or fix it")
+        if np.issubdtype(array.dtype, np.inexact) and not array.always_finite:
+            for first, rows in array.chunks():
+                finite = np.isfinite(rows.reshape(rows.shape[0], -1)).all(axis=1)
+                if not finite.all():
+                    bad = first + int(np.flatnonzero(~finite)[0])
+                    raise InputError(f"{path}: input {spec.name!r} sample {bad} contains NaN or Inf; remove or fix it")
     elif not np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
         raise InputError(f"{path}: input {spec.name!r} has dtype {array.dtype}; the model takes {spec.dtype}")
     return per_sample
 
 
 def samples_from_arrays(arrays: dict[str, np.ndarray], specs: list[InputSpec], source: str = "data") -> Samples:
+    """Samples from arrays in memory."""
+    return samples_from_sources({name: ArrayRows(array) for name, array in arrays.items()}, specs, source)
+
+
+def samples_from_sources(sources: dict[str, RowSource], specs: list[InputSpec], source: str = "data") -> Samples:
     path = Path(source)
     names = {spec.name for spec in specs}
-    missing = [spec.name for spec in specs if spec.name not in arrays]
-    unknown = sorted(set(arrays) - names)
+    missing = [spec.name for spec in specs if spec.name not in sources]
+    unknown = sorted(set(sources) - names)
     if unknown:
         raise InputError(
             f"{path}: unknown input name(s) {', '.join(map(repr, unknown))}; the model's inputs are "
@@ -134,18 +138,17 @@ def samples_from_arrays(arrays: dict[str, np.ndarray], specs: list[InputSpec], s
         )
     if missing:
         raise InputError(f"{path}: no array for model input(s) {', '.join(map(repr, missing))}; add them")
-    counts = {name: len(array) if np.ndim(array) else 0 for name, array in arrays.items()}
+    counts = {name: len(rows) for name, rows in sources.items()}
     if any(count == 0 for count in counts.values()):
         raise InputError(f"{path}: the sample set is empty; give at least one sample per input")
     if len(set(counts.values())) > 1:
         raise InputError(f"{path}: inputs hold different numbers of samples {counts}; give the same count for each")
-    modes = {_check_array(path, spec, arrays[spec.name]) for spec in specs}
+    modes = {_check_array(path, spec, sources[spec.name]) for spec in specs}
     if len(modes) > 1:
         raise InputError(f"{path}: mix of batched and per-sample arrays; give every input the same layout")
     per_sample = modes.pop()
     first = specs[0].shape[0] if specs[0].shape else None
     batch = first if isinstance(first, int) else DEFAULT_BATCH
-    converted = {spec.name: np.ascontiguousarray(arrays[spec.name], dtype=spec.dtype) for spec in specs}
     count = next(iter(counts.values()))
     if not per_sample and count % batch:
         if isinstance(first, int):
@@ -153,12 +156,14 @@ def samples_from_arrays(arrays: dict[str, np.ndarray], specs: list[InputSpec], s
                 f"{path}: {count} samples cannot be fed in the model's fixed batch of {batch}; "
                 f"give a multiple of {batch}"
             )
-    return Samples(converted, per_sample, count, batch, isinstance(first, int))
+    ordered = {spec.name: sources[spec.name] for spec in specs}
+    dtypes = {spec.name: spec.dtype for spec in specs}
+    return Samples(ordered, dtypes, per_sample, count, batch, isinstance(first, int))
 
 
 def load_npz(path: str | Path, specs: list[InputSpec]) -> Samples:
     path = Path(path)
-    return samples_from_arrays(_read_npz(path), specs, str(path))
+    return samples_from_sources(npz_sources(path), specs, str(path))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +189,7 @@ class ImagePreprocessing:
 
 
 def load_image_folder(folder: str | Path, specs: list[InputSpec], prep: ImagePreprocessing) -> Samples:
+    """The images of `folder`, sorted by file name, each decoded and resized when its batch is read."""
     from PIL import Image, UnidentifiedImageError
 
     folder = Path(folder)
@@ -194,14 +200,22 @@ def load_image_folder(folder: str | Path, specs: list[InputSpec], prep: ImagePre
         raise InputError(f"{folder}: no images found (looked for {', '.join(sorted(_IMAGE_SUFFIXES))})")
     mean = np.asarray(prep.mean, dtype=np.float32)
     std = np.asarray(prep.std, dtype=np.float32)
-    images = []
-    for file in files:
+
+    def decode(index: int) -> np.ndarray:
         try:
-            with Image.open(file) as image:
+            with Image.open(files[index]) as image:
                 rgb = image.convert("RGB").resize((prep.width, prep.height), Image.BILINEAR)
         except (UnidentifiedImageError, OSError):
-            raise InputError(f"{file}: not a readable image; remove it from the folder") from None
+            raise InputError(f"{files[index]}: not a readable image; remove it from the folder") from None
         pixels = (np.asarray(rgb, dtype=np.float32) / 255.0 - mean) / std
-        images.append(pixels.transpose(2, 0, 1) if prep.layout == "nchw" else pixels)
-    stacked = np.stack(images)
-    return samples_from_arrays({specs[0].name: stacked}, specs, str(folder))
+        return pixels.transpose(2, 0, 1) if prep.layout == "nchw" else pixels
+
+    for file in files:  # the headers now, so that a bad file is named before any work
+        try:
+            with Image.open(file):
+                pass
+        except (UnidentifiedImageError, OSError):
+            raise InputError(f"{file}: not a readable image; remove it from the folder") from None
+    row = (3, prep.height, prep.width) if prep.layout == "nchw" else (prep.height, prep.width, 3)
+    rows = DecodedRows(len(files), row, np.float32, decode, always_finite=True)
+    return samples_from_sources({specs[0].name: rows}, specs, str(folder))

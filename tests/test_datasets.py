@@ -1,0 +1,90 @@
+"""Sample sets read from .npz files a batch at a time: the same values as np.load, in any
+order, in bounded memory, with bad rows named."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from eightbit import sources
+from eightbit.datasets import InputSpec, load_npz
+from eightbit.errors import InputError
+
+SPECS = [InputSpec("x", np.dtype(np.float32), (None, 3, 8, 8)), InputSpec("k", np.dtype(np.int64), (None, 2))]
+
+
+def _arrays(count: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"x": rng.normal(size=(count, 3, 8, 8)), "k": rng.integers(0, 9, (count, 2))}  # float64: converted
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_batches_match_the_arrays_in_any_order(tmp_path, save):
+    arrays = _arrays(21)
+    path = tmp_path / "d.npz"
+    save(path, **arrays)
+    samples = load_npz(path, SPECS)
+    assert (samples.count, samples.per_sample) == (21, False)
+    got = list(samples.batches())
+    assert [len(feed["x"]) for feed in got] == [8, 8, 5]
+    assert got[0]["x"].dtype == np.float32 and got[0]["k"].dtype == np.int64
+    np.testing.assert_array_equal(np.concatenate([feed["x"] for feed in got]), arrays["x"].astype(np.float32))
+    np.testing.assert_array_equal(np.concatenate([feed["k"] for feed in got]), arrays["k"])
+    # a later range, then an earlier one (a compressed member is decompressed again from its start)
+    late, early = samples.take(13, 21), samples.take(2, 4)
+    np.testing.assert_array_equal(next(late.batches())["x"], arrays["x"][13:21].astype(np.float32))
+    np.testing.assert_array_equal(next(early.batches())["k"], arrays["k"][2:4])
+    np.testing.assert_array_equal(early.take(1, 5).single_feed()["x"], arrays["x"][3:4].astype(np.float32))
+
+
+def test_whole_inputs_per_row_and_fortran_order(tmp_path):
+    x = np.asfortranarray(np.arange(5 * 1 * 3 * 8 * 8, dtype=np.float32).reshape(5, 1, 3, 8, 8))
+    k = np.zeros((5, 1, 2), np.int64)
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x, k=k)
+    samples = load_npz(path, SPECS)
+    assert samples.per_sample and samples.count == 5
+    feeds = list(samples.batches())
+    assert feeds[3]["x"].shape == (1, 3, 8, 8)
+    np.testing.assert_array_equal(feeds[3]["x"], x[3])
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_nan_is_named_by_input_and_sample_across_chunks(tmp_path, monkeypatch, save):
+    monkeypatch.setattr(sources, "CHECK_CHUNK_BYTES", 3 * 8 * 8 * 8 * 2)  # two rows a chunk
+    arrays = _arrays(9)
+    arrays["x"][7, 1, 2, 3] = np.inf
+    path = tmp_path / "d.npz"
+    save(path, **arrays)
+    with pytest.raises(InputError, match="input 'x' sample 7 contains NaN or Inf"):
+        load_npz(path, SPECS)
+
+
+def test_truncated_archive_is_refused(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, **_arrays(16))
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(InputError, match="npz"):
+        load_npz(path, SPECS)
+
+
+def test_memory_does_not_grow_with_the_samples(tmp_path, monkeypatch):
+    """Checking and going over 2,000 samples (25 MB) holds one check chunk (here 1 MiB) and one
+    batch (0.1 MB) of them at a time, not the file."""
+    monkeypatch.setattr(sources, "CHECK_CHUNK_BYTES", 2**20)
+    rng = np.random.default_rng(1)
+    path = tmp_path / "big.npz"
+    np.savez(path, x=rng.normal(size=(2000, 3, 32, 32)).astype(np.float32),
+             k=np.zeros((2000, 2), np.int64))
+    specs = [InputSpec("x", np.dtype(np.float32), (None, 3, 32, 32)), SPECS[1]]
+    tracemalloc.start()
+    try:
+        samples = load_npz(path, specs)
+        total = sum(float(feed["x"].sum()) for feed in samples.batches())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert np.isfinite(total)
+    assert peak < 3 * 2**20, f"peak {peak / 2**20:.1f} MiB while reading a 25 MB set"
