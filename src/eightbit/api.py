@@ -17,14 +17,17 @@ from eightbit.backends import OrtSession
 from eightbit.backends.onnxruntime import session_with_outputs
 from eightbit.calibrate import collect_ranges
 from eightbit.calibrate.means import channel_means
+from eightbit.calibrate.moments import input_moments, weighted_nodes
 from eightbit.config import (
     BIAS_BITS,
     CALIBRATION_METHODS,
     DEFAULT_SCHEME,
     DEFAULT_THREADS,
     DEFAULT_WEIGHT_RANGE,
+    DEFAULT_WEIGHT_ROUNDING,
     WEIGHT_GRANULARITIES,
     WEIGHT_RANGES,
+    WEIGHT_ROUNDINGS,
     Granularity,
     Scheme,
     SchemeKind,
@@ -139,7 +142,7 @@ def _values(graph: ir.Graph):
 
 def _static(
     prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
-    show_progress: bool, kept_float: dict[str, str] | None = None,
+    show_progress: bool, kept_float: dict[str, str] | None = None, moments: dict[str, np.ndarray] | None = None,
 ) -> tuple[ir.Model, list[FloatNode], str, str]:
     """Fuse activations, plan, calibrate, rewrite; choose the weight range (docs/quantization.md, section 4).
 
@@ -147,7 +150,9 @@ def _static(
     taken ("full" or "7bit", the form `weight_range` takes).
 
     Tensors whose grids the model gives (a QDQ model) are not calibrated; the others are, from `samples`.
-    Nodes named in `kept_float` stay float, for the reason given there.
+    Nodes named in `kept_float` stay float, for the reason given there. With `moments` (a dict, filled
+    here from the calibration samples where it lacks a node and kept for the caller's next call), weight
+    codes are chosen by eq. 34 instead of rounded to nearest.
     """
     if weight_range not in WEIGHT_RANGES:
         raise InputError(f"unknown weight range {weight_range!r}; choose one of: {', '.join(WEIGHT_RANGES)}")
@@ -177,7 +182,13 @@ def _static(
         chosen = scheme if value_bits is None else scheme.with_weight_bits(value_bits)
         qparams = activation_qparams(plan, ranges, chosen)
         name_after_activations(model.graph)
-        rewrite = InsertQDQ(plan, qparams, chosen)
+        if moments is not None and samples is not None:
+            int8_names = {node.name for node in plan.int8_nodes}
+            wanted = weighted_nodes(prepared.graph, [n for n in prepared.graph if n.name in int8_names])
+            missing = [node for node in wanted if node.name not in moments]
+            if missing:
+                moments.update(input_moments(prepared, missing, samples, threads, show_progress))
+        rewrite = InsertQDQ(plan, qparams, chosen, moments)
         rewrite(model)
         common_passes.TopologicalSortPass()(model)
         _record_bias_saturation(model, scheme, rewrite.bias_saturation)
@@ -219,20 +230,20 @@ GATE_TOLERANCE_DB = 0.5
 
 def _static_with_gates(
     prepared: ir.Model, scheme: Scheme, samples: Samples | None, method: str, weight_range: str, threads: int,
-    show_progress: bool, kept_float: dict[str, str] | None = None,
+    show_progress: bool, kept_float: dict[str, str] | None = None, moments: dict[str, np.ndarray] | None = None,
 ) -> tuple[ir.Model, list[FloatNode], str, str]:
     """`_static`, with hard-sigmoid gates as convolutions, and hard-swish too where that is measured to cost
     at most GATE_TOLERANCE_DB (docs/quantization.md, section 6b)."""
     if samples is None or scheme.activations.symmetric:  # the gate's Clip(0, 1) folds only into an asymmetric grid
-        return _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float)
+        return _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments)
     HardGatesAsConvolutions(("HardSigmoid",))(prepared)
     swishes = sum(node.op_type == "HardSwish" for node in prepared.graph)
-    plain = _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float)
+    plain = _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments)
     if not swishes:
         return plain
     rewritten = ir.from_proto(ir.to_proto(prepared))
     HardGatesAsConvolutions(("HardSwish",))(rewritten)
-    gated = _static(rewritten, scheme, samples, method, weight_range, threads, show_progress, kept_float)
+    gated = _static(rewritten, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments)
     plain_db, gated_db = _float_agreement_db([plain[0], gated[0]], prepared, samples, threads)
     measured = (f"{swishes} hard-swishes as gate convolutions: {gated_db:.1f} dB output SQNR on the calibration "
                 f"samples, as float ops {plain_db:.1f} dB")
@@ -243,7 +254,7 @@ def _static_with_gates(
 
 def _static_within_budget(
     prepared: ir.Model, scheme: Scheme, samples: Samples | None, method: str, weight_range: str, threads: int,
-    show_progress: bool, min_sqnr: float,
+    show_progress: bool, min_sqnr: float, moments: dict[str, np.ndarray] | None = None,
 ) -> tuple[ir.Model, list[FloatNode], str, Fallback]:
     """`_static_with_gates`, with the fewest, most harmful tensor grids kept float (their producers and
     readers float nodes) for the worst output SQNR on the calibration samples to reach `min_sqnr` dB
@@ -252,7 +263,8 @@ def _static_within_budget(
         raise InputError("--min-sqnr measures the model on calibration samples; pass --calibration samples.npz")
     if not math.isfinite(min_sqnr):
         raise InputError(f"--min-sqnr must be a finite number of dB, got {min_sqnr}")
-    built = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress)
+    built = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress,
+                               moments=moments)
     before_db = _float_agreement_db([built[0]], prepared, samples, threads)[0]
     if before_db >= min_sqnr:
         return (*built[:3], Fallback(min_sqnr, before_db, before_db, [], 1))
@@ -270,7 +282,8 @@ def _static_within_budget(
             kept.update({name: reason for name in harm.nodes if name not in kept})
         # The weight range the all-quantized model took: measured anew on a partly float model, an 8-bit
         # range that saturates where the samples do not show it could win.
-        candidates[count] = _static_with_gates(prepared, scheme, samples, method, built[3], threads, False, kept)
+        candidates[count] = _static_with_gates(prepared, scheme, samples, method, built[3], threads, False, kept,
+                                               moments)
         return _float_agreement_db([candidates[count][0]], prepared, samples, threads)[0]
 
     count, after_db, probes = fewest_meeting(min_sqnr, len(harms), measure)
@@ -371,6 +384,7 @@ def quantize(
     weight_range: str = DEFAULT_WEIGHT_RANGE,
     bias_bits: int | None = None,
     weight_granularity: str | None = None,
+    weight_rounding: str | None = None,
     images: ImagePreprocessing | None = None,
     output: str | os.PathLike | None = None,
     threads: int = DEFAULT_THREADS,
@@ -384,7 +398,10 @@ def quantize(
     Nodes left in float and the reason for each are stored in the model's metadata.
     `min_sqnr` (static schemes): keep the fewest, most harmful tensors float until the worst output
     SQNR (pre-softmax) on the calibration samples is at least this many dB; what was kept, and
-    what it cost in latency, is stored in the metadata (fallback_of).
+    what it cost in latency, is stored in the metadata (fallback_of). `weight_rounding` "gptq" (with
+    calibration samples; the default of the weights scheme) chooses each layer's weight codes from its
+    calibration inputs (docs/quantization.md, section 2a); "nearest" (the static schemes' default)
+    rounds each weight on its own.
     """
     scheme = scheme if isinstance(scheme, Scheme) else scheme_named(scheme)
     if bias_bits is not None:
@@ -397,6 +414,12 @@ def quantize(
                              f"{', '.join(WEIGHT_GRANULARITIES)}")
         weights = dataclasses.replace(scheme.weights, granularity=Granularity(weight_granularity))
         scheme = dataclasses.replace(scheme, weights=weights)
+    if weight_rounding is not None and weight_rounding not in WEIGHT_ROUNDINGS:
+        raise InputError(f"unknown weight rounding {weight_rounding!r}; choose one of: {', '.join(WEIGHT_ROUNDINGS)}")
+    if weight_rounding == "gptq" and (calibration is None or scheme.kind is SchemeKind.DYNAMIC):
+        raise InputError("--weight-rounding gptq chooses codes from calibration inputs: it needs --calibration and "
+                         "the eightbit, po2 or weights scheme")
+    weight_rounding = weight_rounding or DEFAULT_WEIGHT_ROUNDING[scheme.kind is SchemeKind.WEIGHTS_ONLY]
     calibrate = calibrate or scheme.default_calibration
     if calibrate not in CALIBRATION_METHODS:
         raise InputError(f"unknown calibration method {calibrate!r}; choose one of: {', '.join(CALIBRATION_METHODS)}")
@@ -408,17 +431,25 @@ def quantize(
     if min_sqnr is not None and scheme.kind is not SchemeKind.STATIC:
         raise InputError(f"--min-sqnr applies to the static schemes (eightbit, po2), not to {scheme.name!r}")
     fallback = None
+    # Node name -> second moments of its inputs: filled once, read by every model built below.
+    moments = {} if weight_rounding == "gptq" and samples is not None and not _gives_weight_grids(model) else None
     if scheme.kind is SchemeKind.STATIC and min_sqnr is not None:
         model, float_nodes, weight_note, fallback = _static_within_budget(
-            model, scheme, samples, calibrate, weight_range, threads, show_progress, min_sqnr)
+            model, scheme, samples, calibrate, weight_range, threads, show_progress, min_sqnr, moments)
     elif scheme.kind is SchemeKind.STATIC:
         model, float_nodes, weight_note, _ = _static_with_gates(model, scheme, samples, calibrate, weight_range,
-                                                                threads, show_progress)
+                                                                threads, show_progress, moments=moments)
     elif scheme.kind is SchemeKind.DYNAMIC:
         model, float_nodes, weight_note = _dynamic(model, scheme, samples, weight_range, threads)
     else:
-        QuantizeWeights(scheme)(model)
+        if moments is not None:
+            moments.update(input_moments(model, weighted_nodes(model.graph, list(model.graph)), samples, threads,
+                                         show_progress))
+        QuantizeWeights(scheme, moments)(model)
         float_nodes, weight_note = [], "weights only: arithmetic stays float"
+    if scheme.kind is not SchemeKind.DYNAMIC and moments:
+        weight_note += (f"; codes of {len(moments)} weighted nodes chosen from their calibration inputs "
+                        "(--weight-rounding gptq)")
     model.metadata_props[SCHEME_KEY] = scheme.name
     model.metadata_props[WEIGHT_RANGE_KEY] = weight_note
     model.metadata_props[FLOAT_NODES_KEY] = json.dumps([dataclasses.asdict(f) for f in float_nodes])

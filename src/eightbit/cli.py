@@ -23,6 +23,7 @@ from eightbit.config import (
     SCHEMES,
     WEIGHT_GRANULARITIES,
     WEIGHT_RANGES,
+    WEIGHT_ROUNDINGS,
     scheme_named,
 )
 from eightbit.datasets import ImagePreprocessing
@@ -63,7 +64,8 @@ def _quantize(args: argparse.Namespace) -> int:
     model = api.quantize(
         source, args.calibration, scheme=args.scheme, calibrate=args.calibrate,
         weight_range=args.weight_range, bias_bits=args.bias_bits, weight_granularity=args.weight_granularity,
-        images=images, threads=args.threads, show_progress=_show_progress(args), min_sqnr=args.min_sqnr,
+        weight_rounding=args.weight_rounding, images=images, threads=args.threads,
+        show_progress=_show_progress(args), min_sqnr=args.min_sqnr,
     )
     float_nodes = api.float_nodes_of(model)
     fallback = api.fallback_of(model)
@@ -322,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="weight codes: full [-127,127], 7bit [-63,63] (exact on x86 without VNNI), "
                                "or auto (full with VNNI; on other x86 CPUs, whichever of the two agrees better with "
                                "the float model on the calibration samples)")
+    quantize.add_argument("--weight-rounding", choices=WEIGHT_ROUNDINGS, default=None,
+                          help="gptq: choose each layer's weight codes together, lowering the error of the layer's "
+                               "output on the calibration samples; nearest: round each weight on its own "
+                               "(default: gptq for --scheme weights with --calibration, else nearest)")
     quantize.add_argument("--min-sqnr", type=float, metavar="DB",
                           help="keep the fewest, most harmful tensors in float until the worst output SQNR "
                                "(pre-softmax) on the calibration samples is at least DB; reports which nodes and "

@@ -144,6 +144,13 @@ DEFAULT_WEIGHT_RANGE = "auto"
 
 CALIBRATION_METHODS = ("minmax", "percentile", "mse", "entropy")
 
+# How weights become codes (docs/quantization.md, section 2a): "gptq" chooses each layer's codes
+# from its calibration inputs (eq. 34; without calibration samples, nearest); "nearest" rounds each
+# weight on its own (eq. 5). Default, indexed by "is the weights-only scheme": measured, gptq gains
+# where the activations stay float and not where they are quantized too.
+WEIGHT_ROUNDINGS = ("gptq", "nearest")
+DEFAULT_WEIGHT_ROUNDING = {False: "nearest", True: "gptq"}
+
 # Where `run` and `compare` execute a model: ONNX Runtime, or the integer reference kernels.
 BACKENDS = ("ort", "reference")
 

@@ -13,6 +13,7 @@ from eightbit.passes.constants import attribute, constant_array
 from eightbit.passes.fuse_activation import CLAMP
 from eightbit.passes.qdq_nodes import dequantized_codes, dequantized_constant, quantize_dequantize
 from eightbit.passes.read_qdq import given_grid, grid_in_format, weight_grid_choice
+from eightbit.passes.weight_rounding import rounded_constant
 from eightbit.plan import OP_RULES, Plan
 from eightbit.plan.ops import weight_axis
 from eightbit.plan.planner import data_input_indices
@@ -101,7 +102,8 @@ class InsertQDQ(ir.passes.InPlacePass):
     """Rules, for every int8 node of the plan:
     - each float activation it reads or writes gets one QuantizeLinear -> DequantizeLinear pair,
       shared by all readers (eq. 5, 1);
-    - its weight becomes s8 (per channel along the output-channel axis) + DequantizeLinear (eq. 6);
+    - its weight becomes s8 (per channel along the output-channel axis) + DequantizeLinear (eq. 6),
+      each weight rounded to the nearest code (eq. 5) or, for nodes in `moments`, by eq. 34;
     - its bias becomes int32 at scale s_input * s_weight + DequantizeLinear (eq. 7), its values
       saturated to scheme.bias_bits (counted per node in `bias_saturation`);
     - other constant inputs (an Add's addend) are stored in the activation format.
@@ -109,9 +111,12 @@ class InsertQDQ(ir.passes.InPlacePass):
     output keep the float value unless they are int8 themselves. Graph outputs keep their names.
     """
 
-    def __init__(self, plan: Plan, qparams: dict[ir.Value, QParams], scheme: Scheme) -> None:
+    def __init__(self, plan: Plan, qparams: dict[ir.Value, QParams], scheme: Scheme,
+                 moments: dict[str, np.ndarray] | None = None) -> None:
         super().__init__()
         self.plan, self.qparams, self.scheme = plan, qparams, scheme
+        # Node name -> its inputs' second moments: those nodes' weight codes are chosen by eq. 34.
+        self.moments = moments or {}
         # Node name -> (bias values clipped to scheme.bias_bits, bias values), for the report.
         self.bias_saturation: dict[str, tuple[int, int]] = {}
 
@@ -158,6 +163,8 @@ class InsertQDQ(ir.passes.InPlacePass):
                         axis = None  # every channel would get the same scale: store it once
                     axis, given = weight_grid_choice(value, array, self.scheme, axis)
                     key = (value.name, axis)
+                    if key not in weights and given is None and node.name in self.moments:
+                        weights[key] = self._rounded(graph, node, value, array, axis, taken)
                     if key not in weights:
                         weights[key] = dequantized_constant(
                             graph, value, array, self.scheme.weights, axis, node, taken, given
@@ -173,6 +180,13 @@ class InsertQDQ(ir.passes.InPlacePass):
             bias_index = rule.bias_input
             if bias_index is not None and bias_index < len(node.inputs) and node.inputs[bias_index] is not None:
                 self._bias(graph, node, bias_index, weight_scale, taken)
+
+    def _rounded(self, graph: ir.Graph, node: ir.Node, value: ir.Value, array: np.ndarray, axis: int | None,
+                 taken: set[str]) -> tuple[ir.Value, np.ndarray]:
+        """Weight codes chosen by eq. 34 from the node's input moments, on the grid eq. 6 gives."""
+        input_scale = float(np.max(self._scale_of(node.inputs[0])))
+        return rounded_constant(graph, node, value, array, self.moments[node.name], self.scheme.weights, axis,
+                                taken, input_scale)
 
     def _bias(self, graph: ir.Graph, node: ir.Node, index: int, weight_scale: np.ndarray | None,
               taken: set[str]) -> None:

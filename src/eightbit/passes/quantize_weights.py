@@ -10,6 +10,7 @@ from eightbit.config import Granularity, Scheme
 from eightbit.passes.constants import constant_array
 from eightbit.passes.qdq_nodes import dequantized_constant
 from eightbit.passes.read_qdq import weight_grid_choice
+from eightbit.passes.weight_rounding import rounded_constant
 from eightbit.plan.ops import weight_axis
 
 _WEIGHTED = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -20,12 +21,15 @@ _MIN_ELEMENTS = 16
 class QuantizeWeights(ir.passes.InPlacePass):
     """Rule: the constant weight of Conv, ConvTranspose, MatMul, Gemm, and the constant table of
     Gather (embeddings), become s8 codes + DequantizeLinear (eq. 6), per output channel (per
-    row for Gather). Activations and all arithmetic stay float: the file shrinks ~4x.
+    row for Gather), each weight rounded to its nearest code (eq. 5) or, for nodes in `moments`,
+    chosen by eq. 34. Activations and all arithmetic stay float: the file shrinks ~4x.
     """
 
-    def __init__(self, scheme: Scheme) -> None:
+    def __init__(self, scheme: Scheme, moments: dict[str, np.ndarray] | None = None) -> None:
         super().__init__()
         self.scheme = scheme
+        # Node name -> its inputs' second moments: those nodes' weight codes are chosen by eq. 34.
+        self.moments = moments or {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -48,6 +52,9 @@ class QuantizeWeights(ir.passes.InPlacePass):
                 continue
             axis, given = weight_grid_choice(value, array, self.scheme, axis if per_channel else None)
             key = (value.name, axis)
+            if key not in done and given is None and node.name in self.moments and index == 1:
+                done[key], _ = rounded_constant(graph, node, value, array, self.moments[node.name],
+                                                self.scheme.weights, axis, taken)
             if key not in done:
                 done[key], _ = dequantized_constant(graph, value, array, self.scheme.weights, axis, node, taken,
                                                     given)

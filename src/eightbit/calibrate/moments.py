@@ -1,0 +1,104 @@
+"""Second moments H = mean x·xᵀ of what each weighted node multiplies its weights with, over the
+calibration samples (what eq. 34's weight rounding needs).
+
+For a Conv, x is one receptive field (input channels of its group × kernel window), one per
+output position; for Gemm and MatMul, one row of the input. Running sums: memory does not grow
+with the number of samples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import onnx_ir as ir
+
+from eightbit.backends.onnxruntime import session_with_outputs
+from eightbit.config import DEFAULT_THREADS
+from eightbit.datasets import Samples
+from eightbit.passes.constants import attribute, constant_array
+from eightbit.report.progress import progress_bar
+
+
+def _conv_windows(node: ir.Node, x: np.ndarray, kernel: tuple[int, ...]) -> np.ndarray:
+    """(groups, positions, channels per group × kernel) receptive fields of a 2-D Conv on one input (C, H, W)."""
+    strides = list(attribute(node, "strides", [1, 1]))
+    dilations = list(attribute(node, "dilations", [1, 1]))
+    pads = list(attribute(node, "pads", [0, 0, 0, 0]))
+    auto_pad = attribute(node, "auto_pad", "NOTSET")
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        pads = [0, 0, 0, 0]
+        for axis, (size, stride, span) in enumerate(zip(x.shape[1:], strides, spans)):
+            total = max((math.ceil(size / stride) - 1) * stride + span - size, 0)
+            small, large = total // 2, total - total // 2
+            pads[axis], pads[axis + 2] = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+    elif auto_pad == "VALID":
+        pads = [0, 0, 0, 0]
+    padded = np.pad(x, ((0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, spans, axis=(1, 2))
+    windows = windows[:, ::strides[0], ::strides[1], ::dilations[0], ::dilations[1]]  # C, Ho, Wo, kh, kw
+    groups = int(attribute(node, "group", 1))
+    channels, out_h, out_w = windows.shape[:3]
+    per_group = channels // groups
+    windows = windows.reshape(groups, per_group, out_h * out_w, *kernel)
+    return windows.transpose(0, 2, 1, 3, 4).reshape(groups, out_h * out_w, per_group * math.prod(kernel))
+
+
+def _node_inputs(node: ir.Node, x: np.ndarray) -> Iterator[np.ndarray]:
+    """(groups, rows, columns) pieces: the vectors `node` multiplies its weights with, for one batch `x`
+    (one piece per sample for a Conv, whose receptive fields are many)."""
+    if node.op_type == "Conv":
+        kernel = tuple(constant_array(node.inputs[1]).shape[2:])
+        for sample in x:
+            yield _conv_windows(node, sample, kernel)
+        return
+    if node.op_type == "Gemm" and attribute(node, "transA", 0):
+        x = x.T
+    yield x.reshape(1, -1, x.shape[-1])
+
+
+def weighted_nodes(graph: ir.Graph, candidates: list[ir.Node]) -> list[ir.Node]:
+    """The nodes of `candidates` whose weights eq. 34 can round: 2-D Conv with a constant weight, Gemm and
+    MatMul with a constant 2-D weight as second input. (ConvTranspose keeps nearest rounding.)"""
+    chosen = []
+    for node in candidates:
+        weight = constant_array(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+        if weight is None or constant_array(node.inputs[0]) is not None:
+            continue
+        if (node.op_type == "Conv" and weight.ndim == 4) or (node.op_type in ("Gemm", "MatMul") and weight.ndim == 2):
+            chosen.append(node)
+    return chosen
+
+
+def input_moments(
+    model: ir.Model, nodes: list[ir.Node], samples: Samples, threads: int = DEFAULT_THREADS,
+    show_progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Node name -> H (groups, columns, columns), float64: the mean of x·xᵀ over every input vector of
+    every sample.
+
+    `nodes` are nodes of `model` (see weighted_nodes); `model` runs as it is, in float.
+    """
+    graph_inputs = {v.name for v in model.graph.inputs}
+    values = list({node.inputs[0].name: node.inputs[0] for node in nodes}.values())
+    produced = [v for v in values if v.name not in graph_inputs]
+    names = [v.name for v in produced]
+    sums: dict[str, np.ndarray] = {}
+    counts = dict.fromkeys((node.name for node in nodes), 0)
+    session = session_with_outputs(model, produced, threads)
+    try:
+        batches = progress_bar(samples.batches(), samples.number_of_batches(), "input moments", show_progress)
+        for feeds in batches:
+            results = session.run(feeds, names) if names else {}
+            for node in nodes:
+                name = node.inputs[0].name
+                x = np.asarray(feeds[name] if name in graph_inputs else results[name], np.float32)
+                for vectors in _node_inputs(node, x):
+                    h = np.matmul(vectors.transpose(0, 2, 1), vectors).astype(np.float64)
+                    sums[node.name] = sums[node.name] + h if node.name in sums else h
+                    counts[node.name] += vectors.shape[1]
+    finally:
+        session.close()
+    return {name: total / counts[name] for name, total in sums.items()}

@@ -1,0 +1,75 @@
+"""Weight codes chosen with the layer's inputs in view (docs/quantization.md, section 2a, eq. 34).
+
+Rounding every weight to its nearest code (eq. 5) minimizes the error of each weight; what the
+model feels is the error of the layer's output, (W − Ŵ)·x. With H = Σ x·xᵀ over the calibration
+inputs, that error is tr((W − Ŵ) H (W − Ŵ)ᵀ). Quantizing one input column at a time and moving
+its rounding error onto the columns not yet quantized, in proportion to the inverse of H,
+lowers it (Optimal Brain Quantization, Frantar and Alistarh 2022; in blocks of columns as GPTQ,
+Frantar et al. 2023). The grid, one (scale, zero point) per output row, is the one eq. 6 gives;
+only which code each weight takes changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eightbit.config import IntegerFormat
+
+# Added to H's diagonal, as a fraction of its mean: keeps H invertible where inputs are
+# (nearly) linearly dependent, and limits how far an error is moved.
+DAMPING = 0.01
+# Columns quantized one at a time inside a block; the block's error reaches later columns in one product.
+BLOCK = 128
+
+
+def _nearest(column: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, fmt: IntegerFormat) -> np.ndarray:
+    return np.clip(np.rint(column / scale) + zero_point, fmt.qmin, fmt.qmax)
+
+
+def error_feedback_codes(
+    weights: np.ndarray, moments: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, fmt: IntegerFormat,
+    input_noise: float = 0.0,
+) -> np.ndarray:
+    """Codes for `weights` (rows = outputs, columns = inputs) on the per-row grid (scale, zero point)
+    that lower tr(E·H·Eᵀ), E = weights − dequantized codes, H = `moments` (inputs × inputs) (eq. 34).
+
+    Columns are taken in their own order. `input_noise` (the variance the input's own rounding adds,
+    s_x²/12) is added to H's diagonal. Inputs that were always zero keep code zero_point.
+    """
+    w = np.array(weights, dtype=np.float64)
+    h = np.array(moments, dtype=np.float64)
+    scale = np.asarray(scale, np.float64).reshape(-1)
+    zero_point = np.asarray(zero_point, np.float64).reshape(-1)
+    rows, columns = w.shape
+    scale = np.broadcast_to(scale, (rows,))
+    zero_point = np.broadcast_to(zero_point, (rows,))
+    dead = np.diag(h) <= 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h[np.diag_indices(columns)] += np.where(dead, 0.0, input_noise)
+    h[np.diag_indices(columns)] += DAMPING * np.mean(np.diag(h))
+    try:
+        # Upper Cholesky factor of H⁻¹: row i holds how column i's error spreads to the columns after it.
+        spread = np.linalg.cholesky(np.linalg.inv(h)).T
+    except np.linalg.LinAlgError:
+        return _nearest(w, scale[:, None], zero_point[:, None], fmt)
+    codes = np.empty_like(w)
+    for first in range(0, columns, BLOCK):
+        last = min(first + BLOCK, columns)
+        block = w[:, first:last].copy()
+        errors = np.empty_like(block)
+        for i in range(last - first):
+            column = block[:, i]
+            code = _nearest(column, scale, zero_point, fmt)
+            codes[:, first + i] = code
+            error = (column - (code - zero_point) * scale) / spread[first + i, first + i]
+            block[:, i:] -= np.outer(error, spread[first + i, first + i:last])
+            errors[:, i] = error
+        w[:, last:] -= errors @ spread[first:last, last:]
+    return codes
+
+
+def output_error(weights: np.ndarray, approximation: np.ndarray, moments: np.ndarray) -> float:
+    """tr(E·H·Eᵀ), E = weights − approximation: the summed squared output error over the inputs behind H."""
+    e = np.asarray(weights, np.float64) - np.asarray(approximation, np.float64)
+    return float(np.einsum("rk,kl,rl->", e, np.asarray(moments, np.float64), e))

@@ -1,0 +1,123 @@
+"""Weight codes chosen from the calibration inputs (eq. 34) and the moments they are chosen from."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import helper
+
+from conftest import make_model, small_cnn, tensor, value_info
+from eightbit import api
+from eightbit.calibrate.moments import input_moments, weighted_nodes
+from eightbit.config import IntegerFormat
+from eightbit.datasets import input_specs, samples_from_arrays
+from eightbit.ir import as_model
+from eightbit.quant.rounding import error_feedback_codes, output_error
+
+S7 = IntegerFormat(bits=8, signed=True, symmetric=True, narrow=True, value_bits=7)
+
+
+def _nearest(weights, scale):
+    return np.clip(np.rint(weights / scale[:, None]), S7.qmin, S7.qmax)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(16, 64))
+def test_output_error_is_below_nearest_rounding(seed, columns):
+    """Greedy, so not for every single row; over a layer of 32 rows with correlated inputs, lower."""
+    rng = np.random.default_rng(seed)
+    rows = 32
+    mixing = rng.normal(size=(columns, columns)) * rng.uniform(0.1, 2.0, columns)
+    inputs = rng.normal(size=(400, columns)) @ mixing  # correlated inputs
+    moments = inputs.T @ inputs / len(inputs)
+    weights = rng.normal(size=(rows, columns))
+    scale = np.abs(weights).max(axis=1) / S7.qmax
+    codes = error_feedback_codes(weights, moments, scale, np.zeros(rows), S7)
+    assert codes.min() >= S7.qmin and codes.max() <= S7.qmax and np.array_equal(codes, np.rint(codes))
+    chosen = output_error(weights, codes * scale[:, None], moments)
+    nearest = output_error(weights, _nearest(weights, scale) * scale[:, None], moments)
+    assert chosen < nearest
+
+
+def test_uncorrelated_inputs_give_nearest_codes_and_dead_inputs_zero():
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(6, 10))
+    scale = np.abs(weights).max(axis=1) / S7.qmax
+    moments = np.diag(rng.uniform(0.5, 2.0, 10))
+    np.testing.assert_array_equal(error_feedback_codes(weights, moments, scale, np.zeros(6), S7),
+                                  _nearest(weights, scale))
+    moments[3, 3] = 0.0  # an input that never moved: its weight cannot matter, code 0
+    assert not error_feedback_codes(weights, moments, scale, np.zeros(6), S7)[:, 3].any()
+
+
+@pytest.mark.parametrize("attributes", [
+    {"pads": [1, 0, 2, 1], "strides": [2, 1]},
+    {"pads": [2, 2, 2, 2], "dilations": [2, 2], "group": 2},
+    {"auto_pad": "SAME_UPPER", "strides": [2, 2], "group": 4},
+])
+def test_conv_moments_give_the_mean_squared_output(attributes):
+    """For a Conv without bias, mean over output positions of Σ_o y_o² is tr(W_g H_g W_gᵀ) summed over groups."""
+    rng = np.random.default_rng(1)
+    groups = attributes.get("group", 1)
+    w = rng.normal(size=(8, 4 // groups, 3, 3)).astype(np.float32)
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", **attributes)
+    model = make_model([conv], [value_info("x", [None, 4, 9, 11])], [value_info("y", [None, 8, None, None])],
+                       [tensor("w", w)])
+    x = rng.normal(size=(3, 4, 9, 11)).astype(np.float32)
+    y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ir_model = as_model(model)
+    samples = samples_from_arrays({"x": x}, input_specs(ir_model))
+    moments = input_moments(ir_model, weighted_nodes(ir_model.graph, list(ir_model.graph)), samples,
+                            show_progress=False)["conv"]
+    per_group = 8 // groups
+    predicted = sum(output_error(w[g * per_group:(g + 1) * per_group].reshape(per_group, -1), 0, moments[g])
+                    for g in range(groups))
+    measured = float((y.astype(np.float64) ** 2).sum(axis=1).mean())
+    assert predicted == pytest.approx(measured, rel=1e-4)
+
+
+def _sqnr(float_path, quantized, x) -> float:
+    """Output SQNR (dB) of the quantized onnx_ir model against the float model at `float_path`, on `x`."""
+    def run(model) -> np.ndarray:
+        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": x})[0].astype(np.float64)
+
+    expected, got = run(str(float_path)), run(ir.to_proto(quantized).SerializeToString())
+    return 10 * np.log10((expected ** 2).sum() / ((expected - got) ** 2).sum())
+
+
+def test_weights_scheme_with_calibration_chooses_codes_that_lose_less(tmp_path):
+    path = tmp_path / "cnn.onnx"
+    onnx.save_model(small_cnn(seed=3, channels=16, softmax=False), path)
+    rng = np.random.default_rng(2)
+    calibration = {"x": rng.normal(size=(64, 3, 16, 16)).astype(np.float32)}
+    held_out = rng.normal(size=(32, 3, 16, 16)).astype(np.float32)
+    chosen = api.quantize(path, calibration, scheme="weights")
+    nearest = api.quantize(path, calibration, scheme="weights", weight_rounding="nearest")
+    assert "gptq" in chosen.metadata_props[api.WEIGHT_RANGE_KEY]
+    assert "gptq" not in nearest.metadata_props[api.WEIGHT_RANGE_KEY]
+    gain = _sqnr(path, chosen, held_out) - _sqnr(path, nearest, held_out)
+    assert gain > 1.0, f"eq. 34 rounding gained only {gain:.2f} dB on held-out inputs"
+    # the static scheme can ask for it; its codes stay in the 8-bit range and the model runs
+    static = api.quantize(path, calibration, weight_rounding="gptq")
+    assert "gptq" in static.metadata_props[api.WEIGHT_RANGE_KEY]
+    assert _sqnr(path, static, held_out) > 15
+
+
+def test_unknown_weight_rounding_is_refused(tmp_path):
+    path = tmp_path / "cnn.onnx"
+    onnx.save_model(small_cnn(), path)
+    with pytest.raises(api.InputError, match="unknown weight rounding"):
+        api.quantize(path, scheme="weights", weight_rounding="best")
+    with pytest.raises(api.InputError, match="needs --calibration"):
+        api.quantize(path, scheme="weights", weight_rounding="gptq")
+    calibration = {"x": np.zeros((4, 3, 16, 16), np.float32)}
+    with pytest.raises(api.InputError, match="needs --calibration"):
+        api.quantize(path, calibration, scheme="dynamic", weight_rounding="gptq")
+    # without samples the weights scheme rounds to nearest, as it always did
+    assert "gptq" not in api.quantize(path, scheme="weights").metadata_props[api.WEIGHT_RANGE_KEY]
