@@ -108,6 +108,8 @@ def _quantize(args: argparse.Namespace) -> int:
             print(f"bias values clipped to {bits} bits: "
                   + ", ".join(f"{node} ({count})" for node, count in saturated.items()))
         print_tables(float_nodes_table(float_nodes))
+    else:
+        print(model.metadata_props.get(api.WEIGHT_RANGE_KEY, ""))
     return 0
 
 
