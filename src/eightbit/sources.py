@@ -66,6 +66,9 @@ class NpzMemberRows(RowSource):
     start again when an earlier row is asked for.
     """
 
+    _stream: zipfile.ZipExtFile | None = None  # set before __init__ can fail: __del__ closes them
+    _archive: zipfile.ZipFile | None = None
+
     def __init__(self, path: Path, archive: zipfile.ZipFile, member: str):
         self.path, self.member = path, member
         with archive.open(member) as stream:
@@ -81,8 +84,6 @@ class NpzMemberRows(RowSource):
         info = archive.getinfo(member)
         self.stored = info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1
         self.file_offset = _data_offset(path, info) + self.header_bytes if self.stored else 0
-        self._stream: zipfile.ZipExtFile | None = None
-        self._archive: zipfile.ZipFile | None = None
         self._position = 0
         self._whole: np.ndarray | None = None
 
