@@ -174,6 +174,8 @@ def npz_sources(path: Path) -> dict[str, RowSource]:
             if len(members) != len(archive.namelist()):
                 raise ValueError("a member that is not an .npy array")
             return {member[:-4]: NpzMemberRows(path, archive, member) for member in members}
+    except InputError:
+        raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
         raise InputError(
             f"{path}: not a readable .npz archive ({type(error).__name__}); save it with numpy.savez"
