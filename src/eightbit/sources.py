@@ -70,7 +70,7 @@ class NpzMemberRows(RowSource):
     _archive: zipfile.ZipFile | None = None
 
     def __init__(self, path: Path, archive: zipfile.ZipFile, member: str):
-        self.path, self.member = path, member
+        self.path, self.member, self.name = path, member, member[:-4]
         with archive.open(member) as stream:
             version = np.lib.format.read_magic(stream)
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
@@ -78,7 +78,7 @@ class NpzMemberRows(RowSource):
             shape, fortran_order, dtype = read_header(stream)
             self.header_bytes = stream.tell()
         if dtype.hasobject:
-            raise InputError(f"{path}: array {member[:-4]!r} holds Python objects; save numeric arrays")
+            raise InputError(f"{path}: array {self.name!r} holds Python objects; save numeric arrays")
         self.shape, self.dtype, self.fortran_order = tuple(shape), dtype, fortran_order
         self.row_bytes = math.prod(self.shape[1:]) * dtype.itemsize
         info = archive.getinfo(member)
@@ -91,7 +91,7 @@ class NpzMemberRows(RowSource):
         if self.fortran_order:  # rows are not contiguous on disk: read the array once
             if self._whole is None:
                 with np.load(self.path, allow_pickle=False) as archive:
-                    self._whole = archive[self.member[:-4]]
+                    self._whole = archive[self.name]
             return self._whole[start:stop]
         out = np.empty((stop - start, *self.shape[1:]), dtype=self.dtype)
         view = memoryview(out).cast("B") if out.size else memoryview(b"")
@@ -102,7 +102,7 @@ class NpzMemberRows(RowSource):
         else:
             got = self._read_compressed(start * self.row_bytes, view)
         if got != len(view):
-            raise InputError(f"{self.path}: array {self.member[:-4]!r} is truncated; save the .npz again")
+            raise InputError(f"{self.path}: array {self.name!r} is truncated; save the .npz again")
         return out
 
     def _read_compressed(self, offset: int, view: memoryview) -> int:
@@ -173,7 +173,7 @@ def npz_sources(path: Path) -> dict[str, RowSource]:
             members = [name for name in archive.namelist() if name.endswith(".npy")]
             if len(members) != len(archive.namelist()):
                 raise ValueError("a member that is not an .npy array")
-            return {member[:-4]: NpzMemberRows(path, archive, member) for member in members}
+            return {rows.name: rows for rows in (NpzMemberRows(path, archive, member) for member in members)}
     except InputError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:

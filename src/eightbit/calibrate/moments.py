@@ -46,11 +46,10 @@ def _conv_windows(node: ir.Node, x: np.ndarray, kernel: tuple[int, ...]) -> np.n
     return windows.transpose(0, 2, 1, 3, 4).reshape(groups, out_h * out_w, per_group * math.prod(kernel))
 
 
-def _node_inputs(node: ir.Node, x: np.ndarray) -> Iterator[np.ndarray]:
+def _node_inputs(node: ir.Node, x: np.ndarray, kernel: tuple[int, ...]) -> Iterator[np.ndarray]:
     """(groups, rows, columns) pieces: the vectors `node` multiplies its weights with, for one batch `x`
-    (one piece per sample for a Conv, whose receptive fields are many)."""
+    (one piece per sample for a Conv, whose receptive fields are many; `kernel` is its window)."""
     if node.op_type == "Conv":
-        kernel = tuple(constant_array(node.inputs[1]).shape[2:])
         for sample in x:
             yield _conv_windows(node, sample, kernel)
         return
@@ -87,6 +86,7 @@ def input_moments(
     names = [v.name for v in produced]
     sums: dict[str, np.ndarray] = {}
     counts = dict.fromkeys((node.name for node in nodes), 0)
+    kernels = {node.name: tuple(constant_array(node.inputs[1]).shape[2:]) for node in nodes}
     session = session_with_outputs(model, produced, threads)
     try:
         batches = progress_bar(samples.batches(), samples.number_of_batches(), "input moments", show_progress)
@@ -95,7 +95,7 @@ def input_moments(
             for node in nodes:
                 name = node.inputs[0].name
                 x = np.asarray(feeds[name] if name in graph_inputs else results[name], np.float32)
-                for vectors in _node_inputs(node, x):
+                for vectors in _node_inputs(node, x, kernels[node.name]):
                     h = np.matmul(vectors.transpose(0, 2, 1), vectors).astype(np.float64)
                     sums[node.name] = sums[node.name] + h if node.name in sums else h
                     counts[node.name] += vectors.shape[1]
