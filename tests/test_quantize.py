@@ -190,3 +190,21 @@ def test_large_models_keep_their_tensors_in_a_side_file(monkeypatch, cnn_path, s
     reloaded = load_model(target)  # reads the side file back
     assert sqnr_db(outputs(cnn_path, samples), outputs(target, samples)) > 25.0
     assert sqnr_db(outputs(target, samples), outputs(reloaded, samples)) == np.inf
+
+
+def test_a_channel_of_near_zero_weights_keeps_its_bias():
+    # Batch-norm folding leaves channels like this one: weights ~1e-10 beside a bias of 0.56. On the grid
+    # of its own weights the bias would need ~1e16 codes; the channel's scale is widened instead (eq. 7a).
+    rng = np.random.default_rng(5)
+    w = rng.normal(0, 0.2, (3, 2, 3, 3)).astype(np.float32)
+    w[1] = rng.normal(0, 1e-10, (2, 3, 3))
+    b = np.array([0.1, 0.56, -0.3], np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])
+    model = make_model([node], [value_info("x", ["n", 2, 6, 6])], [value_info("y", ["n", 3, 6, 6])],
+                       [tensor("w", w), tensor("b", b)])
+    x = rng.normal(0, 1, (16, 2, 6, 6)).astype(np.float32)
+    quantized = eightbit.quantize(model, {"x": x})
+    assert eightbit.api.bias_saturation_of(quantized) == {}
+    expected, got = outputs(ir.from_proto(model), x[:4]), outputs(quantized, x[:4])
+    assert np.allclose(got[:, 1], 0.56, atol=0.01)
+    assert sqnr_db(expected, got) > 30

@@ -14,11 +14,12 @@ from eightbit.passes.fuse_activation import CLAMP
 from eightbit.passes.qdq_nodes import dequantized_codes, dequantized_constant, quantize_dequantize
 from eightbit.passes.read_qdq import given_grid, grid_in_format, weight_grid_choice
 from eightbit.passes.weight_rounding import rounded_constant
-from eightbit.plan import OP_RULES, Plan
+from eightbit.plan import OP_RULES, OpRule, Plan
 from eightbit.plan.ops import weight_axis
 from eightbit.plan.planner import data_input_indices
 from eightbit.quant import choose_qparams, quantize_bias
 from eightbit.quant.saturation import hard_sigmoid_live_range, hard_swish_live_range, sigmoid_live_range
+from eightbit.quant.weights import least_weight_scale
 
 QParams = tuple[np.ndarray, np.ndarray]
 
@@ -163,11 +164,12 @@ class InsertQDQ(ir.passes.InPlacePass):
                         axis = None  # every channel would get the same scale: store it once
                     axis, given = weight_grid_choice(value, array, self.scheme, axis)
                     key = (value.name, axis)
+                    least = self._least_weight_scale(node, rule, array, axis)
                     if key not in weights and given is None and node.name in self.moments:
-                        weights[key] = self._rounded(graph, node, value, array, axis, taken)
+                        weights[key] = self._rounded(graph, node, value, array, axis, taken, least)
                     if key not in weights:
                         weights[key] = dequantized_constant(
-                            graph, value, array, self.scheme.weights, axis, node, taken, given
+                            graph, value, array, self.scheme.weights, axis, node, taken, given, least
                         )
                     replacement, weight_scale = weights[key]
                 else:
@@ -181,12 +183,26 @@ class InsertQDQ(ir.passes.InPlacePass):
             if bias_index is not None and bias_index < len(node.inputs) and node.inputs[bias_index] is not None:
                 self._bias(graph, node, bias_index, weight_scale, taken)
 
+    def _least_weight_scale(self, node: ir.Node, rule: OpRule, array: np.ndarray,
+                            axis: int | None) -> np.ndarray | None:
+        """Per channel of `node`'s weight, the scale below which its bias would not fit the bias format
+        (eq. 7a); None without a constant bias, or for weights on one grid (widening it for one channel's
+        bias would coarsen every channel: that bias saturates, and the report counts it)."""
+        index = rule.bias_input
+        if axis is None or index is None or index >= len(node.inputs) or node.inputs[index] is None:
+            return None
+        bias = constant_array(node.inputs[index])
+        if bias is None:
+            return None
+        least = least_weight_scale(bias, self._scale_of(node.inputs[0]), self.scheme.bias)
+        return least if array.shape[axis] == least.size else None  # grouped ConvTranspose: not per output
+
     def _rounded(self, graph: ir.Graph, node: ir.Node, value: ir.Value, array: np.ndarray, axis: int | None,
-                 taken: set[str]) -> tuple[ir.Value, np.ndarray]:
+                 taken: set[str], least: np.ndarray | None) -> tuple[ir.Value, np.ndarray]:
         """Weight codes chosen by eq. 34 from the node's input moments, on the grid eq. 6 gives."""
         input_scale = float(np.max(self._scale_of(node.inputs[0])))
         return rounded_constant(graph, node, value, array, self.moments[node.name], self.scheme.weights, axis,
-                                taken, input_scale)
+                                taken, input_scale, least)
 
     def _bias(self, graph: ir.Graph, node: ir.Node, index: int, weight_scale: np.ndarray | None,
               taken: set[str]) -> None:

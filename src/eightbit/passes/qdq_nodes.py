@@ -34,13 +34,15 @@ def _dequantize_node(
 def dequantized_constant(
     graph: ir.Graph, value: ir.Value, array: np.ndarray, fmt: IntegerFormat, axis: int | None,
     before: ir.Node, taken: set[str], qparams: tuple[np.ndarray, np.ndarray] | None = None,
+    least_scale: np.ndarray | None = None,
 ) -> tuple[ir.Value, np.ndarray]:
     """An integer initializer + DequantizeLinear standing in for constant `value`.
 
-    Parameters come from the array's own range (per channel along `axis`, or per tensor) unless
-    given. The node is inserted before `before`. Returns (dequantized value, scale).
+    Parameters come from the array's own range (per channel along `axis`, or per tensor; no scale
+    below `least_scale`) unless given. The node is inserted before `before`. Returns (dequantized
+    value, scale).
     """
-    scale, zero_point = qparams if qparams is not None else weight_qparams(array, fmt, axis)
+    scale, zero_point = qparams if qparams is not None else weight_qparams(array, fmt, axis, least_scale)
     codes = quantize(array, scale, zero_point, fmt, axis)
     return dequantized_codes(graph, value, codes, scale, zero_point, axis, before, taken), scale
 

@@ -37,10 +37,11 @@ def rounded_codes(
 
 def rounded_constant(
     graph: ir.Graph, node: ir.Node, value: ir.Value, array: np.ndarray, moments: np.ndarray, fmt: IntegerFormat,
-    axis: int | None, taken: set[str], input_scale: float = 0.0,
+    axis: int | None, taken: set[str], input_scale: float = 0.0, least_scale: np.ndarray | None = None,
 ) -> tuple[ir.Value, np.ndarray]:
     """Integer initializer + DequantizeLinear standing in for `node`'s weight `value`, on the grid eq. 6
-    gives (per channel along `axis`, or per tensor), codes chosen by eq. 34. Returns (value, scale)."""
-    scale, zero_point = weight_qparams(array, fmt, axis)
+    gives (per channel along `axis`, or per tensor; no scale below `least_scale`, eq. 7a), codes chosen
+    by eq. 34. Returns (value, scale)."""
+    scale, zero_point = weight_qparams(array, fmt, axis, least_scale)
     codes = rounded_codes(node, array, moments, scale, zero_point, fmt, input_scale)
     return dequantized_codes(graph, value, codes, scale, zero_point, axis, node, taken), scale
