@@ -51,7 +51,7 @@ def run(names: list[str]) -> list[str]:
         calibration = {case.input_name: case.calibration}
         evaluation = case.evaluation[:EVALUATION]
         for weight_range in ("7bit", "auto"):
-            model = eightbit.quantize(case.path, calibration, weight_range=weight_range)
+            model = eightbit.quantize(case.path, calibration, weight_range=weight_range, weight_rounding="nearest")
             chosen = model.metadata_props.get("eightbit.weight_range", "")
             if weight_range == "auto" and chosen.startswith("7-bit"):
                 rows[-1] = rows[-1].replace("| 7-bit |", "| 7-bit (also the default) |", 1)
@@ -82,7 +82,8 @@ Made by `python -m benchmarks.agreement` (see benchmarks/agreement.py). Per op: 
 of the reference fed ONNX Runtime's own input codes; "time per sample" is the reference
 backend's plus ONNX Runtime's run and the comparison. "Accumulator bits needed": the widest
 worst-case accumulator of any layer (depth x largest input span x largest weight + bias);
-32 or fewer means int32 accumulators cannot overflow on any input.
+32 or fewer means int32 accumulators cannot overflow on any input. Weight codes rounded to
+nearest (`--weight-rounding nearest`).
 
 {table}
 """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -13,10 +15,12 @@ from onnx import helper
 
 from conftest import make_model, small_cnn, tensor, value_info
 from eightbit import api
+from eightbit.calibrate import moments as moments_module
 from eightbit.calibrate.moments import input_moments, weighted_nodes
 from eightbit.config import IntegerFormat
 from eightbit.datasets import input_specs, samples_from_arrays
 from eightbit.ir import as_model
+from eightbit.passes.weight_rounding import rounded_codes
 from eightbit.quant.rounding import error_feedback_codes, output_error
 
 S7 = IntegerFormat(bits=8, signed=True, symmetric=True, narrow=True, value_bits=7)
@@ -81,6 +85,51 @@ def test_conv_moments_give_the_mean_squared_output(attributes):
     assert predicted == pytest.approx(measured, rel=1e-4)
 
 
+def test_large_feature_maps_give_the_moments_of_every_kth_row_and_column(monkeypatch):
+    rng = np.random.default_rng(6)
+    w = rng.normal(size=(5, 3, 3, 3)).astype(np.float32)
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])
+    model = make_model([conv], [value_info("x", [None, 3, 10, 13])], [value_info("y", [None, 5, 10, 13])],
+                       [tensor("w", w)])
+    x = rng.normal(size=(2, 3, 10, 13)).astype(np.float32)
+    y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    monkeypatch.setattr(moments_module, "POSITIONS_PER_SAMPLE", 20)  # 130 positions: every 3rd row and column
+    ir_model = as_model(model)
+    samples = samples_from_arrays({"x": x}, input_specs(ir_model))
+    moments = input_moments(ir_model, weighted_nodes(ir_model.graph, list(ir_model.graph)), samples,
+                            show_progress=False)["conv"]
+    predicted = output_error(w.reshape(5, -1), 0, moments[0])
+    kept = y[:, :, ::3, ::3].astype(np.float64)
+    assert predicted == pytest.approx(float((kept ** 2).sum(axis=1).mean()), rel=1e-4)
+
+
+def test_wide_layers_keep_the_diagonal_blocks_of_their_moments(monkeypatch):
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(20, 6)).astype(np.float32)  # MatMul: 20 inputs, 6 outputs
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")
+    model = as_model(make_model([node], [value_info("x", [None, 20])], [value_info("y", [None, 6])],
+                                [tensor("w", w)]))
+    x = (rng.normal(size=(50, 20)) @ rng.normal(size=(20, 20))).astype(np.float32)  # correlated inputs
+    samples = samples_from_arrays({"x": x}, input_specs(model))
+    nodes = weighted_nodes(model.graph, list(model.graph))
+    whole = input_moments(model, nodes, samples, show_progress=False)["fc"]
+    monkeypatch.setattr(moments_module, "DIAGONAL_BLOCK", 8)
+    blocks = input_moments(model, nodes, samples, show_progress=False)["fc"]
+    assert whole.shape == (1, 20, 20) and blocks.shape == (1, 3, 8, 8)
+    for block, width in enumerate((8, 8, 4)):
+        inputs = slice(8 * block, 8 * block + width)
+        np.testing.assert_allclose(blocks[0, block, :width, :width], whole[0][inputs, inputs], rtol=1e-6)
+    assert not blocks[0, 2, 4:].any() and not blocks[0, 2, :, 4:].any()
+    # each block of inputs is rounded on its own, with its block of H
+    scale = np.abs(w).max(axis=0) / S7.qmax
+    codes = rounded_codes(nodes[0], w, blocks, scale, np.zeros(6), S7)
+    rows = w.T.astype(np.float64)
+    for block, width in enumerate((8, 8, 4)):
+        inputs = slice(8 * block, 8 * block + width)
+        expected = error_feedback_codes(rows[:, inputs], whole[0][inputs, inputs], scale, np.zeros(6), S7)
+        np.testing.assert_array_equal(codes[inputs].T, expected)
+
+
 def _sqnr(float_path, quantized, x) -> float:
     """Output SQNR (dB) of the quantized onnx_ir model against the float model at `float_path`, on `x`."""
     def run(model) -> np.ndarray:
@@ -121,3 +170,26 @@ def test_unknown_weight_rounding_is_refused(tmp_path):
         api.quantize(path, calibration, scheme="dynamic", weight_rounding="gptq")
     # without samples the weights scheme rounds to nearest, as it always did
     assert "gptq" not in api.quantize(path, scheme="weights").metadata_props[api.WEIGHT_RANGE_KEY]
+
+
+def test_static_default_measures_both_roundings_and_keeps_the_better(tmp_path):
+    path = tmp_path / "cnn.onnx"
+    onnx.save_model(small_cnn(seed=3, channels=16, softmax=False), path)
+    rng = np.random.default_rng(2)
+    calibration = {"x": rng.normal(size=(64, 3, 16, 16)).astype(np.float32)}
+    model = api.quantize(path, calibration)
+    note = model.metadata_props[api.WEIGHT_RANGE_KEY]
+    found = re.search(r"auto\): (-?[\d.]+) dB output SQNR on the calibration samples, rounded to nearest "
+                      r"(-?[\d.]+) dB: (chosen codes taken|nearest kept)", note)
+    assert found, note
+    chosen_db, nearest_db, verdict = float(found[1]), float(found[2]), found[3]
+    assert (verdict == "chosen codes taken") == (chosen_db >= nearest_db + api.GPTQ_MARGIN_DB)
+    assert ("chosen from their calibration inputs" in note.split("auto)")[-1]) == (verdict == "chosen codes taken")
+    # the model kept is the one measured: rebuilt with that rounding forced, the same bytes
+    forced = api.quantize(path, calibration, weight_rounding="gptq" if verdict.startswith("chosen") else "nearest")
+    def weights(m: ir.Model) -> list[bytes]:
+        return [t.SerializeToString() for t in ir.to_proto(m).graph.initializer]
+
+    assert weights(model) == weights(forced)
+    # without samples there is nothing to measure: nearest, no note
+    assert "auto" not in api.quantize(path, scheme="weights").metadata_props[api.WEIGHT_RANGE_KEY]

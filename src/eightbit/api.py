@@ -228,28 +228,61 @@ def _static(
 GATE_TOLERANCE_DB = 0.5
 
 
+def _swishes_as_gates(model: ir.Model) -> bool:
+    """Whether a model _static_with_gates built took hard-swish as gate convolutions (none left as ops)."""
+    return not any(node.op_type == "HardSwish" for node in model.graph)
+
+
 def _static_with_gates(
     prepared: ir.Model, scheme: Scheme, samples: Samples | None, method: str, weight_range: str, threads: int,
     show_progress: bool, kept_float: dict[str, str] | None = None, moments: dict[str, np.ndarray] | None = None,
+    swish_gates: bool | None = None,
 ) -> tuple[ir.Model, list[FloatNode], str, str]:
     """`_static`, with hard-sigmoid gates as convolutions, and hard-swish too where that is measured to cost
-    at most GATE_TOLERANCE_DB (docs/quantization.md, section 6b)."""
+    at most GATE_TOLERANCE_DB (docs/quantization.md, section 6b), or as `swish_gates` says."""
     if samples is None or scheme.activations.symmetric:  # the gate's Clip(0, 1) folds only into an asymmetric grid
         return _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments)
     HardGatesAsConvolutions(("HardSigmoid",))(prepared)
     swishes = sum(node.op_type == "HardSwish" for node in prepared.graph)
-    plain = _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments)
-    if not swishes:
-        return plain
+    if not swishes or swish_gates is False:
+        return _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments)
     rewritten = ir.from_proto(ir.to_proto(prepared))
     HardGatesAsConvolutions(("HardSwish",))(rewritten)
     gated = _static(rewritten, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments)
+    if swish_gates:
+        return gated
+    plain = _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments)
     plain_db, gated_db = _float_agreement_db([plain[0], gated[0]], prepared, samples, threads)
     measured = (f"{swishes} hard-swishes as gate convolutions: {gated_db:.1f} dB output SQNR on the calibration "
                 f"samples, as float ops {plain_db:.1f} dB")
     if gated_db >= plain_db - GATE_TOLERANCE_DB:
         return gated[0], gated[1], f"{gated[2]}; {measured}: integer kernels taken", gated[3]
     return plain[0], plain[1], f"{plain[2]}; {measured}: kept float", plain[3]
+
+
+# --weight-rounding auto takes eq. 34's codes when they raise the worst output SQNR on the calibration
+# samples by at least this much over nearest rounding (docs/quantization.md, section 2a).
+GPTQ_MARGIN_DB = 0.5
+
+
+def _static_rounding_measured(
+    prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
+    show_progress: bool,
+) -> tuple[ir.Model, list[FloatNode], str, str, dict[str, np.ndarray] | None, str]:
+    """`_static_with_gates` with nearest weight codes, and the same model (weight range, hard-swish form) with
+    codes by eq. 34; the second where it agrees better with float by GPTQ_MARGIN_DB. Returns the model, its
+    float nodes, its note, the weight range taken, the moments (None where nearest was kept) and what was
+    measured."""
+    nearest = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress)
+    moments: dict[str, np.ndarray] = {}
+    chosen = _static_with_gates(prepared, scheme, samples, method, nearest[3], threads, show_progress,
+                                moments=moments, swish_gates=_swishes_as_gates(nearest[0]))
+    nearest_db, chosen_db = _float_agreement_db([nearest[0], chosen[0]], prepared, samples, threads)
+    measured = (f"weight codes chosen from the calibration inputs (--weight-rounding auto): {chosen_db:.1f} dB "
+                f"output SQNR on the calibration samples, rounded to nearest {nearest_db:.1f} dB")
+    if chosen_db >= nearest_db + GPTQ_MARGIN_DB:
+        return (*chosen, moments, f"{measured}: chosen codes taken")
+    return (*nearest, None, f"{measured}: nearest kept")
 
 
 def _static_within_budget(
@@ -420,6 +453,8 @@ def quantize(
         raise InputError("--weight-rounding gptq chooses codes from calibration inputs: it needs --calibration and "
                          "the eightbit, po2 or weights scheme")
     weight_rounding = weight_rounding or DEFAULT_WEIGHT_ROUNDING[scheme.kind is SchemeKind.WEIGHTS_ONLY]
+    if weight_rounding == "auto" and (calibration is None or scheme.kind is SchemeKind.DYNAMIC):
+        weight_rounding = "nearest"  # nothing to choose codes from, or no stored activation grids
     calibrate = calibrate or scheme.default_calibration
     if calibrate not in CALIBRATION_METHODS:
         raise InputError(f"unknown calibration method {calibrate!r}; choose one of: {', '.join(CALIBRATION_METHODS)}")
@@ -431,9 +466,21 @@ def quantize(
     if min_sqnr is not None and scheme.kind is not SchemeKind.STATIC:
         raise InputError(f"--min-sqnr applies to the static schemes (eightbit, po2), not to {scheme.name!r}")
     fallback = None
+    if _gives_weight_grids(model):
+        weight_rounding = "nearest"  # the model's own weight codes are kept
+    if weight_rounding == "auto" and scheme.kind is SchemeKind.WEIGHTS_ONLY:
+        weight_rounding = "gptq"  # measured: eq. 34 gains on every model whose activations stay float
     # Node name -> second moments of its inputs: filled once, read by every model built below.
-    moments = {} if weight_rounding == "gptq" and samples is not None and not _gives_weight_grids(model) else None
-    if scheme.kind is SchemeKind.STATIC and min_sqnr is not None:
+    moments = {} if weight_rounding == "gptq" and samples is not None else None
+    if scheme.kind is SchemeKind.STATIC and weight_rounding == "auto":
+        prepared = model
+        model, float_nodes, weight_note, taken_range, moments, measured = _static_rounding_measured(
+            prepared, scheme, samples, calibrate, weight_range, threads, show_progress)
+        if min_sqnr is not None:  # the budget is met with the rounding (and weight range) just chosen
+            model, float_nodes, weight_note, fallback = _static_within_budget(
+                prepared, scheme, samples, calibrate, taken_range, threads, show_progress, min_sqnr, moments)
+        weight_note = f"{weight_note}; {measured}"
+    elif scheme.kind is SchemeKind.STATIC and min_sqnr is not None:
         model, float_nodes, weight_note, fallback = _static_within_budget(
             model, scheme, samples, calibrate, weight_range, threads, show_progress, min_sqnr, moments)
     elif scheme.kind is SchemeKind.STATIC:

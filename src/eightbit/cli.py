@@ -328,8 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "the float model on the calibration samples)")
     quantize.add_argument("--weight-rounding", choices=WEIGHT_ROUNDINGS, default=None,
                           help="gptq: choose each layer's weight codes together, lowering the error of the layer's "
-                               "output on the calibration samples; nearest: round each weight on its own "
-                               "(default: gptq for --scheme weights with --calibration, else nearest)")
+                               "output on the calibration samples; nearest: round each weight on its own; auto "
+                               "(default): with --calibration, the static schemes build both and keep gptq where "
+                               "it agrees better with the float model on those samples, --scheme weights takes gptq")
     quantize.add_argument("--min-sqnr", type=float, metavar="DB",
                           help="keep the fewest, most harmful tensors in float until the worst output SQNR "
                                "(pre-softmax) on the calibration samples is at least DB; reports which nodes and "

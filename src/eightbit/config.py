@@ -145,11 +145,13 @@ DEFAULT_WEIGHT_RANGE = "auto"
 CALIBRATION_METHODS = ("minmax", "percentile", "mse", "entropy")
 
 # How weights become codes (docs/quantization.md, section 2a): "gptq" chooses each layer's codes
-# from its calibration inputs (eq. 34; without calibration samples, nearest); "nearest" rounds each
-# weight on its own (eq. 5). Default, indexed by "is the weights-only scheme": measured, gptq gains
-# where the activations stay float and not where they are quantized too.
-WEIGHT_ROUNDINGS = ("gptq", "nearest")
-DEFAULT_WEIGHT_ROUNDING = {False: "nearest", True: "gptq"}
+# from its calibration inputs (eq. 34); "nearest" rounds each weight on its own (eq. 5); "auto"
+# builds the model both ways and keeps gptq where it agrees better with the float model on the
+# calibration samples (nearest without samples). Default, indexed by "is the weights-only scheme":
+# measured, gptq gains on every model where the activations stay float; where they are quantized
+# too the gain is mixed, so the static schemes measure.
+WEIGHT_ROUNDINGS = ("auto", "gptq", "nearest")
+DEFAULT_WEIGHT_ROUNDING = {False: "auto", True: "gptq"}
 
 # Where `run` and `compare` execute a model: ONNX Runtime, or the integer reference kernels.
 BACKENDS = ("ort", "reference")

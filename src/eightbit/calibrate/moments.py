@@ -2,8 +2,10 @@
 calibration samples (what eq. 34's weight rounding needs).
 
 For a Conv, x is one receptive field (input channels of its group × kernel window), one per
-output position; for Gemm and MatMul, one row of the input. Running sums: memory does not grow
-with the number of samples.
+output position (evenly thinned past POSITIONS_PER_SAMPLE a sample); for Gemm and MatMul, one row
+of the input. Running sums: memory does not grow with the number of samples. A layer with more
+than DIAGONAL_BLOCK inputs (VGG's first fully connected layer has 25,088) keeps H's diagonal blocks
+of that size only (docs/quantization.md, section 2a): its whole H would take gigabytes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import Samples
 from eightbit.passes.constants import attribute, constant_array
 from eightbit.report.progress import progress_bar
+
+# Widest H kept whole; wider layers keep its diagonal blocks of this many inputs, (groups, blocks, B, B).
+DIAGONAL_BLOCK = 4096
+# A Conv's receptive fields taken per sample, at most: past it, every k-th output row and column (k the
+# same for both). H is a mean; 4,096 fields a sample over the calibration set estimate it well, and
+# VGG-19's first layers have 50,176.
+POSITIONS_PER_SAMPLE = 4096
 
 
 def _conv_windows(node: ir.Node, x: np.ndarray, kernel: tuple[int, ...]) -> np.ndarray:
@@ -39,6 +48,8 @@ def _conv_windows(node: ir.Node, x: np.ndarray, kernel: tuple[int, ...]) -> np.n
     padded = np.pad(x, ((0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
     windows = np.lib.stride_tricks.sliding_window_view(padded, spans, axis=(1, 2))
     windows = windows[:, ::strides[0], ::strides[1], ::dilations[0], ::dilations[1]]  # C, Ho, Wo, kh, kw
+    step = math.ceil(math.sqrt(windows.shape[1] * windows.shape[2] / POSITIONS_PER_SAMPLE))
+    windows = windows[:, ::step, ::step]
     groups = int(attribute(node, "group", 1))
     channels, out_h, out_w = windows.shape[:3]
     per_group = channels // groups
@@ -56,6 +67,21 @@ def _node_inputs(node: ir.Node, x: np.ndarray, kernel: tuple[int, ...]) -> Itera
     if node.op_type == "Gemm" and attribute(node, "transA", 0):
         x = x.T
     yield x.reshape(1, -1, x.shape[-1])
+
+
+def _products(vectors: np.ndarray) -> np.ndarray:
+    """Σ x·xᵀ over the rows of `vectors` (groups, rows, columns): (groups, columns, columns), or its
+    diagonal blocks (groups, blocks, DIAGONAL_BLOCK, DIAGONAL_BLOCK), zero-padded, past DIAGONAL_BLOCK columns."""
+    columns = vectors.shape[-1]
+    if columns <= DIAGONAL_BLOCK:
+        return np.matmul(vectors.transpose(0, 2, 1), vectors).astype(np.float64)
+    blocks = -(-columns // DIAGONAL_BLOCK)
+    out = np.zeros((vectors.shape[0], blocks, DIAGONAL_BLOCK, DIAGONAL_BLOCK))
+    for block in range(blocks):
+        part = vectors[..., block * DIAGONAL_BLOCK:(block + 1) * DIAGONAL_BLOCK]
+        width = part.shape[-1]
+        out[:, block, :width, :width] = np.matmul(part.transpose(0, 2, 1), part)
+    return out
 
 
 def weighted_nodes(graph: ir.Graph, candidates: list[ir.Node]) -> list[ir.Node]:
@@ -76,7 +102,7 @@ def input_moments(
     show_progress: bool = True,
 ) -> dict[str, np.ndarray]:
     """Node name -> H (groups, columns, columns), float64: the mean of x·xᵀ over every input vector of
-    every sample.
+    every sample (past DIAGONAL_BLOCK columns, its diagonal blocks: see _products).
 
     `nodes` are nodes of `model` (see weighted_nodes); `model` runs as it is, in float.
     """
@@ -96,7 +122,7 @@ def input_moments(
                 name = node.inputs[0].name
                 x = np.asarray(feeds[name] if name in graph_inputs else results[name], np.float32)
                 for vectors in _node_inputs(node, x, kernels[node.name]):
-                    h = np.matmul(vectors.transpose(0, 2, 1), vectors).astype(np.float64)
+                    h = _products(vectors)
                     sums[node.name] = sums[node.name] + h if node.name in sums else h
                     counts[node.name] += vectors.shape[1]
     finally:

@@ -18,7 +18,8 @@ def rounded_codes(
 ) -> np.ndarray:
     """Codes of `node`'s weight `array` on the grid (scale, zero point) (per channel along the node's
     output-channel axis, or one for the tensor) chosen by eq. 34 with H = `moments` (groups, columns,
-    columns) from calibrate.moments."""
+    columns) from calibrate.moments; given H's diagonal blocks only (groups, blocks, B, B), each block of
+    columns is rounded on its own."""
     output_axis = weight_axis(node)
     rows = np.moveaxis(np.asarray(array, np.float64), output_axis, 0)
     layout = rows.shape
@@ -30,8 +31,13 @@ def rounded_codes(
     codes = np.empty_like(rows)
     for group in range(groups):
         part = slice(group * per_group, (group + 1) * per_group)
-        codes[part] = error_feedback_codes(rows[part], moments[group], scales[part], zero_points[part], fmt,
-                                           input_noise=input_scale**2 / 12)
+        blocks = moments[group] if moments.ndim == 4 else moments[group][None]
+        width = blocks.shape[-1]
+        for block, h in enumerate(blocks):
+            columns = slice(block * width, (block + 1) * width)
+            used = rows[part, columns].shape[1]
+            codes[part, columns] = error_feedback_codes(rows[part, columns], h[:used, :used], scales[part],
+                                                        zero_points[part], fmt, input_noise=input_scale**2 / 12)
     return np.moveaxis(codes.reshape(layout), 0, output_axis).astype(fmt.numpy_dtype)
 
 
