@@ -269,13 +269,14 @@ def _static_rounding_measured(
     prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
     show_progress: bool,
 ) -> tuple[ir.Model, list[FloatNode], str, str, dict[str, np.ndarray] | None, str]:
-    """`_static_with_gates` with nearest weight codes, and the same model (weight range, hard-swish form) with
-    codes by eq. 34; the second where it agrees better with float by GPTQ_MARGIN_DB. Returns the model, its
+    """`_static_with_gates` with nearest weight codes, and the same model (hard-swish form) with codes by eq. 34
+    (the weight range decided anew: the two can saturate differently); the second where it agrees better with
+    float by GPTQ_MARGIN_DB. Returns the model, its
     float nodes, its note, the weight range taken, the moments (None where nearest was kept) and what was
     measured."""
     nearest = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress)
     moments: dict[str, np.ndarray] = {}
-    chosen = _static_with_gates(prepared, scheme, samples, method, nearest[3], threads, show_progress,
+    chosen = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress,
                                 moments=moments, swish_gates=_swishes_as_gates(nearest[0]))
     nearest_db, chosen_db = _float_agreement_db([nearest[0], chosen[0]], prepared, samples, threads)
     measured = (f"weight codes chosen from the calibration inputs (--weight-rounding auto): {chosen_db:.1f} dB "
