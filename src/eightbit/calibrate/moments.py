@@ -123,7 +123,10 @@ def input_moments(
                 x = np.asarray(feeds[name] if name in graph_inputs else results[name], np.float32)
                 for vectors in _node_inputs(node, x, kernels[node.name]):
                     h = _products(vectors)
-                    sums[node.name] = sums[node.name] + h if node.name in sums else h
+                    if node.name in sums:
+                        sums[node.name] += h
+                    else:
+                        sums[node.name] = h
                     counts[node.name] += vectors.shape[1]
     finally:
         session.close()
