@@ -77,3 +77,26 @@ def test_bias_is_quantized_at_input_times_weight_scale():
 def test_non_finite_range_is_refused():
     with pytest.raises(ValueError):
         choose_qparams(-np.inf, 1.0, ACTIVATIONS_U8)
+
+
+def test_a_least_scale_widens_only_the_channels_it_must_and_the_bias_then_fits():
+    from eightbit.config import WEIGHTS_S8_PO2
+    from eightbit.quant.weights import least_weight_scale, weight_qparams
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.1, (3, 8))
+    w[1] *= 1e-9  # a channel batch-norm folding left all but zero
+    bias, input_scale = np.array([0.2, 0.5, -0.1]), np.float32(0.02)
+    plain, _ = weight_qparams(w, WEIGHTS_S8_PER_CHANNEL, axis=0)
+    least = least_weight_scale(bias, input_scale, BIAS_S32)
+    widened, zero_point = weight_qparams(w, WEIGHTS_S8_PER_CHANNEL, axis=0, least_scale=least)
+    assert widened[0] == plain[0] and widened[2] == plain[2]  # float32 scales: equal to 2^-24
+    assert widened[1] == pytest.approx(least[1], rel=1e-6) and least[1] > 1000 * plain[1]
+    codes, _ = quantize_bias(bias, input_scale, widened, BIAS_S32)
+    assert np.allclose(codes * (input_scale * widened), bias, rtol=1e-4)
+    scale, _ = weight_qparams(w, ACTIVATIONS_U8, axis=0, least_scale=least)  # asymmetric: its top end widens
+    assert scale[1] == pytest.approx(least[1], rel=1e-6) and scale[0] == weight_qparams(w, ACTIVATIONS_U8, axis=0)[0][0]
+    po2, _ = weight_qparams(w, WEIGHTS_S8_PO2, axis=0, least_scale=least)
+    assert po2[1] >= least[1] and np.log2(po2[1]) == np.round(np.log2(po2[1]))
+    with pytest.raises(ValueError, match="per-channel"):
+        weight_qparams(w, WEIGHTS_S8_PER_CHANNEL, axis=None, least_scale=least)

@@ -271,9 +271,8 @@ def _static_rounding_measured(
 ) -> tuple[ir.Model, list[FloatNode], str, str, dict[str, np.ndarray] | None, str]:
     """`_static_with_gates` with nearest weight codes, and the same model (hard-swish form) with codes by eq. 34
     (the weight range decided anew: the two can saturate differently); the second where it agrees better with
-    float by GPTQ_MARGIN_DB. Returns the model, its
-    float nodes, its note, the weight range taken, the moments (None where nearest was kept) and what was
-    measured."""
+    float by GPTQ_MARGIN_DB. Returns the model, its float nodes, its note, the weight range taken, the moments
+    (None where nearest was kept) and what was measured."""
     nearest = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress)
     moments: dict[str, np.ndarray] = {}
     chosen = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress,
