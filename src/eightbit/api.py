@@ -494,7 +494,7 @@ def quantize(
                                          show_progress))
         QuantizeWeights(scheme, moments)(model)
         float_nodes, weight_note = [], "weights only: arithmetic stays float"
-    if scheme.kind is not SchemeKind.DYNAMIC and moments:
+    if weight_rounding == "gptq" and moments:  # (auto's note already says what it took)
         weight_note += (f"; codes of {len(moments)} weighted nodes chosen from their calibration inputs "
                         "(--weight-rounding gptq)")
     model.metadata_props[SCHEME_KEY] = scheme.name

@@ -107,7 +107,10 @@ def _quantize(args: argparse.Namespace) -> int:
             bits = args.bias_bits or scheme_named(args.scheme).bias_bits
             print(f"bias values clipped to {bits} bits: "
                   + ", ".join(f"{node} ({count})" for node, count in saturated.items()))
-        print_tables(float_nodes_table(float_nodes))
+        if float_nodes:
+            print_tables(float_nodes_table(float_nodes))
+        else:
+            print("nodes left in float: none")
     else:
         print(model.metadata_props.get(api.WEIGHT_RANGE_KEY, ""))
     return 0
