@@ -1,4 +1,4 @@
-"""--min-sqnr: the fewest, most harmful tensors kept float until the output SQNR budget holds."""
+"""--min-sqnr and --max-drop: the fewest, most harmful tensors kept float until the budget holds."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import eightbit
 from eightbit.api import fallback_of, float_nodes_of
 from eightbit.backends import OrtSession
 from eightbit.cli import main
-from eightbit.fallback import fewest_meeting
+from eightbit.fallback import Budget, Fallback, fallback_from_dict, fewest_meeting
 from eightbit.ir import as_model
 from eightbit.report.metrics import sqnr_db
 from test_cli import assert_refused, run_cli, unchanged
@@ -27,14 +27,14 @@ def test_fewest_meeting_finds_the_smallest_count_with_few_probes():
         asked.append(count)
         return 10.0 + count
 
-    count, measured, probes = fewest_meeting(15.5, 40, measure)
+    count, measured, probes = fewest_meeting(lambda value: value >= 15.5, 40, measure)
     assert (count, measured) == (6, 16.0)
     assert probes == len(set(asked)) <= 2 * math.ceil(math.log2(40))
     assert 5 in asked  # the count just below was measured and found short
 
 
 def test_fewest_meeting_reports_the_most_it_could_keep_when_nothing_meets_the_budget():
-    count, measured, _ = fewest_meeting(100.0, 5, lambda count: float(count))
+    count, measured, _ = fewest_meeting(lambda value: value >= 100.0, 5, lambda count: float(count))
     assert (count, measured) == (5, 5.0)
 
 
@@ -58,12 +58,12 @@ def test_the_outlier_layer_is_kept_float_to_meet_the_budget(images, held_out):
     broken = chain_cnn(outlier=True)
     within = eightbit.quantize(broken, images, min_sqnr=-100.0)  # met as it is: nothing kept float
     untouched = fallback_of(within)
-    assert untouched.met and untouched.kept == [] and untouched.after_db == untouched.before_db
-    budget = untouched.before_db + 6.0
+    assert untouched.met and untouched.kept == [] and untouched.after == untouched.before
+    budget = untouched.before + 6.0
 
     model = eightbit.quantize(broken, images, min_sqnr=budget)
     fallback = fallback_of(model)
-    assert fallback.met and fallback.after_db >= budget > fallback.before_db
+    assert fallback.met and fallback.after >= budget > fallback.before
     assert fallback.kept[0].tensors == ("rb",) and fallback.kept[0].impact_db > 3.0
     assert "conv_b" in fallback.kept_nodes and fallback.latency_ms is not None
     kept = {node.name: node.reason for node in float_nodes_of(model)}
@@ -76,7 +76,7 @@ def test_the_outlier_layer_is_kept_float_to_meet_the_budget(images, held_out):
 def test_a_budget_out_of_reach_keeps_every_harmful_grid_float_and_says_so(images):
     model = eightbit.quantize(chain_cnn(outlier=True), images, min_sqnr=300.0)
     fallback = fallback_of(model)
-    assert not fallback.met and fallback.kept and fallback.after_db > fallback.before_db
+    assert not fallback.met and fallback.kept and fallback.after > fallback.before
     assert "NOT met" in fallback.summary()
 
 
@@ -96,4 +96,47 @@ def test_cli_min_sqnr_prints_what_was_kept_and_refuses_what_it_cannot_measure(tm
                            "--min-sqnr", "30"), "--min-sqnr", "weights")
     assert_refused(run_cli("quantize", source, "--calibration", data, "-o", refused, "--min-sqnr", "nan"),
                    "--min-sqnr")
+    assert not refused.exists() and unchanged(source, before)
+
+
+def test_max_drop_keeps_float_what_a_user_metric_needs(images):
+    def mean_error(got, expected):  # higher is better: minus the mean squared error against float
+        return -float(np.mean((got - expected) ** 2))
+
+    broken = chain_cnn(outlier=True)
+    loose = fallback_of(eightbit.quantize(broken, images, max_drop=1e9, metric=mean_error))
+    assert loose.met and loose.kept == [] and loose.before > 0  # the drop from float's 0
+    limit = loose.before / 4
+    model = eightbit.quantize(broken, images, max_drop=limit, metric=mean_error)
+    fallback = fallback_of(model)
+    assert fallback.met and fallback.after <= limit < fallback.before and fallback.kept[0].tensors == ("rb",)
+    assert "--max-drop" in {node.name: node.reason for node in float_nodes_of(model)}["conv_b"]
+    assert fallback.summary().startswith(f"--max-drop {limit:g} points: met") and "mean error" in fallback.summary()
+    # the default metric: top-1 agreement with float, in percent
+    default = fallback_of(eightbit.quantize(broken, images, max_drop=0.0))
+    assert default.budget.measures.startswith("drop in top-1 agreement") and default.met == (default.after <= 0.0)
+
+
+def test_fallbacks_stored_before_max_drop_still_read():
+    old = {"budget_db": 20.0, "before_db": 15.0, "after_db": 21.0, "met": True, "probes": 3,
+           "kept": [{"tensors": ["rb"], "nodes": ["conv_b"], "impact_db": 4.0}], "latency_ms": None}
+    fallback = fallback_from_dict(old)
+    assert fallback.budget == Budget.min_sqnr(20.0) and fallback.met and fallback.after == 21.0
+    assert fallback_from_dict(fallback.as_dict()) == fallback
+    assert isinstance(fallback, Fallback) and not Budget.max_drop(1.0).meets(1.5)
+
+
+def test_cli_max_drop_refuses_what_it_cannot_measure(tmp_path, images):
+    source, data = tmp_path / "chain.onnx", tmp_path / "x.npz"
+    onnx.save(chain_cnn(outlier=True), source)
+    np.savez(data, **images)
+    before = source.read_bytes()
+    refused = tmp_path / "refused.onnx"
+    assert_refused(run_cli("quantize", source, "-o", refused, "--max-drop", "1"), "--max-drop", "--calibration")
+    assert_refused(run_cli("quantize", source, "--calibration", data, "-o", refused, "--max-drop", "-1"),
+                   "--max-drop", "0 or more")
+    assert_refused(run_cli("quantize", source, "--calibration", data, "-o", refused, "--max-drop", "1",
+                           "--min-sqnr", "20"), "--min-sqnr", "--max-drop")
+    assert_refused(run_cli("quantize", source, "--calibration", data, "-o", refused, "--scheme", "dynamic",
+                           "--max-drop", "1"), "--max-drop", "dynamic")
     assert not refused.exists() and unchanged(source, before)

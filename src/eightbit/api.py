@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ from eightbit.datasets import (
     samples_from_arrays,
 )
 from eightbit.errors import InputError
-from eightbit.fallback import Fallback, fallback_from_dict, fewest_meeting, ranked_harms
+from eightbit.fallback import Budget, Fallback, fallback_from_dict, fewest_meeting, ranked_harms
 from eightbit.ir import as_model, check_output_path, save_model
 from eightbit.isa import cpu_features
 from eightbit.metadata import BIAS_KEY, FALLBACK_KEY, FLOAT_NODES_KEY, SCHEME_KEY, WEIGHT_RANGE_KEY
@@ -57,7 +58,7 @@ from eightbit.passes.read_qdq import GIVEN_GRID, given_grid, grid_in_format
 from eightbit.plan import FloatNode, make_plan
 from eightbit.prepare import prepare
 from eightbit.report.latency import interleaved
-from eightbit.report.metrics import Agreement, compared_values
+from eightbit.report.metrics import Agreement, compared_values, top1_agreement_percent
 
 ModelLike = ir.Model | str | os.PathLike  # or an onnx.ModelProto
 DataLike = Samples | dict[str, np.ndarray] | str | os.PathLike
@@ -286,42 +287,39 @@ def _static_rounding_measured(
 
 
 def _static_within_budget(
-    prepared: ir.Model, scheme: Scheme, samples: Samples | None, method: str, weight_range: str, threads: int,
-    show_progress: bool, min_sqnr: float, moments: dict[str, np.ndarray] | None = None,
+    prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
+    show_progress: bool, budget: Budget, measured: Callable[[ir.Model], float],
+    moments: dict[str, np.ndarray] | None = None,
 ) -> tuple[ir.Model, list[FloatNode], str, Fallback]:
     """`_static_with_gates`, with the fewest, most harmful tensor grids kept float (their producers and
-    readers float nodes) for the worst output SQNR on the calibration samples to reach `min_sqnr` dB
-    (docs/quantization.md, section 11b)."""
-    if samples is None:
-        raise InputError("--min-sqnr measures the model on calibration samples; pass --calibration samples.npz")
-    if not math.isfinite(min_sqnr):
-        raise InputError(f"--min-sqnr must be a finite number of dB, got {min_sqnr}")
+    readers float nodes) for `measured` (a model -> its measure on the calibration samples) to meet
+    `budget` (docs/quantization.md, section 11b)."""
     built = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress,
                                moments=moments)
-    before_db = _float_agreement_db([built[0]], prepared, samples, threads)[0]
-    if before_db >= min_sqnr:
-        return (*built[:3], Fallback(min_sqnr, before_db, before_db, [], 1))
+    before = measured(built[0])
+    if budget.meets(before):
+        return (*built[:3], Fallback(budget, before, before, [], 1))
     batches = list(itertools.islice(samples.batches(), WEIGHT_RANGE_CHECK_BATCHES))
     harms = ranked_harms(built[0], prepared, batches, threads, show_progress)
     if not harms:
-        return (*built[:3], Fallback(min_sqnr, before_db, before_db, [], 1))
+        return (*built[:3], Fallback(budget, before, before, [], 1))
     candidates: dict[int, tuple[ir.Model, list[FloatNode], str, str]] = {}
 
     def measure(count: int) -> float:
         kept: dict[str, str] = {}
         for harm in harms[:count]:
-            reason = (f"kept float for --min-sqnr {min_sqnr:g} dB: quantizing {', '.join(harm.tensors)} cost "
-                      f"{harm.impact_db:.2f} dB")
+            reason = (f"kept float for {budget.flag} {budget.limit:g} {budget.unit}: quantizing "
+                      f"{', '.join(harm.tensors)} cost {harm.impact_db:.2f} dB")
             kept.update({name: reason for name in harm.nodes if name not in kept})
         # The weight range the all-quantized model took: measured anew on a partly float model, an 8-bit
         # range that saturates where the samples do not show it could win.
         candidates[count] = _static_with_gates(prepared, scheme, samples, method, built[3], threads, False, kept,
                                                moments)
-        return _float_agreement_db([candidates[count][0]], prepared, samples, threads)[0]
+        return measured(candidates[count][0])
 
-    count, after_db, probes = fewest_meeting(min_sqnr, len(harms), measure)
+    count, after, probes = fewest_meeting(budget.meets, len(harms), measure)
     chosen = candidates[count]
-    fallback = Fallback(min_sqnr, before_db, after_db, harms[:count], probes + 1)
+    fallback = Fallback(budget, before, after, harms[:count], probes + 1)
     feed = samples.single_feed()
     quantized, kept = OrtSession(built[0], threads=threads), OrtSession(chosen[0], threads=threads)
     latency = interleaved(lambda: quantized.run(feed), lambda: kept.run(feed), rounds=5)
@@ -329,6 +327,48 @@ def _static_within_budget(
     kept.close()
     fallback.latency_ms = (latency.first_ms, latency.second_ms)
     return (*chosen[:3], fallback)
+
+
+def _metric_drop(reference: ir.Model, samples: Samples, threads: int,
+                 metric: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[ir.Model], float]:
+    """A model -> how far `metric` falls on every calibration sample: metric(float, float) − metric(model's,
+    float), over the first output (the samples' batches stacked)."""
+    output = reference.graph.outputs[0].name
+
+    def outputs(model: ir.Model) -> np.ndarray:
+        session = OrtSession(model, threads=threads)
+        try:
+            return np.concatenate([session.run(feeds, [output])[output] for feeds in samples.batches()])
+        finally:
+            session.close()
+
+    expected = outputs(reference)
+    best = float(metric(expected, expected))
+    return lambda model: best - float(metric(outputs(model), expected))
+
+
+def _budget(min_sqnr: float | None, max_drop: float | None, metric: Callable | None, scheme: Scheme,
+            samples: Samples | None) -> Budget | None:
+    """The budget asked for, checked: one of the two, a static scheme, calibration samples, a finite limit."""
+    if min_sqnr is None and max_drop is None:
+        if metric is not None:
+            raise InputError("a metric is what --max-drop measures; give max_drop too")
+        return None
+    if min_sqnr is not None and max_drop is not None:
+        raise InputError("--min-sqnr and --max-drop are two budgets for the same search; give one of them")
+    flag, limit = ("--min-sqnr", min_sqnr) if min_sqnr is not None else ("--max-drop", max_drop)
+    if scheme.kind is not SchemeKind.STATIC:
+        raise InputError(f"{flag} applies to the static schemes (eightbit, po2), not to {scheme.name!r}")
+    if samples is None:
+        raise InputError(f"{flag} measures the model on calibration samples; pass --calibration samples.npz")
+    if not math.isfinite(limit) or (max_drop is not None and max_drop < 0):
+        raise InputError(f"{flag} must be a finite number{' of dB' if min_sqnr is not None else ', 0 or more'}, "
+                         f"got {limit}")
+    if min_sqnr is not None:
+        return Budget.min_sqnr(min_sqnr)
+    if metric is None:
+        return Budget.max_drop(max_drop)
+    return Budget.max_drop(max_drop, getattr(metric, "__name__", "the metric").replace("_", " "))
 
 
 # A dynamic-scheme choice that quantizes more at run time (MEASURED_CHOICES: MatMuls of two run-time
@@ -423,6 +463,8 @@ def quantize(
     threads: int = DEFAULT_THREADS,
     show_progress: bool = False,
     min_sqnr: float | None = None,
+    max_drop: float | None = None,
+    metric: Callable[[np.ndarray, np.ndarray], float] | None = None,
 ) -> ir.Model:
     """Quantize a float ONNX model (a path, an onnx.ModelProto or an onnx_ir.Model, which is left
     unchanged); returns the quantized onnx_ir model (and saves it to `output`).
@@ -431,7 +473,10 @@ def quantize(
     Nodes left in float and the reason for each are stored in the model's metadata.
     `min_sqnr` (static schemes): keep the fewest, most harmful tensors float until the worst output
     SQNR (pre-softmax) on the calibration samples is at least this many dB; what was kept, and
-    what it cost in latency, is stored in the metadata (fallback_of). `weight_rounding` "gptq" (with
+    what it cost in latency, is stored in the metadata (fallback_of). `max_drop` instead: until
+    `metric(outputs, float_outputs)` (higher is better; the first output over every calibration sample,
+    stacked; default: top-1 agreement with float, in %) is at most this much below its float value
+    metric(float_outputs, float_outputs). `weight_rounding` "gptq" (with
     calibration samples; the default of the weights scheme) chooses each layer's weight codes from its
     calibration inputs (docs/quantization.md, section 2a); "nearest" (the static schemes' default)
     rounds each weight on its own.
@@ -463,8 +508,7 @@ def quantize(
     model = as_model(model)
     samples = load_samples(calibration, model, images) if calibration is not None else None
     prepare(model)
-    if min_sqnr is not None and scheme.kind is not SchemeKind.STATIC:
-        raise InputError(f"--min-sqnr applies to the static schemes (eightbit, po2), not to {scheme.name!r}")
+    budget = _budget(min_sqnr, max_drop, metric, scheme, samples)
     fallback = None
     if _gives_weight_grids(model):
         weight_rounding = "nearest"  # the model's own weight codes are kept
@@ -472,17 +516,24 @@ def quantize(
         weight_rounding = "gptq"  # measured: eq. 34 gains on every model whose activations stay float
     # Node name -> second moments of its inputs: filled once, read by every model built below.
     moments = {} if weight_rounding == "gptq" and samples is not None else None
+    prepared = model
+    if budget is None:
+        measured = None
+    elif max_drop is not None:
+        measured = _metric_drop(prepared, samples, threads, metric or top1_agreement_percent)
+    else:
+        def measured(candidate: ir.Model) -> float:
+            return _float_agreement_db([candidate], prepared, samples, threads)[0]
     if scheme.kind is SchemeKind.STATIC and weight_rounding == "auto":
-        prepared = model
-        model, float_nodes, weight_note, taken_range, moments, measured = _static_rounding_measured(
+        model, float_nodes, weight_note, taken_range, moments, rounding = _static_rounding_measured(
             prepared, scheme, samples, calibrate, weight_range, threads, show_progress)
-        if min_sqnr is not None:  # the budget is met with the rounding (and weight range) just chosen
+        if budget is not None:  # the budget is met with the rounding (and weight range) just chosen
             model, float_nodes, weight_note, fallback = _static_within_budget(
-                prepared, scheme, samples, calibrate, taken_range, threads, show_progress, min_sqnr, moments)
-        weight_note = f"{weight_note}; {measured}"
-    elif scheme.kind is SchemeKind.STATIC and min_sqnr is not None:
+                prepared, scheme, samples, calibrate, taken_range, threads, show_progress, budget, measured, moments)
+        weight_note = f"{weight_note}; {rounding}"
+    elif scheme.kind is SchemeKind.STATIC and budget is not None:
         model, float_nodes, weight_note, fallback = _static_within_budget(
-            model, scheme, samples, calibrate, weight_range, threads, show_progress, min_sqnr, moments)
+            prepared, scheme, samples, calibrate, weight_range, threads, show_progress, budget, measured, moments)
     elif scheme.kind is SchemeKind.STATIC:
         model, float_nodes, weight_note, _ = _static_with_gates(model, scheme, samples, calibrate, weight_range,
                                                                 threads, show_progress, moments=moments)

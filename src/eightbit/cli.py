@@ -65,7 +65,7 @@ def _quantize(args: argparse.Namespace) -> int:
         source, args.calibration, scheme=args.scheme, calibrate=args.calibrate,
         weight_range=args.weight_range, bias_bits=args.bias_bits, weight_granularity=args.weight_granularity,
         weight_rounding=args.weight_rounding, images=images, threads=args.threads,
-        show_progress=_show_progress(args), min_sqnr=args.min_sqnr,
+        show_progress=_show_progress(args), min_sqnr=args.min_sqnr, max_drop=args.max_drop,
     )
     float_nodes = api.float_nodes_of(model)
     fallback = api.fallback_of(model)
@@ -338,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="keep the fewest, most harmful tensors in float until the worst output SQNR "
                                "(pre-softmax) on the calibration samples is at least DB; reports which nodes and "
                                "what they cost in latency (static schemes)")
+    quantize.add_argument("--max-drop", type=float, metavar="POINTS",
+                          help="keep the fewest, most harmful tensors in float until top-1 agreement with the float "
+                               "model (argmax of the first output's last axis) on every calibration sample is at "
+                               "most POINTS percentage points below 100; reports like --min-sqnr (static schemes)")
     quantize.add_argument("--eval", help="held-out samples for the report (default: the first "
                                          f"{DEFAULT_REPORT_SAMPLES} calibration samples)")
     quantize.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -1,5 +1,5 @@
-"""Keeping the most harmful quantized tensors in float until a model meets an output-SQNR budget
-(docs/quantization.md, section 11b).
+"""Keeping the most harmful quantized tensors in float until a model meets a budget: an output-SQNR
+floor (--min-sqnr) or the most a task metric may drop (--max-drop) (docs/quantization.md, section 11b).
 
 Harm is measured, not guessed: for every group of activations sharing one grid, how much the
 worst output SQNR (pre-softmax, eq. 14) rises when that group alone stays float
@@ -32,20 +32,42 @@ class Harm:
     impact_db: float
 
 
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What the fallback must reach: `limit` in `unit`, of what `measures` names. --min-sqnr is met at or
+    above its limit, --max-drop at or below."""
+
+    flag: str  # "--min-sqnr" or "--max-drop"
+    limit: float
+    unit: str
+    measures: str
+
+    @staticmethod
+    def min_sqnr(db: float) -> Budget:
+        return Budget("--min-sqnr", db, "dB", "worst output SQNR")
+
+    @staticmethod
+    def max_drop(points: float, metric: str = "top-1 agreement with float") -> Budget:
+        return Budget("--max-drop", points, "points", f"drop in {metric}")
+
+    def meets(self, value: float) -> bool:
+        return value <= self.limit if self.flag == "--max-drop" else value >= self.limit
+
+
 @dataclasses.dataclass
 class Fallback:
-    """What a budget search found."""
+    """What a budget search found: the measure (in the budget's unit) before and after."""
 
-    budget_db: float
-    before_db: float  # worst output SQNR with everything quantized
-    after_db: float  # ... with the kept groups in float
+    budget: Budget
+    before: float  # with everything quantized
+    after: float  # ... with the kept groups in float
     kept: list[Harm]
     probes: int  # models built and measured
     latency_ms: tuple[float, float] | None = None  # (all quantized, with the kept nodes float), side by side
 
     @property
     def met(self) -> bool:
-        return self.after_db >= self.budget_db
+        return self.budget.meets(self.after)
 
     @property
     def kept_nodes(self) -> list[str]:
@@ -53,13 +75,15 @@ class Fallback:
 
     def summary(self) -> str:
         """One line for the report."""
+        budget = self.budget
+        head = f"{budget.flag} {budget.limit:g} {budget.unit}"
         if not self.kept:
-            return (f"--min-sqnr {self.budget_db:g} dB: met with every node quantized "
-                    f"({self.before_db:.1f} dB on the calibration samples)")
+            return (f"{head}: met with every node quantized ({budget.measures}: {self.before:.1f} {budget.unit} "
+                    "on the calibration samples)")
         verdict = "met" if self.met else "NOT met even"
-        text = (f"--min-sqnr {self.budget_db:g} dB: {verdict} with {len(self.kept_nodes)} nodes kept float for "
-                f"{len(self.kept)} tensor grids ({self.before_db:.1f} -> {self.after_db:.1f} dB worst output SQNR on "
-                f"the calibration samples, {self.probes} models measured)")
+        text = (f"{head}: {verdict} with {len(self.kept_nodes)} nodes kept float for {len(self.kept)} tensor grids "
+                f"({budget.measures}: {self.before:.1f} -> {self.after:.1f} {budget.unit} on the calibration "
+                f"samples, {self.probes} models measured)")
         if self.latency_ms is not None:
             quantized, kept = self.latency_ms
             text += f"; latency {quantized:.2f} -> {kept:.2f} ms ({kept / quantized:.2f}x)"
@@ -67,7 +91,8 @@ class Fallback:
 
     def as_dict(self) -> dict:
         return {
-            "budget_db": self.budget_db, "before_db": round(self.before_db, 3), "after_db": round(self.after_db, 3),
+            "flag": self.budget.flag, "limit": self.budget.limit, "unit": self.budget.unit,
+            "measures": self.budget.measures, "before": round(self.before, 3), "after": round(self.after, 3),
             "met": self.met, "probes": self.probes,
             "kept": [{"tensors": list(h.tensors), "nodes": list(h.nodes), "impact_db": round(h.impact_db, 3)}
                      for h in self.kept],
@@ -77,10 +102,16 @@ class Fallback:
 
 
 def fallback_from_dict(data: dict) -> Fallback:
-    """The inverse of Fallback.as_dict (the kept groups' impacts rounded as stored)."""
+    """The inverse of Fallback.as_dict (the kept groups' impacts rounded as stored); also reads the form
+    models made before --max-drop stored (budget_db, before_db, after_db)."""
     latency = data.get("latency_ms")
+    if "budget_db" in data:
+        budget, before, after = Budget.min_sqnr(data["budget_db"]), data["before_db"], data["after_db"]
+    else:
+        budget = Budget(data["flag"], data["limit"], data["unit"], data["measures"])
+        before, after = data["before"], data["after"]
     return Fallback(
-        data["budget_db"], data["before_db"], data["after_db"],
+        budget, before, after,
         [Harm(tuple(h["tensors"]), tuple(h["nodes"]), h["impact_db"]) for h in data["kept"]], data["probes"],
         None if latency is None else (latency["all_quantized"], latency["with_float_nodes"]),
     )
@@ -144,24 +175,25 @@ def ranked_harms(
     return sorted(harms, key=lambda harm: -harm.impact_db)
 
 
-def fewest_meeting(budget_db: float, available: int, measure: Callable[[int], float]) -> tuple[int, float, int]:
-    """The smallest k in 1..available with measure(k) >= budget_db, assuming more kept float never
+def fewest_meeting(meets: Callable[[float], bool], available: int,
+                   measure: Callable[[int], float]) -> tuple[int, float, int]:
+    """The smallest k in 1..available whose measure(k) meets the budget, assuming more kept float never
     hurts: doubling, then bisection. Returns (k, its measure, probes); k = available when none meets it."""
     measured: dict[int, float] = {}
 
-    def meets(k: int) -> bool:
+    def good(k: int) -> bool:
         if k not in measured:
             measured[k] = measure(k)
-        return measured[k] >= budget_db
+        return meets(measured[k])
 
     low, high = 0, 1  # low: known not to meet (0: nothing kept)
-    while high < available and not meets(high):
+    while high < available and not good(high):
         low, high = high, min(2 * high, available)
-    if not meets(high):
+    if not good(high):
         return high, measured[high], len(measured)
     while high - low > 1:
         middle = (low + high) // 2
-        if meets(middle):
+        if good(middle):
             high = middle
         else:
             low = middle

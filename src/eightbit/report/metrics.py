@@ -87,3 +87,11 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
 
 def top1_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.asarray(scores).reshape(len(labels), -1).argmax(-1) == labels))
+
+
+def top1_agreement_percent(scores: np.ndarray, reference: np.ndarray) -> float:
+    """Share of rows (the last axis holds the classes) whose highest score is in the same class as the
+    reference's, in percent: --max-drop's default metric."""
+    classes = reference.shape[-1]
+    same = np.asarray(scores).reshape(-1, classes).argmax(-1) == np.asarray(reference).reshape(-1, classes).argmax(-1)
+    return 100.0 * float(np.mean(same))
