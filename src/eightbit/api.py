@@ -49,6 +49,7 @@ from eightbit.isa import cpu_features
 from eightbit.metadata import BIAS_KEY, FALLBACK_KEY, FLOAT_NODES_KEY, SCHEME_KEY, WEIGHT_RANGE_KEY
 from eightbit.passes.channel_shuffle import ChannelShuffleAsGather
 from eightbit.passes.constants import constant_array
+from eightbit.passes.correct_biases import correct_biases
 from eightbit.passes.dynamic import MEASURED_CHOICES, DynamicChoices, QuantizeDynamically
 from eightbit.passes.fuse_activation import FuseActivations, name_after_activations
 from eightbit.passes.hard_gates import HardGatesAsConvolutions
@@ -329,6 +330,38 @@ def _static_within_budget(
     return (*chosen[:3], fallback)
 
 
+# Bias correction (eq. 7b) is kept when it raises the worst output SQNR on the calibration samples by at
+# least this much.
+BIAS_CORRECTION_MARGIN_DB = 0.5
+
+
+def _with_corrected_biases(
+    model: ir.Model, prepared: ir.Model, scheme: Scheme, samples: Samples, threads: int, show_progress: bool,
+    budget: Budget | None, measured: Callable[[ir.Model], float] | None, fallback: Fallback | None,
+) -> tuple[ir.Model, str]:
+    """`model` with its biases corrected by eq. 7b where that raises the worst output SQNR on the calibration
+    samples (and keeps a budget `model` met), else `model`; and what was measured. The means are taken on
+    other batches than the SQNR where the samples have at least twice WEIGHT_RANGE_CHECK_BATCHES. A kept
+    correction updates `fallback`'s figure after."""
+    corrected = ir.from_proto(ir.to_proto(model))
+    # Fitted on the batches after the ones the choice is measured on, where there are enough of them.
+    held_back = WEIGHT_RANGE_CHECK_BATCHES if samples.number_of_batches() >= 2 * WEIGHT_RANGE_CHECK_BATCHES else 0
+    moved = correct_biases(corrected, prepared, samples, scheme.bias, threads, held_back, show_progress)
+    if not moved:
+        return model, "no bias to correct"
+    plain_db, corrected_db = _float_agreement_db([model, corrected], prepared, samples, threads)
+    keep = corrected_db >= plain_db + BIAS_CORRECTION_MARGIN_DB
+    if keep and budget is not None and fallback is not None:
+        after = measured(corrected)
+        keep = budget.meets(after) or not fallback.met
+        if keep:
+            fallback.after = after
+    text = (f"biases of {len(moved)} layers corrected for their mean output error on the calibration samples "
+            f"(eq. 7b): {corrected_db:.1f} dB output SQNR, {plain_db:.1f} dB uncorrected: "
+            f"{'correction kept' if keep else 'not kept'}")
+    return (corrected if keep else model), text
+
+
 def _metric_drop(reference: ir.Model, samples: Samples, threads: int,
                  metric: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[ir.Model], float]:
     """A model -> how far `metric` falls on every calibration sample: metric(float, float) − metric(model's,
@@ -465,6 +498,7 @@ def quantize(
     min_sqnr: float | None = None,
     max_drop: float | None = None,
     metric: Callable[[np.ndarray, np.ndarray], float] | None = None,
+    bias_correction: bool = True,
 ) -> ir.Model:
     """Quantize a float ONNX model (a path, an onnx.ModelProto or an onnx_ir.Model, which is left
     unchanged); returns the quantized onnx_ir model (and saves it to `output`).
@@ -476,7 +510,9 @@ def quantize(
     what it cost in latency, is stored in the metadata (fallback_of). `max_drop` instead: until
     `metric(outputs, float_outputs)` (higher is better; the first output over every calibration sample,
     stacked; default: top-1 agreement with float, in %) is at most this much below its float value
-    metric(float_outputs, float_outputs). `weight_rounding` "gptq" (with
+    metric(float_outputs, float_outputs). `bias_correction` (static schemes with calibration samples):
+    move each integer layer's bias by its mean output error on those samples (eq. 7b), kept where the
+    output agrees better with float. `weight_rounding` "gptq" (with
     calibration samples; the default of the weights scheme) chooses each layer's weight codes from its
     calibration inputs (docs/quantization.md, section 2a); "nearest" (the static schemes' default)
     rounds each weight on its own.
@@ -545,6 +581,11 @@ def quantize(
                                          show_progress))
         QuantizeWeights(scheme, moments)(model)
         float_nodes, weight_note = [], "weights only: arithmetic stays float"
+    if (scheme.kind is SchemeKind.STATIC and bias_correction and samples is not None
+            and not _gives_weight_grids(prepared)):
+        model, corrected = _with_corrected_biases(model, prepared, scheme, samples, threads, show_progress, budget,
+                                                  measured, fallback)
+        weight_note = f"{weight_note}; {corrected}"
     if weight_rounding == "gptq" and moments:  # (auto's note already says what it took)
         weight_note += (f"; codes of {len(moments)} weighted nodes chosen from their calibration inputs "
                         "(--weight-rounding gptq)")

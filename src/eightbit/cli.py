@@ -66,6 +66,7 @@ def _quantize(args: argparse.Namespace) -> int:
         weight_range=args.weight_range, bias_bits=args.bias_bits, weight_granularity=args.weight_granularity,
         weight_rounding=args.weight_rounding, images=images, threads=args.threads,
         show_progress=_show_progress(args), min_sqnr=args.min_sqnr, max_drop=args.max_drop,
+        bias_correction=not args.no_bias_correction,
     )
     float_nodes = api.float_nodes_of(model)
     fallback = api.fallback_of(model)
@@ -334,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "output on the calibration samples; nearest: round each weight on its own; auto "
                                "(default): with --calibration, the static schemes build both and keep gptq where "
                                "it agrees better with the float model on those samples, --scheme weights takes gptq")
+    quantize.add_argument("--no-bias-correction", action="store_true",
+                          help="keep the biases as rounded (by default, static schemes with --calibration move each "
+                               "integer layer's bias by its mean output error on those samples where that measures "
+                               "better)")
     quantize.add_argument("--min-sqnr", type=float, metavar="DB",
                           help="keep the fewest, most harmful tensors in float until the worst output SQNR "
                                "(pre-softmax) on the calibration samples is at least DB; reports which nodes and "

@@ -78,7 +78,7 @@ class Fallback:
         budget = self.budget
         head = f"{budget.flag} {budget.limit:g} {budget.unit}"
         if not self.kept:
-            return (f"{head}: met with every node quantized ({budget.measures}: {self.before:.1f} {budget.unit} "
+            return (f"{head}: met with every node quantized ({budget.measures}: {self.after:.1f} {budget.unit} "
                     "on the calibration samples)")
         verdict = "met" if self.met else "NOT met even"
         text = (f"{head}: {verdict} with {len(self.kept_nodes)} nodes kept float for {len(self.kept)} tensor grids "

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from eightbit.config import IntegerFormat
+
 
 def conv_output_shift(weight_error: np.ndarray, input_mean: np.ndarray, group: int = 1) -> np.ndarray:
     """Mean output shift per output channel of a Conv whose weight [O, I/group, k...] is off by
@@ -26,3 +28,11 @@ def conv_output_shift(weight_error: np.ndarray, input_mean: np.ndarray, group: i
 def matmul_output_shift(weight_error: np.ndarray, input_mean: np.ndarray) -> np.ndarray:
     """Mean output shift per column of x @ W with W [K, N] off by `weight_error`, E[x] = `input_mean` [K]."""
     return np.asarray(input_mean, np.float64) @ weight_error.astype(np.float64)
+
+
+def corrected_bias_codes(codes: np.ndarray, scale: np.ndarray, mean_error: np.ndarray,
+                         fmt: IntegerFormat) -> np.ndarray:
+    """Integer bias codes at `scale` moved by the measured mean output error (float minus quantized, per
+    output channel), saturated to `fmt` (eq. 7b)."""
+    moved = np.asarray(codes, np.float64) + np.rint(np.asarray(mean_error, np.float64) / np.asarray(scale, np.float64))
+    return np.clip(moved, fmt.qmin, fmt.qmax).astype(np.asarray(codes).dtype)

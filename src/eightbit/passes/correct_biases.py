@@ -1,0 +1,62 @@
+"""Empirical bias correction of a static model (docs/quantization.md, eq. 7b).
+
+Each integer Conv and Gemm, in the order the graph computes them, has its bias codes moved by the
+mean per-channel difference between the float model's output and the quantized model's, measured
+on calibration samples with every earlier layer already corrected: a shift that an early layer
+causes is cancelled there, not again by every layer after it.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from eightbit.calibrate.means import channel_means
+from eightbit.config import DEFAULT_THREADS, IntegerFormat
+from eightbit.datasets import Samples
+from eightbit.passes.constants import constant_array
+from eightbit.quant.bias_correction import corrected_bias_codes
+from eightbit.report.progress import progress_bar
+
+CORRECTED_OPS = ("Conv", "Gemm")
+
+
+def _bias_codes(node: ir.Node) -> tuple[ir.Value, ir.Value] | None:
+    """(integer codes, scale) of the DequantizeLinear that gives `node` its bias, or None."""
+    if len(node.inputs) < 3 or node.inputs[2] is None:
+        return None
+    dequantize = node.inputs[2].producer()
+    if dequantize is None or dequantize.op_type != "DequantizeLinear":
+        return None
+    codes, scale = dequantize.inputs[0], dequantize.inputs[1]
+    if constant_array(codes) is None or constant_array(scale) is None:
+        return None
+    return codes, scale
+
+
+def correct_biases(
+    quantized: ir.Model, reference: ir.Model, samples: Samples, bias_format: IntegerFormat,
+    threads: int = DEFAULT_THREADS, skip_batches: int = 0, show_progress: bool = False,
+) -> list[str]:
+    """Correct `quantized` in place against `reference` (the float model its same-named nodes come from);
+    returns the names of the nodes whose bias codes moved. Means are taken over the batches of `samples`
+    after the first `skip_batches`: the float model's in one pass, the quantized model's once per
+    corrected node."""
+    originals = {node.name: node for node in reference.graph if node.name and node.op_type in CORRECTED_OPS}
+    targets = [node for node in quantized.graph if node.op_type in CORRECTED_OPS and node.name in originals
+               and originals[node.name].op_type == node.op_type and _bias_codes(node) is not None]
+    if not targets:
+        return []
+    expected = channel_means(reference, {originals[n.name].outputs[0].name: 1 for n in targets}, samples, threads,
+                             skip_batches)
+    moved = []
+    for node in progress_bar(targets, len(targets), "bias correction", show_progress):
+        output = node.outputs[0].name
+        got = channel_means(quantized, {output: 1}, samples, threads, skip_batches)[output]
+        codes, scale = _bias_codes(node)
+        old = constant_array(codes)
+        new = corrected_bias_codes(old, constant_array(scale), expected[originals[node.name].outputs[0].name] - got,
+                                   bias_format).reshape(old.shape)
+        if (new != old).any():
+            codes.const_value = ir.tensor(new, name=codes.name)
+            moved.append(node.name)
+    return moved

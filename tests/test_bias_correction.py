@@ -1,0 +1,54 @@
+"""Empirical bias correction (eq. 7b): each layer's mean output error, measured in order, moved into its bias."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+import eightbit
+from eightbit.api import WEIGHT_RANGE_KEY, load_samples
+from eightbit.calibrate.means import channel_means
+from eightbit.config import BIAS_S32
+from eightbit.ir import as_model
+from eightbit.passes.constants import constant_array
+from eightbit.passes.correct_biases import correct_biases
+from eightbit.prepare import prepare
+from test_inspect import chain_cnn
+
+
+def _conv_b_error(quantized: ir.Model, reference: ir.Model, samples) -> np.ndarray:
+    """Per channel of conv_b's output: float mean minus quantized mean."""
+    output = next(n for n in quantized.graph if n.name == "conv_b").outputs[0].name
+    original = next(n for n in reference.graph if n.name == "conv_b").outputs[0].name
+    return channel_means(reference, {original: 1}, samples)[original] - channel_means(quantized, {output: 1},
+                                                                                       samples)[output]
+
+
+def test_a_shifted_bias_is_measured_and_moved_back():
+    rng = np.random.default_rng(4)
+    images = {"x": rng.normal(0, 1, (16, 3, 12, 12)).astype(np.float32)}
+    reference = prepare(as_model(chain_cnn(outlier=False)))
+    quantized = eightbit.quantize(chain_cnn(outlier=False), images, bias_correction=False)
+    samples = load_samples(images, reference)
+    conv_b = next(n for n in quantized.graph if n.name == "conv_b")
+    codes_value, scale_value = conv_b.inputs[2].producer().inputs[:2]
+    codes, scale = constant_array(codes_value), constant_array(scale_value)
+    assert np.abs(_conv_b_error(quantized, reference, samples)).max() < 0.05  # close before the damage
+    shifted = codes.copy()
+    shifted[2] += np.int32(round(0.5 / float(np.broadcast_to(scale, codes.shape)[2])))  # channel 2 off by +0.5
+    codes_value.const_value = ir.tensor(shifted, name=codes_value.name)
+    assert abs(_conv_b_error(quantized, reference, samples)[2] + 0.5) < 0.05
+
+    moved = correct_biases(quantized, reference, samples, BIAS_S32)
+    assert "conv_b" in moved
+    assert np.abs(_conv_b_error(quantized, reference, samples)).max() < 0.02
+    restored = constant_array(conv_b.inputs[2].producer().inputs[0])
+    assert abs(int(restored[2]) - int(codes[2])) < abs(int(shifted[2]) - int(codes[2])) // 10
+
+
+def test_the_default_measures_the_correction_and_says_what_it_kept():
+    images = {"x": np.random.default_rng(4).normal(0, 1, (32, 3, 12, 12)).astype(np.float32)}
+    note = eightbit.quantize(chain_cnn(outlier=True), images).metadata_props[WEIGHT_RANGE_KEY]
+    assert "layers corrected for their mean output error" in note and "dB uncorrected" in note
+    off = eightbit.quantize(chain_cnn(outlier=True), images, bias_correction=False).metadata_props[WEIGHT_RANGE_KEY]
+    assert "corrected" not in off
