@@ -291,12 +291,15 @@ def _static_within_budget(
     prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
     show_progress: bool, budget: Budget, measured: Callable[[ir.Model], float],
     moments: dict[str, np.ndarray] | None = None,
+    built: tuple[ir.Model, list[FloatNode], str, str] | None = None,
 ) -> tuple[ir.Model, list[FloatNode], str, Fallback]:
     """`_static_with_gates`, with the fewest, most harmful tensor grids kept float (their producers and
     readers float nodes) for `measured` (a model -> its measure on the calibration samples) to meet
-    `budget` (docs/quantization.md, section 11b)."""
-    built = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress,
-                               moments=moments)
+    `budget` (docs/quantization.md, section 11b). `built`: the all-quantized model, where the caller has
+    it already (as _static_with_gates returns it)."""
+    if built is None:
+        built = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress,
+                                   moments=moments)
     before = measured(built[0])
     if budget.meets(before):
         return (*built[:3], Fallback(budget, before, before, [], 1))
@@ -512,10 +515,10 @@ def quantize(
     stacked; default: top-1 agreement with float, in %) is at most this much below its float value
     metric(float_outputs, float_outputs). `bias_correction` (static schemes with calibration samples):
     move each integer layer's bias by its mean output error on those samples (eq. 7b), kept where the
-    output agrees better with float. `weight_rounding` "gptq" (with
-    calibration samples; the default of the weights scheme) chooses each layer's weight codes from its
-    calibration inputs (docs/quantization.md, section 2a); "nearest" (the static schemes' default)
-    rounds each weight on its own.
+    output agrees better with float. `weight_rounding` "gptq" (with calibration samples; the default of
+    the weights scheme) chooses each layer's weight codes from its calibration inputs (docs/quantization.md,
+    section 2a); "nearest" rounds each weight on its own; "auto" (the static schemes' default) builds both
+    and keeps the first where it agrees better with float on the calibration samples.
     """
     scheme = scheme if isinstance(scheme, Scheme) else scheme_named(scheme)
     if bias_bits is not None:
@@ -546,7 +549,8 @@ def quantize(
     prepare(model)
     budget = _budget(min_sqnr, max_drop, metric, scheme, samples)
     fallback = None
-    if _gives_weight_grids(model):
+    given_weights = _gives_weight_grids(model)
+    if given_weights:
         weight_rounding = "nearest"  # the model's own weight codes are kept
     if weight_rounding == "auto" and scheme.kind is SchemeKind.WEIGHTS_ONLY:
         weight_rounding = "gptq"  # measured: eq. 34 gains on every model whose activations stay float
@@ -561,11 +565,13 @@ def quantize(
         def measured(candidate: ir.Model) -> float:
             return _float_agreement_db([candidate], prepared, samples, threads)[0]
     if scheme.kind is SchemeKind.STATIC and weight_rounding == "auto":
-        model, float_nodes, weight_note, taken_range, moments, rounding = _static_rounding_measured(
+        *chosen, moments, rounding = _static_rounding_measured(
             prepared, scheme, samples, calibrate, weight_range, threads, show_progress)
-        if budget is not None:  # the budget is met with the rounding (and weight range) just chosen
+        model, float_nodes, weight_note, taken_range = chosen
+        if budget is not None:  # the search starts from the model just chosen (its rounding and weight range)
             model, float_nodes, weight_note, fallback = _static_within_budget(
-                prepared, scheme, samples, calibrate, taken_range, threads, show_progress, budget, measured, moments)
+                prepared, scheme, samples, calibrate, taken_range, threads, show_progress, budget, measured, moments,
+                tuple(chosen))
         weight_note = f"{weight_note}; {rounding}"
     elif scheme.kind is SchemeKind.STATIC and budget is not None:
         model, float_nodes, weight_note, fallback = _static_within_budget(
@@ -581,8 +587,7 @@ def quantize(
                                          show_progress))
         QuantizeWeights(scheme, moments)(model)
         float_nodes, weight_note = [], "weights only: arithmetic stays float"
-    if (scheme.kind is SchemeKind.STATIC and bias_correction and samples is not None
-            and not _gives_weight_grids(prepared)):
+    if scheme.kind is SchemeKind.STATIC and bias_correction and samples is not None and not given_weights:
         model, corrected = _with_corrected_biases(model, prepared, scheme, samples, threads, show_progress, budget,
                                                   measured, fallback)
         weight_note = f"{weight_note}; {corrected}"
@@ -601,7 +606,7 @@ def quantize(
 
 
 def fallback_of(model: ir.Model) -> Fallback | None:
-    """What --min-sqnr did when the model was made, or None."""
+    """What --min-sqnr or --max-drop did when the model was made, or None."""
     raw = model.metadata_props.get(FALLBACK_KEY)
     return fallback_from_dict(json.loads(raw)) if raw else None
 

@@ -99,8 +99,8 @@ def _quantize(args: argparse.Namespace) -> int:
         print_tables(comparison_table(comparison, f"{source.name} -> {output.name}, {comparison.samples} {where}"))
     else:
         print(f"{source.name} -> {output.name}: {sizes[0]} -> {sizes[1]} bytes (x{sizes[1] / sizes[0]:.2f})")
+    print(model.metadata_props.get(api.WEIGHT_RANGE_KEY, ""))
     if args.scheme != "weights":
-        print(model.metadata_props.get(api.WEIGHT_RANGE_KEY, ""))
         if fallback is not None:
             print(fallback.summary())
         saturated = api.bias_saturation_of(model)
@@ -112,8 +112,6 @@ def _quantize(args: argparse.Namespace) -> int:
             print_tables(float_nodes_table(float_nodes))
         else:
             print("nodes left in float: none")
-    else:
-        print(model.metadata_props.get(api.WEIGHT_RANGE_KEY, ""))
     return 0
 
 

@@ -7,5 +7,6 @@ SCHEME_KEY = "eightbit.scheme"
 WEIGHT_RANGE_KEY = "eightbit.weight_range"
 # The bias width and, per node, how many bias values it clipped.
 BIAS_KEY = "eightbit.bias"
-# What --min-sqnr did: the budget, the SQNR before and after, the nodes kept float, the latency cost.
+# What --min-sqnr or --max-drop did: the budget, the measure before and after, the nodes kept float,
+# the latency cost.
 FALLBACK_KEY = "eightbit.fallback"

@@ -6,6 +6,9 @@ zero-mean. It matters where a channel's output is a near-cancellation of large t
 filter over a flat background): there the small dW meets a large E[x] and the shift, not the
 noise, dominates. E[x] is measured per input channel on calibration samples; padding at the
 borders is ignored (the correction is exact for outputs whose window lies inside the input).
+
+The static schemes measure the shift instead (eq. 7b): the mean difference between the float and
+the quantized layer's output, which includes what rounded activations add too.
 """
 
 from __future__ import annotations
