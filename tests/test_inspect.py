@@ -104,6 +104,17 @@ def test_impact_ranks_the_outlier_layer_first(images):
     assert all(r.impact_db is not None for r in inspection.tensors)
 
 
+def test_a_softmax_behind_an_identity_is_measured_on_its_input_in_both_models(images):
+    """The quantized model loses the float model's Identity: both must still be compared before the softmax."""
+    model = chain_cnn(outlier=False)
+    model.graph.output[0].name = "probabilities"
+    model.graph.node.extend([helper.make_node("Softmax", ["logits"], ["soft"], name="softmax"),
+                             helper.make_node("Identity", ["soft"], ["probabilities"], name="identity")])
+    inspection, _ = _inspect(model, images)
+    assert list(inspection.outputs) == ["logits"]
+    assert 20 < inspection.outputs["logits"].sqnr_db < 60
+
+
 def test_power_of_two_model_shows_exponents_and_bias_width(images):
     inspection, _ = _inspect(chain_cnn(outlier=False), images, scheme="po2")
     # Symmetric grids keep the Relu: conv_b's own output is quantized as "cb".

@@ -48,15 +48,20 @@ def test_output_error_is_below_nearest_rounding(seed, columns):
     assert chosen < nearest
 
 
-def test_uncorrelated_inputs_give_nearest_codes_and_dead_inputs_zero():
+def test_uncorrelated_and_dead_inputs_give_nearest_codes():
     rng = np.random.default_rng(0)
     weights = rng.normal(size=(6, 10))
     scale = np.abs(weights).max(axis=1) / S7.qmax
     moments = np.diag(rng.uniform(0.5, 2.0, 10))
     np.testing.assert_array_equal(error_feedback_codes(weights, moments, scale, np.zeros(6), S7),
                                   _nearest(weights, scale))
-    moments[3, 3] = 0.0  # an input that never moved: its weight cannot matter, code 0
-    assert not error_feedback_codes(weights, moments, scale, np.zeros(6), S7)[:, 3].any()
+    # An input that was always zero: its codes cost nothing here, so they stay nearest for inputs that move.
+    moments = rng.normal(size=(10, 10))
+    moments = moments @ moments.T
+    moments[3, :] = moments[:, 3] = 0.0
+    codes = error_feedback_codes(weights, moments, scale, np.zeros(6), S7)
+    np.testing.assert_array_equal(codes[:, 3], _nearest(weights, scale)[:, 3])
+    assert not np.array_equal(codes, _nearest(weights, scale))  # the correlated inputs' codes did move
 
 
 @pytest.mark.parametrize("attributes", [

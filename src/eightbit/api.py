@@ -90,6 +90,15 @@ def load_samples(data: DataLike, model: ir.Model, images: ImagePreprocessing | N
 WEIGHT_RANGE_CHECK_BATCHES = 8
 
 
+def _held_out_from_checks(samples: Samples) -> Samples:
+    """The samples after the first WEIGHT_RANGE_CHECK_BATCHES batches, which _float_agreement_db measures on,
+    where that leaves at least as many; else all of them. What is fitted on these is judged on others."""
+    if samples.number_of_batches() < 2 * WEIGHT_RANGE_CHECK_BATCHES:
+        return samples
+    rows_per_batch = 1 if samples.per_sample else samples.batch
+    return samples.take(WEIGHT_RANGE_CHECK_BATCHES * rows_per_batch, samples.count)
+
+
 def _float_agreement_db(models: list[ir.Model], reference: ir.Model, samples: Samples, threads: int) -> list[float]:
     """Worst SQNR (eq. 14) of each model's outputs (pre-softmax), as ONNX Runtime's fused kernels compute
     them, vs `reference`'s."""
@@ -145,6 +154,7 @@ def _values(graph: ir.Graph):
 def _static(
     prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
     show_progress: bool, kept_float: dict[str, str] | None = None, moments: dict[str, np.ndarray] | None = None,
+    moment_samples: Samples | None = None,
 ) -> tuple[ir.Model, list[FloatNode], str, str]:
     """Fuse activations, plan, calibrate, rewrite; choose the weight range (docs/quantization.md, section 4).
 
@@ -153,8 +163,8 @@ def _static(
 
     Tensors whose grids the model gives (a QDQ model) are not calibrated; the others are, from `samples`.
     Nodes named in `kept_float` stay float, for the reason given there. With `moments` (a dict, filled
-    here from the calibration samples where it lacks a node and kept for the caller's next call), weight
-    codes are chosen by eq. 34 instead of rounded to nearest.
+    here from `moment_samples`, else the calibration samples, where it lacks a node, and kept for the caller's
+    next call), weight codes are chosen by eq. 34 instead of rounded to nearest.
     """
     if weight_range not in WEIGHT_RANGES:
         raise InputError(f"unknown weight range {weight_range!r}; choose one of: {', '.join(WEIGHT_RANGES)}")
@@ -189,7 +199,7 @@ def _static(
             wanted = weighted_nodes(prepared.graph, [n for n in prepared.graph if n.name in int8_names])
             missing = [node for node in wanted if node.name not in moments]
             if missing:
-                moments.update(input_moments(prepared, missing, samples, threads, show_progress))
+                moments.update(input_moments(prepared, missing, moment_samples or samples, threads, show_progress))
         rewrite = InsertQDQ(plan, qparams, chosen, moments)
         rewrite(model)
         common_passes.TopologicalSortPass()(model)
@@ -230,30 +240,27 @@ def _static(
 GATE_TOLERANCE_DB = 0.5
 
 
-def _swishes_as_gates(model: ir.Model) -> bool:
-    """Whether a model _static_with_gates built took hard-swish as gate convolutions (none left as ops)."""
-    return not any(node.op_type == "HardSwish" for node in model.graph)
-
-
 def _static_with_gates(
     prepared: ir.Model, scheme: Scheme, samples: Samples | None, method: str, weight_range: str, threads: int,
     show_progress: bool, kept_float: dict[str, str] | None = None, moments: dict[str, np.ndarray] | None = None,
-    swish_gates: bool | None = None,
+    moment_samples: Samples | None = None,
 ) -> tuple[ir.Model, list[FloatNode], str, str]:
     """`_static`, with hard-sigmoid gates as convolutions, and hard-swish too where that is measured to cost
-    at most GATE_TOLERANCE_DB (docs/quantization.md, section 6b), or as `swish_gates` says."""
+    at most GATE_TOLERANCE_DB (docs/quantization.md, section 6b)."""
     if samples is None or scheme.activations.symmetric:  # the gate's Clip(0, 1) folds only into an asymmetric grid
-        return _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments)
+        return _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments,
+                       moment_samples)
     HardGatesAsConvolutions(("HardSigmoid",))(prepared)
     swishes = sum(node.op_type == "HardSwish" for node in prepared.graph)
-    if not swishes or swish_gates is False:
-        return _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments)
+    if not swishes:
+        return _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments,
+                       moment_samples)
     rewritten = ir.from_proto(ir.to_proto(prepared))
     HardGatesAsConvolutions(("HardSwish",))(rewritten)
-    gated = _static(rewritten, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments)
-    if swish_gates:
-        return gated
-    plain = _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments)
+    gated = _static(rewritten, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments,
+                    moment_samples)
+    plain = _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments,
+                    moment_samples)
     plain_db, gated_db = _float_agreement_db([plain[0], gated[0]], prepared, samples, threads)
     measured = (f"{swishes} hard-swishes as gate convolutions: {gated_db:.1f} dB output SQNR on the calibration "
                 f"samples, as float ops {plain_db:.1f} dB")
@@ -271,14 +278,14 @@ def _static_rounding_measured(
     prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
     show_progress: bool,
 ) -> tuple[ir.Model, list[FloatNode], str, str, dict[str, np.ndarray] | None, str]:
-    """`_static_with_gates` with nearest weight codes, and the same model (hard-swish form) with codes by eq. 34
-    (the weight range decided anew: the two can saturate differently); the second where it agrees better with
-    float by GPTQ_MARGIN_DB. Returns the model, its float nodes, its note, the weight range taken, the moments
-    (None where nearest was kept) and what was measured."""
+    """`_static_with_gates` with nearest weight codes, and again with codes by eq. 34 (the weight range and the
+    hard-swish form decided anew: the two can saturate differently, and the chosen codes can favour the other
+    form); the second where it agrees better with float by GPTQ_MARGIN_DB. Returns the model, its float nodes,
+    its note, the weight range taken, the moments (None where nearest was kept) and what was measured."""
     nearest = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress)
     moments: dict[str, np.ndarray] = {}
     chosen = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress,
-                                moments=moments, swish_gates=_swishes_as_gates(nearest[0]))
+                                moments=moments, moment_samples=_held_out_from_checks(samples))
     nearest_db, chosen_db = _float_agreement_db([nearest[0], chosen[0]], prepared, samples, threads)
     measured = (f"weight codes chosen from the calibration inputs (--weight-rounding auto): {chosen_db:.1f} dB "
                 f"output SQNR on the calibration samples, rounded to nearest {nearest_db:.1f} dB")
@@ -347,9 +354,8 @@ def _with_corrected_biases(
     other batches than the SQNR where the samples have at least twice WEIGHT_RANGE_CHECK_BATCHES. A kept
     correction updates `fallback`'s figure after."""
     corrected = ir.from_proto(ir.to_proto(model))
-    # Fitted on the batches after the ones the choice is measured on, where there are enough of them.
-    held_back = WEIGHT_RANGE_CHECK_BATCHES if samples.number_of_batches() >= 2 * WEIGHT_RANGE_CHECK_BATCHES else 0
-    moved = correct_biases(corrected, prepared, samples, scheme.bias, threads, held_back, show_progress)
+    moved = correct_biases(corrected, prepared, _held_out_from_checks(samples), scheme.bias, threads,
+                           show_progress=show_progress)
     if not moved:
         return model, "no bias to correct"
     plain_db, corrected_db = _float_agreement_db([model, corrected], prepared, samples, threads)

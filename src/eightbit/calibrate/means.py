@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import onnx_ir as ir
 
@@ -14,10 +12,9 @@ from eightbit.datasets import Samples
 
 def channel_means(
     model: ir.Model, channel_axes: dict[str, int], samples: Samples, threads: int = DEFAULT_THREADS,
-    skip_batches: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Name -> mean over every axis but `channel_axes[name]`, over all samples but the first `skip_batches`
-    batches (a running sum: memory does not grow with the number of samples)."""
+    """Name -> mean over every axis but `channel_axes[name]`, over `samples` (a running sum: memory does not
+    grow with the number of samples)."""
     input_names = {v.name for v in model.graph.inputs}
     values = {v.name: v for node in model.graph for v in node.outputs}
     produced = [name for name in channel_axes if name not in input_names]
@@ -25,7 +22,7 @@ def channel_means(
     counts = dict.fromkeys(channel_axes, 0)
     session = session_with_outputs(model, [values[name] for name in produced], threads)
     try:
-        for feeds in itertools.islice(samples.batches(), skip_batches, None):
+        for feeds in samples.batches():
             results = session.run(feeds, produced) if produced else {}
             for name, axis in channel_axes.items():
                 batch = np.asarray(feeds[name] if name in input_names else results[name], np.float64)

@@ -35,23 +35,21 @@ def _bias_codes(node: ir.Node) -> tuple[ir.Value, ir.Value] | None:
 
 def correct_biases(
     quantized: ir.Model, reference: ir.Model, samples: Samples, bias_format: IntegerFormat,
-    threads: int = DEFAULT_THREADS, skip_batches: int = 0, show_progress: bool = False,
+    threads: int = DEFAULT_THREADS, show_progress: bool = False,
 ) -> list[str]:
     """Correct `quantized` in place against `reference` (the float model its same-named nodes come from);
-    returns the names of the nodes whose bias codes moved. Means are taken over the batches of `samples`
-    after the first `skip_batches`: the float model's in one pass, the quantized model's once per
-    corrected node."""
+    returns the names of the nodes whose bias codes moved. Means are taken over `samples`: the float
+    model's in one pass, the quantized model's once per corrected node."""
     originals = {node.name: node for node in reference.graph if node.name and node.op_type in CORRECTED_OPS}
     targets = [node for node in quantized.graph if node.op_type in CORRECTED_OPS and node.name in originals
                and originals[node.name].op_type == node.op_type and _bias_codes(node) is not None]
     if not targets:
         return []
-    expected = channel_means(reference, {originals[n.name].outputs[0].name: 1 for n in targets}, samples, threads,
-                             skip_batches)
+    expected = channel_means(reference, {originals[n.name].outputs[0].name: 1 for n in targets}, samples, threads)
     moved = []
     for node in progress_bar(targets, len(targets), "bias correction", show_progress):
         output = node.outputs[0].name
-        got = channel_means(quantized, {output: 1}, samples, threads, skip_batches)[output]
+        got = channel_means(quantized, {output: 1}, samples, threads)[output]
         codes, scale = _bias_codes(node)
         old = constant_array(codes)
         new = corrected_bias_codes(old, constant_array(scale), expected[originals[node.name].outputs[0].name] - got,

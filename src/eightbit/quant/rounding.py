@@ -34,7 +34,8 @@ def error_feedback_codes(
     that lower tr(E·H·Eᵀ), E = weights − dequantized codes, H = `moments` (inputs × inputs) (eq. 34).
 
     Columns are taken in their own order. `input_noise` (the variance the input's own rounding adds,
-    s_x²/12) is added to H's diagonal. Inputs that were always zero keep code zero_point.
+    s_x²/12) is added to H's diagonal. Inputs that were always zero take their nearest codes: on
+    these samples they cost nothing, and where other inputs do reach them their float weights hold.
     """
     w = np.array(weights, dtype=np.float64)
     h = np.array(moments, dtype=np.float64)
@@ -44,8 +45,7 @@ def error_feedback_codes(
     scale = np.broadcast_to(scale, (rows,))
     zero_point = np.broadcast_to(zero_point, (rows,))
     dead = np.diag(h) <= 0
-    h[dead, dead] = 1.0
-    w[:, dead] = 0.0
+    h[dead, dead] = 1.0  # alone on the diagonal: no error reaches or leaves a dead input's column
     h[np.diag_indices(columns)] += np.where(dead, 0.0, input_noise)
     h[np.diag_indices(columns)] += DAMPING * np.mean(np.diag(h))
     try:

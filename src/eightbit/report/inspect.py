@@ -26,7 +26,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 import onnx_ir as ir
@@ -452,15 +452,17 @@ def grid_impacts(
     model: ir.Model, quantized: list[QuantizedActivation], feeds: list[dict[str, np.ndarray]],
     expected: list[dict[str, np.ndarray]], expected_names: dict[str, str], threads: int = DEFAULT_THREADS,
     show_progress: bool = False, also: Callable[[ir.Model, list[QuantizedActivation]], None] | None = None,
+    plain: Collection[str] = (),
 ) -> tuple[float, list[GridImpact]]:
     """The worst SQNR of `model`'s compared values (compared_values) vs `expected` over `feeds`, and per
     group of `quantized` sharing a grid, how much it rises when that group stays float (its QuantizeLinear
     -> DequantizeLinear pairs bypassed, everything else quantized). `expected_names`: graph output name ->
     the key of its expected value in each dict of `expected`. `also` changes each variant further
-    (given the variant and the group, by name in the variant)."""
+    (given the variant and the group, by name in the variant). `plain`: outputs compared as they are
+    even where a softmax makes them."""
     def worst_db(variant: ir.Model) -> float:
         # Baseline and variants alike expose only the compared values, so that the runtime fuses the same groups.
-        by_output = compared_values(variant)
+        by_output = compared_values(variant, plain)
         compared = [by_output[name] for name in expected_names]
         names = [v.name for v in compared]
         session = session_with_outputs(variant, compared, threads)
@@ -506,8 +508,12 @@ def inspect_models(
     float_nodes = {node.name: node for node in prepared.graph if node.name}
     reports = _describe(quantized, quantized_model, float_nodes, set(float_values))
 
-    by_output = compared_values(quantized_model)
-    float_by_output = compared_values(float_model)
+    # A softmax's input is compared only where both models end in that softmax.
+    float_default = compared_values(float_model)
+    plain = {name for name, value in compared_values(quantized_model).items()
+             if (value.name == name) != (float_default[name].name == name)}
+    by_output = compared_values(quantized_model, plain)
+    float_by_output = compared_values(float_model, plain)
     float_compared = list(float_by_output.values())
     quantized_compared = [by_output[name] for name in float_by_output]
     compared_names = [v.name for v in float_compared]
@@ -557,7 +563,7 @@ def inspect_models(
     if impact:
         expected_names = {output: value.name for output, value in float_by_output.items()}
         _, groups = grid_impacts(quantized_model, quantized, kept_feeds, kept_expected, expected_names, threads,
-                                 show_progress)
+                                 show_progress, plain=plain)
         for group in groups:
             for i in group.members:
                 reports[i].impact_db = group.impact_db

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection
 
 import numpy as np
 import onnx_ir as ir
@@ -61,15 +62,18 @@ def _class_axis_view(array: np.ndarray) -> np.ndarray | None:
 
 
 # Ops between a Softmax and the graph output that only reshape or re-encode its values.
-_AFTER_SOFTMAX = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "QuantizeLinear", "DequantizeLinear")
+_AFTER_SOFTMAX = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "QuantizeLinear", "DequantizeLinear")
 
 
-def compared_values(model: ir.Model) -> dict[str, ir.Value]:
+def compared_values(model: ir.Model, plain: Collection[str] = ()) -> dict[str, ir.Value]:
     """Graph output name -> the value agreement is measured on: the output itself, or the input of
     the (Log)Softmax that makes it, through reshapes and Q/DQ (a saturated softmax hides every
-    difference in its input)."""
+    difference in its input). Outputs named in `plain` are measured as they are."""
     compared = {}
     for output in model.graph.outputs:
+        if output.name in plain:
+            compared[output.name] = output
+            continue
         node = output.producer()
         while node is not None and node.op_type in _AFTER_SOFTMAX:
             node = node.inputs[0].producer()
