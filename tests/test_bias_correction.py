@@ -10,8 +10,9 @@ from eightbit.api import WEIGHT_RANGE_KEY, load_samples
 from eightbit.calibrate.means import channel_means
 from eightbit.config import BIAS_S32
 from eightbit.ir import as_model
+from eightbit.metadata import BIAS_CORRECTION_KEY
 from eightbit.passes.constants import constant_array
-from eightbit.passes.correct_biases import correct_biases
+from eightbit.passes.correct_biases import correct_biases, without_bias_corrections
 from eightbit.prepare import prepare
 from test_inspect import chain_cnn
 
@@ -52,3 +53,19 @@ def test_the_default_measures_the_correction_and_says_what_it_kept():
     assert "layers corrected for their mean output error" in note and "dB uncorrected" in note
     off = eightbit.quantize(chain_cnn(outlier=True), images, bias_correction=False).metadata_props[WEIGHT_RANGE_KEY]
     assert "corrected" not in off
+
+
+def test_the_recorded_corrections_undo_exactly():
+    """What inspect --impact measures on: the corrected model with its recorded shifts taken back is the
+    model built without correction, code for code."""
+    images = {"x": np.random.default_rng(4).normal(0, 1, (32, 3, 12, 12)).astype(np.float32)}
+    corrected = eightbit.quantize(chain_cnn(outlier=True), images)
+    plain = eightbit.quantize(chain_cnn(outlier=True), images, bias_correction=False)
+    assert BIAS_CORRECTION_KEY in corrected.metadata_props and BIAS_CORRECTION_KEY not in plain.metadata_props
+
+    def codes(model: ir.Model) -> dict[str, bytes]:
+        return {t.name: t.SerializeToString() for t in ir.to_proto(model).graph.initializer}
+
+    assert codes(corrected) != codes(plain)
+    undone = without_bias_corrections(corrected)
+    assert codes(undone) == codes(plain) and BIAS_CORRECTION_KEY not in undone.metadata_props

@@ -10,3 +10,5 @@ BIAS_KEY = "eightbit.bias"
 # What --min-sqnr or --max-drop did: the budget, the measure before and after, the nodes kept float,
 # the latency cost.
 FALLBACK_KEY = "eightbit.fallback"
+# Bias correction (eq. 7b): node name -> how far each of its bias codes moved.
+BIAS_CORRECTION_KEY = "eightbit.bias_correction"

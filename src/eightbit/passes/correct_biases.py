@@ -8,11 +8,15 @@ causes is cancelled there, not again by every layer after it.
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import onnx_ir as ir
 
 from eightbit.calibrate.means import channel_means
 from eightbit.config import DEFAULT_THREADS, IntegerFormat
 from eightbit.datasets import Samples
+from eightbit.metadata import BIAS_CORRECTION_KEY
 from eightbit.passes.constants import constant_array
 from eightbit.quant.bias_correction import corrected_bias_codes
 from eightbit.report.progress import progress_bar
@@ -38,15 +42,16 @@ def correct_biases(
     threads: int = DEFAULT_THREADS, show_progress: bool = False,
 ) -> list[str]:
     """Correct `quantized` in place against `reference` (the float model its same-named nodes come from);
-    returns the names of the nodes whose bias codes moved. Means are taken over `samples`: the float
-    model's in one pass, the quantized model's once per corrected node."""
+    returns the names of the nodes whose bias codes moved, and records by how much in the model's
+    metadata (BIAS_CORRECTION_KEY). Means are taken over `samples`: the float model's in one pass, the
+    quantized model's once per corrected node."""
     originals = {node.name: node for node in reference.graph if node.name and node.op_type in CORRECTED_OPS}
     targets = [node for node in quantized.graph if node.op_type in CORRECTED_OPS and node.name in originals
                and originals[node.name].op_type == node.op_type and _bias_codes(node) is not None]
     if not targets:
         return []
     expected = channel_means(reference, {originals[n.name].outputs[0].name: 1 for n in targets}, samples, threads)
-    moved = []
+    moved: dict[str, list[int]] = {}
     for node in progress_bar(targets, len(targets), "bias correction", show_progress):
         output = node.outputs[0].name
         got = channel_means(quantized, {output: 1}, samples, threads)[output]
@@ -56,5 +61,21 @@ def correct_biases(
                                    bias_format).reshape(old.shape)
         if (new != old).any():
             codes.const_value = ir.tensor(new, name=codes.name)
-            moved.append(node.name)
-    return moved
+            moved[node.name] = (new.astype(np.int64) - old).reshape(-1).tolist()
+    if moved:
+        quantized.metadata_props[BIAS_CORRECTION_KEY] = json.dumps(moved)
+    return list(moved)
+
+
+def without_bias_corrections(model: ir.Model) -> ir.Model:
+    """A copy of `model` with the bias codes that correct_biases moved put back where they were. Where a
+    tensor stays float in a what-if variant, the corrections made for its error would no longer fit."""
+    copy = ir.from_proto(ir.to_proto(model))
+    moved = json.loads(copy.metadata_props.pop(BIAS_CORRECTION_KEY, "{}"))
+    for node in copy.graph:
+        if node.name in moved and _bias_codes(node) is not None:
+            codes = _bias_codes(node)[0]
+            old = constant_array(codes)
+            shift = np.asarray(moved[node.name], np.int64).reshape(old.shape)
+            codes.const_value = ir.tensor((old.astype(np.int64) - shift).astype(old.dtype), name=codes.name)
+    return copy

@@ -40,6 +40,7 @@ from eightbit.errors import InputError
 from eightbit.ir import as_model
 from eightbit.metadata import BIAS_KEY
 from eightbit.passes.constants import add_initializer, constant_array, replace_output, unique_name
+from eightbit.passes.correct_biases import without_bias_corrections
 from eightbit.plan.ops import OP_RULES, OutputRange, weight_axis
 from eightbit.prepare import prepare
 from eightbit.quant import dequantize, quantize
@@ -562,8 +563,10 @@ def inspect_models(
 
     if impact:
         expected_names = {output: value.name for output, value in float_by_output.items()}
-        _, groups = grid_impacts(quantized_model, quantized, kept_feeds, kept_expected, expected_names, threads,
-                                 show_progress, plain=plain)
+        # Biases corrected for the error of every tensor as quantized (eq. 7b) would over-correct where one
+        # tensor stays float: impact is measured with the corrections undone, as quantization alone leaves it.
+        _, groups = grid_impacts(without_bias_corrections(quantized_model), quantized, kept_feeds, kept_expected,
+                                 expected_names, threads, show_progress, plain=plain)
         for group in groups:
             for i in group.members:
                 reports[i].impact_db = group.impact_db
