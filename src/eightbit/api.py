@@ -17,7 +17,7 @@ import onnx_ir.passes.common as common_passes
 from eightbit.backends import OrtSession
 from eightbit.backends.onnxruntime import session_with_outputs
 from eightbit.calibrate import collect_ranges
-from eightbit.calibrate.means import channel_means
+from eightbit.calibrate.means import channel_means, channel_ranges
 from eightbit.calibrate.moments import input_moments, weighted_nodes
 from eightbit.config import (
     BIAS_BITS,
@@ -46,11 +46,12 @@ from eightbit.errors import InputError
 from eightbit.fallback import Budget, Fallback, fallback_from_dict, fewest_meeting, ranked_harms
 from eightbit.ir import as_model, check_output_path, save_model
 from eightbit.isa import cpu_features
-from eightbit.metadata import BIAS_KEY, FALLBACK_KEY, FLOAT_NODES_KEY, SCHEME_KEY, WEIGHT_RANGE_KEY
+from eightbit.metadata import BIAS_KEY, EQUALIZATION_KEY, FALLBACK_KEY, FLOAT_NODES_KEY, SCHEME_KEY, WEIGHT_RANGE_KEY
 from eightbit.passes.channel_shuffle import ChannelShuffleAsGather
 from eightbit.passes.constants import constant_array
 from eightbit.passes.correct_biases import correct_biases
 from eightbit.passes.dynamic import MEASURED_CHOICES, DynamicChoices, QuantizeDynamically
+from eightbit.passes.equalize_channels import equalize_channels, find_pairs
 from eightbit.passes.fuse_activation import FuseActivations, name_after_activations
 from eightbit.passes.hard_gates import HardGatesAsConvolutions
 from eightbit.passes.insert_qdq import InsertQDQ, activation_qparams
@@ -371,6 +372,46 @@ def _with_corrected_biases(
     return (corrected if keep else model), text
 
 
+# Equalized layers (eq. 35) are kept where they raise the worst output SQNR on the calibration samples by
+# at least this much (docs/quantization.md, section 5).
+EQUALIZATION_MARGIN_DB = 0.5
+
+
+def _gives_grids(model: ir.Model) -> bool:
+    """Whether any tensor of `model` comes with its own grid (a QDQ model): its ranges are not ours to move."""
+    return any(given_grid(value) is not None for value in _values(model.graph))
+
+
+def _with_equalized_channels(
+    prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
+    show_progress: bool,
+) -> tuple[ir.Model, dict[str, np.ndarray], str]:
+    """`prepared` with its layer pairs equalized (eq. 35) where the model built from it, with nearest
+    codes, agrees better with float on the calibration samples by EQUALIZATION_MARGIN_DB; else `prepared`.
+    Returns the model, tensor name -> the factors its channels were multiplied by ({} where not kept),
+    and what was measured. Ranges are read on the samples after the ones the choice is measured on,
+    where there are enough."""
+    pairs = find_pairs(prepared.graph)
+    if not pairs:
+        return prepared, {}, ""
+    names = list(dict.fromkeys(pair.measured.name for pair in pairs))
+    ranges = channel_ranges(prepared, names, _held_out_from_checks(samples), threads)
+    equalized = ir.from_proto(ir.to_proto(prepared))
+    factors = equalize_channels(equalized.graph, ranges)
+    if not factors:
+        return prepared, {}, ""
+    plain = _static_with_gates(ir.from_proto(ir.to_proto(prepared)), scheme, samples, method, weight_range,
+                               threads, show_progress)[0]
+    balanced = _static_with_gates(ir.from_proto(ir.to_proto(equalized)), scheme, samples, method, weight_range,
+                                  threads, show_progress)[0]
+    plain_db, balanced_db = _float_agreement_db([plain, balanced], prepared, samples, threads)
+    keep = balanced_db >= plain_db + EQUALIZATION_MARGIN_DB
+    pairs_moved = len({pair.producer.name for pair in pairs if pair.between[0].name in factors})
+    text = (f"{pairs_moved} layer pairs equalized (eq. 35): {balanced_db:.1f} dB output SQNR on the calibration "
+            f"samples, {plain_db:.1f} dB as they were: {'equalization kept' if keep else 'not kept'}")
+    return (equalized, factors, text) if keep else (prepared, {}, text)
+
+
 def _metric_drop(reference: ir.Model, samples: Samples, threads: int,
                  metric: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[ir.Model], float]:
     """A model -> how far `metric` falls on every calibration sample: metric(float, float) − metric(model's,
@@ -508,6 +549,7 @@ def quantize(
     max_drop: float | None = None,
     metric: Callable[[np.ndarray, np.ndarray], float] | None = None,
     bias_correction: bool = True,
+    equalization: bool = False,
 ) -> ir.Model:
     """Quantize a float ONNX model (a path, an onnx.ModelProto or an onnx_ir.Model, which is left
     unchanged); returns the quantized onnx_ir model (and saves it to `output`).
@@ -524,7 +566,9 @@ def quantize(
     output agrees better with float. `weight_rounding` "gptq" (with calibration samples; the default of
     the weights scheme) chooses each layer's weight codes from its calibration inputs (docs/quantization.md,
     section 2a); "nearest" rounds each weight on its own; "auto" (the static schemes' default) builds both
-    and keeps the first where it agrees better with float on the calibration samples.
+    and keeps the first where it agrees better with float on the calibration samples. `equalization`
+    (static schemes with calibration samples): scale the channels feeding each depthwise convolution to
+    fill their shared grid (eq. 35), kept where the output agrees better with float.
     """
     scheme = scheme if isinstance(scheme, Scheme) else scheme_named(scheme)
     if bias_bits is not None:
@@ -563,6 +607,12 @@ def quantize(
     # Node name -> second moments of its inputs: filled once, read by every model built below.
     moments = {} if weight_rounding == "gptq" and samples is not None else None
     prepared = model
+    equalized: dict[str, np.ndarray] = {}
+    equalization_note = ""
+    if scheme.kind is SchemeKind.STATIC and equalization and samples is not None and not _gives_grids(prepared):
+        prepared, equalized, equalization_note = _with_equalized_channels(
+            prepared, scheme, samples, calibrate, weight_range, threads, show_progress)
+        model = prepared
     if budget is None:
         measured = None
     elif max_drop is not None:
@@ -597,6 +647,10 @@ def quantize(
         model, corrected = _with_corrected_biases(model, prepared, scheme, samples, threads, show_progress, budget,
                                                   measured, fallback)
         weight_note = f"{weight_note}; {corrected}"
+    if equalization_note:
+        weight_note = f"{weight_note}; {equalization_note}"
+    if equalized:
+        model.metadata_props[EQUALIZATION_KEY] = json.dumps({name: f.tolist() for name, f in equalized.items()})
     if weight_rounding == "gptq" and moments:  # (auto's note already says what it took)
         weight_note += (f"; codes of {len(moments)} weighted nodes chosen from their calibration inputs "
                         "(--weight-rounding gptq)")

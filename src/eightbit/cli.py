@@ -67,6 +67,7 @@ def _quantize(args: argparse.Namespace) -> int:
         weight_rounding=args.weight_rounding, images=images, threads=args.threads,
         show_progress=_show_progress(args), min_sqnr=args.min_sqnr, max_drop=args.max_drop,
         bias_correction=not args.no_bias_correction,
+        equalization=args.equalize,
     )
     float_nodes = api.float_nodes_of(model)
     fallback = api.fallback_of(model)
@@ -337,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="keep the biases as rounded (by default, static schemes with --calibration move each "
                                "integer layer's bias by its mean output error on those samples where that measures "
                                "better)")
+    quantize.add_argument("--equalize", action="store_true",
+                          help="static schemes with --calibration: scale the channels feeding each depthwise "
+                               "convolution to fill their shared grid (cross-layer equalization), kept where that "
+                               "measures better on the calibration samples")
     quantize.add_argument("--min-sqnr", type=float, metavar="DB",
                           help="keep the fewest, most harmful tensors in float until the worst output SQNR "
                                "(pre-softmax) on the calibration samples is at least DB; reports which nodes and "

@@ -12,3 +12,5 @@ BIAS_KEY = "eightbit.bias"
 FALLBACK_KEY = "eightbit.fallback"
 # Bias correction (eq. 7b): node name -> how far each of its bias codes moved.
 BIAS_CORRECTION_KEY = "eightbit.bias_correction"
+# Cross-layer equalization (eq. 35): tensor name -> the factors its channels (axis 1) were multiplied by.
+EQUALIZATION_KEY = "eightbit.equalization"

@@ -1,4 +1,4 @@
-"""Per-channel means of tensors over the calibration samples (what bias correction needs)."""
+"""Per-channel means and ranges of tensors over the calibration samples (bias correction, equalization)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,25 @@ def channel_means(
     finally:
         session.close()
     return {name: sums[name] / counts[name] for name in channel_axes if counts[name]}
+
+
+def channel_ranges(
+    model: ir.Model, names: list[str], samples: Samples, threads: int = DEFAULT_THREADS,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Name -> (lowest, highest) value of each channel (axis 1) of that tensor over `samples`."""
+    values = {v.name: v for node in model.graph for v in node.outputs}
+    lows: dict[str, np.ndarray] = {}
+    highs: dict[str, np.ndarray] = {}
+    session = session_with_outputs(model, [values[name] for name in names], threads)
+    try:
+        for feeds in samples.batches():
+            results = session.run(feeds, names)
+            for name in names:
+                batch = np.asarray(results[name], np.float32)
+                moved = np.moveaxis(batch, 1, -1).reshape(-1, batch.shape[1])
+                low, high = moved.min(axis=0), moved.max(axis=0)
+                lows[name] = np.minimum(lows[name], low) if name in lows else low
+                highs[name] = np.maximum(highs[name], high) if name in highs else high
+    finally:
+        session.close()
+    return {name: (lows[name], highs[name]) for name in names if name in lows}

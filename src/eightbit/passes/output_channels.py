@@ -52,7 +52,7 @@ def channel_vector(constant: np.ndarray, rank: int, channels: int) -> np.ndarray
     return np.broadcast_to(constant.reshape(shape[1]), (channels,)).astype(np.float32)
 
 
-def _set_constant(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray, taken: set[str]) -> None:
+def set_constant(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray, taken: set[str]) -> None:
     """Give input `index` of `node` the new constant, leaving other readers of the old one as they were."""
     old = node.inputs[index] if index < len(node.inputs) else None
     base = old.name if old is not None else f"{node.name or node.op_type}_bias"
@@ -90,7 +90,7 @@ def fold_scale_and_shift(
         else:
             weight = weight * scale[None, :]
         bias = bias * scale
-        _set_constant(graph, node, 1, weight, taken)
+        set_constant(graph, node, 1, weight, taken)
     if shift is not None:
         bias = bias + shift
-    _set_constant(graph, node, 2, bias, taken)
+    set_constant(graph, node, 2, bias, taken)

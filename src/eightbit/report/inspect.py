@@ -38,7 +38,7 @@ from eightbit.config import DEFAULT_THREADS, IntegerFormat
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
 from eightbit.ir import as_model
-from eightbit.metadata import BIAS_KEY
+from eightbit.metadata import BIAS_KEY, EQUALIZATION_KEY
 from eightbit.passes.constants import add_initializer, constant_array, replace_output, unique_name
 from eightbit.passes.correct_biases import without_bias_corrections
 from eightbit.plan.ops import OP_RULES, OutputRange, weight_axis
@@ -519,6 +519,8 @@ def inspect_models(
     quantized_compared = [by_output[name] for name in float_by_output]
     compared_names = [v.name for v in float_compared]
     measured = [(r, q) for r, q in zip(reports, quantized) if r.in_float_model]
+    equalized = {name: np.asarray(factors, np.float32)
+                 for name, factors in json.loads(quantized_model.metadata_props.get(EQUALIZATION_KEY, "{}")).items()}
     wanted_float = list({v.name: v for v in [float_values[r.name] for r, _ in measured] + float_compared}.values())
     wanted_quantized = [q.dequantized for _, q in measured] + quantized_compared
     float_session = session_with_outputs(float_model, wanted_float, threads)
@@ -531,13 +533,18 @@ def inspect_models(
         got = quantized_session.run(feeds, [v.name for v in wanted_quantized])
         for report, q in measured:
             reference = expected[report.name]
-            fake = report.grid.fake_quantize(reference)
             arrived = got[q.dequantized.name]
+            # An equalized tensor (eq. 35) is the float one times its channel factors in the quantized model.
+            factors = equalized.get(report.name)
+            per_channel = 1.0 if factors is None else factors.reshape(-1, *[1] * (reference.ndim - 2))
+            on_grid = reference * per_channel
+            fake = report.grid.fake_quantize(on_grid)
             half = report.grid.scale / 2
-            clipped = (reference < report.grid.low - half) | (reference > report.grid.high + half)
+            clipped = (on_grid < report.grid.low - half) | (on_grid > report.grid.high + half)
             if reference.size:
-                report.low = min(report.low, float(reference.min()))
-                report.high = max(report.high, float(reference.max()))
+                report.low = min(report.low, float(on_grid.min()))
+                report.high = max(report.high, float(on_grid.max()))
+            fake, arrived = fake / per_channel, arrived / per_channel
             if q.read_through is not None:
                 # Only what the activation makes of the tensor matters (eq. 8a): measure after it,
                 # and count a clipped value only where clipping changes the activation's output by

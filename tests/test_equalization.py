@@ -1,0 +1,132 @@
+"""Cross-layer equalization before depthwise convolutions (eq. 35): same float function, finer grids."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+import eightbit
+from conftest import make_model, tensor, value_info
+from eightbit.api import WEIGHT_RANGE_KEY, load_samples
+from eightbit.backends import OrtSession
+from eightbit.backends.onnxruntime import session_with_outputs
+from eightbit.calibrate.means import channel_ranges
+from eightbit.ir import as_model
+from eightbit.metadata import EQUALIZATION_KEY
+from eightbit.passes.equalize_channels import equalize_channels, find_pairs
+from eightbit.prepare import prepare
+from eightbit.quant.equalization import HEADROOM, MAX_FACTOR, equalizing_factors
+from eightbit.report.inspect import inspect_models
+from eightbit.report.metrics import sqnr_db
+from test_cli import run_cli
+
+
+def separable_cnn(seed: int = 0) -> onnx.ModelProto:
+    """pointwise conv -> relu -> depthwise conv -> relu -> pointwise conv -> GAP -> Flatten -> Gemm, with
+    the first conv's channels spanning two orders of magnitude (what batch-norm folding often leaves)."""
+    rng = np.random.default_rng(seed)
+    spread = np.geomspace(1.0, 0.01, 16).astype(np.float32)
+    w_a = rng.normal(0, 0.5, (16, 3, 1, 1)).astype(np.float32) * spread[:, None, None, None]
+    b_a = rng.normal(0, 0.05, 16).astype(np.float32) * spread
+    w_d = rng.normal(0, 0.5, (16, 1, 3, 3)).astype(np.float32) / spread[:, None, None, None]
+    inits = [
+        tensor("w_a", w_a), tensor("b_a", b_a),
+        tensor("w_d", w_d), tensor("b_d", rng.normal(0, 0.1, 16).astype(np.float32)),
+        tensor("w_c", rng.normal(0, 0.3, (8, 16, 1, 1)).astype(np.float32)),
+        tensor("b_c", rng.normal(0, 0.1, 8).astype(np.float32)),
+        tensor("fc_w", rng.normal(0, 0.3, (10, 8)).astype(np.float32)),
+        tensor("fc_b", rng.normal(0, 0.1, 10).astype(np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w_a", "b_a"], ["ca"], name="expand"),
+        helper.make_node("Relu", ["ca"], ["ra"], name="relu_a"),
+        helper.make_node("Conv", ["ra", "w_d", "b_d"], ["cd"], pads=[1, 1, 1, 1], group=16, name="depthwise"),
+        helper.make_node("Relu", ["cd"], ["rd"], name="relu_d"),
+        helper.make_node("Conv", ["rd", "w_c", "b_c"], ["cc"], name="project"),
+        helper.make_node("GlobalAveragePool", ["cc"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1, name="fc"),
+    ]
+    return make_model(nodes, [value_info("x", ["batch", 3, 10, 10])], [value_info("logits", ["batch", 10])], inits)
+
+
+@pytest.fixture
+def images():
+    rng = np.random.default_rng(5)
+    return {"x": rng.normal(0, 1, (32, 3, 10, 10)).astype(np.float32)}
+
+
+def test_factors_fill_the_tensors_grid_within_bounds():
+    low = np.array([0.0, 0.0, 0.0, -2.0, 0.0, 0.0])
+    high = np.array([8.0, 1.0, 0.0, 1.0, 1e-4, 6.0])
+    # 8 / 1 / HEADROOM; silent: 1; held by its low end (-2 of -2); bounded; already within HEADROOM: 1
+    np.testing.assert_allclose(equalizing_factors(low, high), [1.0, 8.0 / HEADROOM, 1.0, 1.0, MAX_FACTOR, 1.0])
+    # a channel reaching below zero is limited by the tensor's lowest value as well
+    np.testing.assert_allclose(equalizing_factors(np.array([-8.0, -1.0]), np.array([1.0, 0.1])), [1.0, 8.0 / HEADROOM])
+
+
+def test_equalized_model_computes_the_same_function(images):
+    model = prepare(as_model(separable_cnn()))
+    pairs = find_pairs(model.graph)
+    assert [(p.producer.name, p.consumer.name, p.measured.name) for p in pairs] == [("expand", "depthwise", "ra")]
+    samples = load_samples(images, model)
+    ranges = channel_ranges(model, ["ra"], samples)
+    def run() -> dict[str, np.ndarray]:
+        wanted = [v for node in model.graph for v in node.outputs if v.name in ("logits", "ra")]
+        return session_with_outputs(model, wanted, 1).run(images, ["logits", "ra"])
+
+    before = run()
+    factors = equalize_channels(model.graph, ranges)
+    assert set(factors) == {"ca", "ra"}
+    after = run()
+    np.testing.assert_allclose(after["logits"], before["logits"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(after["ra"], before["ra"] * factors["ra"].reshape(-1, 1, 1), rtol=1e-4, atol=1e-6)
+    # every channel that moved now reaches 1/HEADROOM of the tensor's largest value, or the bound held it back
+    reach = after["ra"].max(axis=(0, 2, 3))
+    moved = factors["ra"] > 1.0
+    assert moved.sum() >= 8
+    np.testing.assert_allclose(reach[moved & (factors["ra"] < MAX_FACTOR)], reach.max() / HEADROOM, rtol=1e-4)
+
+
+def test_quantize_measures_equalization_and_inspect_reads_through_it(images):
+    rng = np.random.default_rng(6)
+    held_out = {"x": rng.normal(0, 1, (32, 3, 10, 10)).astype(np.float32)}
+    float_model = separable_cnn()
+    plain = eightbit.quantize(float_model, images, weight_rounding="nearest", bias_correction=False)
+    equalized = eightbit.quantize(float_model, images, weight_rounding="nearest", bias_correction=False,
+                                  equalization=True)
+    assert EQUALIZATION_KEY not in plain.metadata_props
+    assert "equalization kept" in equalized.metadata_props[WEIGHT_RANGE_KEY]
+    expected = OrtSession(as_model(float_model)).run(held_out, ["logits"])["logits"]
+
+    def output_db(model) -> float:
+        return sqnr_db(expected, OrtSession(model).run(held_out, ["logits"])["logits"])
+
+    assert output_db(equalized) > output_db(plain) + 3.0
+    # inspect measures the equalized tensor against the float one, in the float model's units: on the
+    # calibration samples (no clipping) its grid now keeps far more of it
+    samples = load_samples(images, as_model(float_model))
+    rows = {r.name: r for r in inspect_models(float_model, equalized, samples).tensors}
+    plain_rows = {r.name: r for r in inspect_models(float_model, plain, samples).tensors}
+    assert rows["ra"].clipped == plain_rows["ra"].clipped == 0
+    assert rows["ra"].own.sqnr_db > plain_rows["ra"].own.sqnr_db + 3.0
+    assert rows["ra"].accumulated.sqnr_db <= rows["ra"].own.sqnr_db + 1.0
+
+
+def test_equalization_is_off_by_default_and_needs_samples(images):
+    assert "equaliz" not in eightbit.quantize(separable_cnn(), images).metadata_props[WEIGHT_RANGE_KEY]
+    # without calibration samples there is nothing to measure ranges on: the weights scheme ignores it
+    assert EQUALIZATION_KEY not in eightbit.quantize(separable_cnn(), scheme="weights",
+                                                     equalization=True).metadata_props
+
+
+def test_cli_equalize_flag(tmp_path, images):
+    source, target, data = tmp_path / "separable.onnx", tmp_path / "separable.int8.onnx", tmp_path / "x.npz"
+    onnx.save(separable_cnn(), source)
+    np.savez(data, **images)
+    result = run_cli("quantize", str(source), "--calibration", str(data), "-o", str(target), "--equalize",
+                     "--no-report")
+    assert result.returncode == 0, result.stderr
+    assert EQUALIZATION_KEY in {p.key for p in onnx.load(target).metadata_props}
