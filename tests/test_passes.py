@@ -292,3 +292,34 @@ def test_hard_swish_as_integer_kernels_is_a_measured_choice():
     assert "1 hard-swishes as gate convolutions" in note
     taken = "integer kernels taken" in note
     assert taken != ("HardSwish" in ops(quantized))
+
+
+def test_hard_swish_input_grid_is_narrowed_alike_in_both_forms():
+    """x enters a gate-form hard-swish only through x * gate(x): below -3 the product is 0 whatever x is, so
+    its grid can stop at -3 (eq. 8a), as the float HardSwish op's input grid does."""
+    from eightbit import api
+    from eightbit.config import scheme_named
+    from eightbit.ir import as_model
+    from eightbit.passes.hard_gates import HardGatesAsConvolutions, swish_product
+
+    data = 4 * np.random.default_rng(4).normal(size=(16, 1, 3, 8, 8)).astype(np.float32)
+    grids = {}
+    for gated in (False, True):
+        prepared = prepare(as_model(onnx.shape_inference.infer_shapes(_gated_net("HardSwish"))))
+        if gated:
+            HardGatesAsConvolutions()(prepared)
+            a = next(v for n in prepared.graph for v in n.outputs if v.name == "a")
+            assert swish_product(a) is not None and swish_product(a).op_type == "Mul"
+        samples = api.load_samples({"x": data}, prepared)
+        model = api._static(prepared, scheme_named("eightbit"), samples, "minmax", "7bit", 1, False)[0]
+        quantize = next(n for n in model.graph if n.op_type == "QuantizeLinear" and n.inputs[0].name == "a")
+        scale, zero_point = (float(quantize.inputs[i].const_value.numpy()) for i in (1, 2))
+        grids[gated] = (-zero_point * scale, (255 - zero_point) * scale, scale)
+    from eightbit.backends.onnxruntime import session_with_outputs
+    float_model = as_model(_gated_net("HardSwish"))
+    a = next(v for n in float_model.graph for v in n.outputs if v.name == "a")
+    session = session_with_outputs(float_model, [a], 1)
+    assert min(float(session.run({"x": x}, ["a"])["a"].min()) for x in data) < -10  # the samples reach far below -3 ...
+    for low, _, scale in grids.values():
+        assert -3 - 2 * scale < low < -3  # ... and both grids stop there (one step of margin, eq. 8a)
+    np.testing.assert_allclose(grids[True], grids[False], rtol=1e-6)

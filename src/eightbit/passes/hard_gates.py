@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.passes.constants import add_initializer, attribute, replace_output, unique_name
+from eightbit.passes.constants import add_initializer, attribute, constant_array, replace_output, unique_name
 
 _HARD_SWISH = (1 / 6, 0.5)
 
@@ -78,3 +78,32 @@ class HardGatesAsConvolutions(ir.passes.InPlacePass):
             graph.remove(node, safe=True)
             modified = True
         return ir.passes.PassResult(model, modified)
+
+
+def _is_swish_gate(node: ir.Node, x: ir.Value) -> bool:
+    """Whether `node` is the gate convolution this pass makes of hard-swish(x): depthwise 1x1, weight 1/6,
+    bias 1/2, reading `x`."""
+    if node.op_type != "Conv" or len(node.inputs) != 3 or node.inputs[0] is not x:
+        return False
+    weight, bias = constant_array(node.inputs[1]), constant_array(node.inputs[2])
+    channels = _channels(x)
+    if weight is None or bias is None or channels is None or attribute(node, "group", 1) != channels:
+        return False
+    return (weight.shape == (channels, 1, 1, 1) and bool(np.all(weight == np.float32(_HARD_SWISH[0])))
+            and bool(np.all(bias == np.float32(_HARD_SWISH[1]))))
+
+
+def swish_product(x: ir.Value) -> ir.Node | None:
+    """The Mul computing hard-swish(x) in gate form, where it and its gate are all that read `x` (the gate's
+    Clip fused away or not): then x enters only through hard-swish, and what clipping x does to the product
+    is what it does to hard-swish (docs/quantization.md, eq. 8a)."""
+    readers = [use.node for use in x.uses()]
+    if len(readers) != 2 or x.is_graph_output():
+        return None
+    gate = next((n for n in readers if _is_swish_gate(n, x)), None)
+    product = next((n for n in readers if n.op_type == "Mul"), None)
+    if gate is None or product is None or x not in product.inputs:
+        return None
+    gated = gate.outputs[0]
+    clip = gated.uses()[0].node if len(gated.uses()) == 1 and gated.uses()[0].node.op_type == "Clip" else None
+    return product if (clip.outputs[0] if clip is not None else gated) in product.inputs else None

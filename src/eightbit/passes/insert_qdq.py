@@ -11,6 +11,7 @@ import onnx_ir.passes.common as common_passes
 from eightbit.config import Granularity, Scheme
 from eightbit.passes.constants import attribute, constant_array
 from eightbit.passes.fuse_activation import CLAMP
+from eightbit.passes.hard_gates import swish_product
 from eightbit.passes.qdq_nodes import dequantized_codes, dequantized_constant, quantize_dequantize
 from eightbit.passes.read_qdq import given_grid, grid_in_format, weight_grid_choice
 from eightbit.passes.weight_rounding import rounded_constant
@@ -41,9 +42,16 @@ def _live_range(node: ir.Node, output: QParams, scheme: Scheme) -> tuple[float, 
 def _saturating_reader_range(
     value: ir.Value, int8: set[ir.Node], params: dict[ir.Value, QParams], scheme: Scheme
 ) -> tuple[float, float] | None:
-    """The union of the live ranges of `value`'s readers, if every reader is an int8 saturating activation."""
+    """The union of the live ranges of `value`'s readers, if every reader is an int8 saturating activation
+    (a hard-swish in gate form counts as one: its gate and its product read `value`)."""
     if value.is_graph_output() or not value.uses():
         return None
+    product = swish_product(value)
+    if product is not None:
+        output = product.outputs[0]
+        if product not in int8 or output not in params:
+            return None
+        return hard_swish_live_range(float(params[output][0]), int(params[output][1]), scheme.activations)
     low, high = math.inf, -math.inf
     for use in value.uses():
         output = use.node.outputs[0]
