@@ -323,3 +323,22 @@ def test_hard_swish_input_grid_is_narrowed_alike_in_both_forms():
     for low, _, scale in grids.values():
         assert -3 - 2 * scale < low < -3  # ... and both grids stop there (one step of margin, eq. 8a)
     np.testing.assert_allclose(grids[True], grids[False], rtol=1e-6)
+
+
+def test_an_unclipped_gate_is_not_taken_for_a_hard_swish():
+    """x * (x/6 + 1/2) without the clip is not hard-swish: its input grid must not be narrowed."""
+    from eightbit.ir import as_model
+    from eightbit.passes.hard_gates import swish_product
+
+    def net(clipped: bool):
+        inits = [tensor("w", np.full((3, 1, 1, 1), 1 / 6, np.float32)), tensor("b", np.full(3, 0.5, np.float32)),
+                 tensor("lo", np.array(0.0, np.float32)), tensor("hi", np.array(1.0, np.float32))]
+        nodes = [helper.make_node("Conv", ["x", "w", "b"], ["affine"], group=3)]
+        if clipped:
+            nodes.append(helper.make_node("Clip", ["affine", "lo", "hi"], ["gate"]))
+        nodes.append(helper.make_node("Mul", ["x", "gate" if clipped else "affine"], ["y"]))
+        model = as_model(make_model(nodes, [value_info("x", [1, 3, 4, 4])], [value_info("y", [1, 3, 4, 4])], inits))
+        return next(v for v in model.graph.inputs if v.name == "x")
+
+    assert swish_product(net(clipped=True)) is not None
+    assert swish_product(net(clipped=False)) is None

@@ -15,6 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from eightbit.passes.constants import add_initializer, attribute, constant_array, replace_output, unique_name
+from eightbit.passes.fuse_activation import CLAMP
 
 _HARD_SWISH = (1 / 6, 0.5)
 
@@ -105,5 +106,11 @@ def swish_product(x: ir.Value) -> ir.Node | None:
     if gate is None or product is None or x not in product.inputs:
         return None
     gated = gate.outputs[0]
-    clip = gated.uses()[0].node if len(gated.uses()) == 1 and gated.uses()[0].node.op_type == "Clip" else None
-    return product if (clip.outputs[0] if clip is not None else gated) in product.inputs else None
+    if gated.meta.get(CLAMP) == (0.0, 1.0):  # the gate's Clip(0, 1), fused into the convolution's grid
+        return product if gated in product.inputs else None
+    uses = gated.uses()
+    clip = uses[0].node if len(uses) == 1 and uses[0].node.op_type == "Clip" else None
+    bounds = [constant_array(v) if v is not None else None for v in clip.inputs[1:]] if clip is not None else []
+    if len(bounds) != 2 or any(b is None for b in bounds) or (float(bounds[0]), float(bounds[1])) != (0.0, 1.0):
+        return None  # an unclipped affine map: not a hard-swish
+    return product if clip.outputs[0] in product.inputs else None
