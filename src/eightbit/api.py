@@ -137,6 +137,11 @@ def _gives_weight_grids(model: ir.Model) -> bool:
     return any(given_grid(value) is not None for value in model.graph.initializers.values())
 
 
+def _gives_grids(model: ir.Model) -> bool:
+    """Whether any tensor of `model` comes with its own grid (a QDQ model): its ranges are not ours to move."""
+    return any(given_grid(value) is not None for value in _values(model.graph))
+
+
 def _carry_given_grids(source: ir.Model, copy: ir.Model) -> None:
     """Value metadata does not survive a proto round trip: copy the given grids over by name."""
     grids = {v.name: given_grid(v) for v in _values(source.graph) if given_grid(v) is not None}
@@ -277,13 +282,15 @@ GPTQ_MARGIN_DB = 0.5
 
 def _static_rounding_measured(
     prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
-    show_progress: bool,
+    show_progress: bool, nearest: tuple[ir.Model, list[FloatNode], str, str] | None = None,
 ) -> tuple[ir.Model, list[FloatNode], str, str, dict[str, np.ndarray] | None, str]:
     """`_static_with_gates` with nearest weight codes, and again with codes by eq. 34 (the weight range and the
     hard-swish form decided anew: the two can saturate differently, and the chosen codes can favour the other
     form); the second where it agrees better with float by GPTQ_MARGIN_DB. Returns the model, its float nodes,
-    its note, the weight range taken, the moments (None where nearest was kept) and what was measured."""
-    nearest = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress)
+    its note, the weight range taken, the moments (None where nearest was kept) and what was measured.
+    `nearest`: the model with nearest codes, where the caller has built it already."""
+    if nearest is None:
+        nearest = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress)
     moments: dict[str, np.ndarray] = {}
     chosen = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress,
                                 moments=moments, moment_samples=_held_out_from_checks(samples))
@@ -377,39 +384,35 @@ def _with_corrected_biases(
 EQUALIZATION_MARGIN_DB = 0.5
 
 
-def _gives_grids(model: ir.Model) -> bool:
-    """Whether any tensor of `model` comes with its own grid (a QDQ model): its ranges are not ours to move."""
-    return any(given_grid(value) is not None for value in _values(model.graph))
-
-
 def _with_equalized_channels(
     prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
     show_progress: bool,
-) -> tuple[ir.Model, dict[str, np.ndarray], str]:
+) -> tuple[ir.Model, dict[str, np.ndarray], str, tuple[ir.Model, list[FloatNode], str, str] | None]:
     """`prepared` with its layer pairs equalized (eq. 35) where the model built from it, with nearest
     codes, agrees better with float on the calibration samples by EQUALIZATION_MARGIN_DB; else `prepared`.
     Returns the model, tensor name -> the factors its channels were multiplied by ({} where not kept),
-    and what was measured. Ranges are read on the samples after the ones the choice is measured on,
-    where there are enough."""
+    what was measured, and the model returned built with nearest codes (as _static_with_gates returns it;
+    None where nothing was built). Ranges are read on the samples after the ones the choice is measured
+    on, where there are enough."""
     pairs = find_pairs(prepared.graph)
     if not pairs:
-        return prepared, {}, ""
+        return prepared, {}, "", None
     names = list(dict.fromkeys(pair.measured.name for pair in pairs))
     ranges = channel_ranges(prepared, names, _held_out_from_checks(samples), threads)
     equalized = ir.from_proto(ir.to_proto(prepared))
     factors = equalize_channels(equalized.graph, ranges)
     if not factors:
-        return prepared, {}, ""
+        return prepared, {}, "", None
     plain = _static_with_gates(ir.from_proto(ir.to_proto(prepared)), scheme, samples, method, weight_range,
-                               threads, show_progress)[0]
+                               threads, show_progress)
     balanced = _static_with_gates(ir.from_proto(ir.to_proto(equalized)), scheme, samples, method, weight_range,
-                                  threads, show_progress)[0]
-    plain_db, balanced_db = _float_agreement_db([plain, balanced], prepared, samples, threads)
+                                  threads, show_progress)
+    plain_db, balanced_db = _float_agreement_db([plain[0], balanced[0]], prepared, samples, threads)
     keep = balanced_db >= plain_db + EQUALIZATION_MARGIN_DB
     pairs_moved = len({pair.producer.name for pair in pairs if pair.between[0].name in factors})
     text = (f"{pairs_moved} layer pairs equalized (eq. 35): {balanced_db:.1f} dB output SQNR on the calibration "
             f"samples, {plain_db:.1f} dB as they were: {'equalization kept' if keep else 'not kept'}")
-    return (equalized, factors, text) if keep else (prepared, {}, text)
+    return (equalized, factors, text, balanced) if keep else (prepared, {}, text, plain)
 
 
 def _metric_drop(reference: ir.Model, samples: Samples, threads: int,
@@ -609,8 +612,9 @@ def quantize(
     prepared = model
     equalized: dict[str, np.ndarray] = {}
     equalization_note = ""
+    nearest = None  # the static model with nearest codes, where equalization has built it already
     if scheme.kind is SchemeKind.STATIC and equalization and samples is not None and not _gives_grids(prepared):
-        prepared, equalized, equalization_note = _with_equalized_channels(
+        prepared, equalized, equalization_note, nearest = _with_equalized_channels(
             prepared, scheme, samples, calibrate, weight_range, threads, show_progress)
         model = prepared
     if budget is None:
@@ -622,7 +626,7 @@ def quantize(
             return _float_agreement_db([candidate], prepared, samples, threads)[0]
     if scheme.kind is SchemeKind.STATIC and weight_rounding == "auto":
         *chosen, moments, rounding = _static_rounding_measured(
-            prepared, scheme, samples, calibrate, weight_range, threads, show_progress)
+            prepared, scheme, samples, calibrate, weight_range, threads, show_progress, nearest)
         model, float_nodes, weight_note, taken_range = chosen
         if budget is not None:  # the search starts from the model just chosen (its rounding and weight range)
             model, float_nodes, weight_note, fallback = _static_within_budget(
@@ -631,10 +635,12 @@ def quantize(
         weight_note = f"{weight_note}; {rounding}"
     elif scheme.kind is SchemeKind.STATIC and budget is not None:
         model, float_nodes, weight_note, fallback = _static_within_budget(
-            prepared, scheme, samples, calibrate, weight_range, threads, show_progress, budget, measured, moments)
+            prepared, scheme, samples, calibrate, weight_range, threads, show_progress, budget, measured, moments,
+            nearest if moments is None else None)
     elif scheme.kind is SchemeKind.STATIC:
-        model, float_nodes, weight_note, _ = _static_with_gates(model, scheme, samples, calibrate, weight_range,
-                                                                threads, show_progress, moments=moments)
+        built = nearest if nearest is not None and moments is None else _static_with_gates(
+            model, scheme, samples, calibrate, weight_range, threads, show_progress, moments=moments)
+        model, float_nodes, weight_note, _ = built
     elif scheme.kind is SchemeKind.DYNAMIC:
         model, float_nodes, weight_note = _dynamic(model, scheme, samples, weight_range, threads)
     else:
