@@ -342,3 +342,50 @@ def test_an_unclipped_gate_is_not_taken_for_a_hard_swish():
 
     assert swish_product(net(clipped=True)) is not None
     assert swish_product(net(clipped=False)) is None
+
+
+def _upsampling_net():
+    """Conv -> Relu -> Resize (nearest, x2) -> Conv, NCHW: a feature pyramid's upsampling between integer convs."""
+    rng = np.random.default_rng(3)
+    params = [tensor("w1", rng.normal(0, 0.5, (16, 3, 3, 3)).astype(np.float32)),
+              tensor("w2", rng.normal(0, 0.3, (8, 16, 1, 1)).astype(np.float32)),
+              tensor("scales", np.array([1, 1, 2, 2], np.float32))]
+    return make_model(
+        [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["a"], ["r"]),
+         helper.make_node("Resize", ["r", "", "scales"], ["u"], mode="nearest",
+                          coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+         helper.make_node("Conv", ["u", "w2"], ["y"])],
+        [value_info("x", [1, 3, 10, 10])], [value_info("y", [1, 8, 20, 20])], params,
+    )
+
+
+def test_resize_between_walls_computes_the_same():
+    from eightbit.passes.resize_channels_first import ResizeChannelsFirst
+
+    proto = onnx.shape_inference.infer_shapes(_upsampling_net())
+    model = check_equivalent(proto, ResizeChannelsFirst(), x_of((1, 3, 10, 10)), rtol=0, atol=0)
+    assert ops(model) == ["Conv", "Relu", "Reshape", "Resize", "Reshape", "Conv"]
+    walls = [node for node in model.graph if node.op_type == "Reshape"]
+    assert walls[0].inputs[1] is walls[1].inputs[1]
+    assert walls[1].outputs[0].name == "u"  # the tensors keep the original names
+
+
+def test_quantized_resize_runs_on_codes_channels_first_with_the_same_outputs(monkeypatch):
+    from eightbit.backends import ReferenceSession
+    from eightbit.backends.onnxruntime import profile_kernels
+
+    calibration = {"x": np.random.default_rng(4).normal(size=(8, 1, 3, 10, 10)).astype(np.float32)}
+    sample = {"x": calibration["x"][0]}
+    walled = eightbit.quantize(_upsampling_net(), calibration, speed_check=False)
+    resizes = [k for k in profile_kernels(walled, sample) if k.op_type == "Resize"]
+    assert len(resizes) == 1 and resizes[0].input_types[0] == "uint8"
+    assert resizes[0].input_shapes[0] == (1, 16, 10, 10)  # channels-first, on codes
+    monkeypatch.setattr(eightbit.api, "ResizeChannelsFirst", lambda: (lambda model: None))
+    plain = eightbit.quantize(_upsampling_net(), calibration, speed_check=False)
+    assert "Reshape" not in ops(plain)
+    np.testing.assert_array_equal(run(walled, sample)[0], run(plain, sample)[0])
+    reference = ReferenceSession(walled).run(sample)["y"]
+    assert not ReferenceSession(walled).float_nodes
+    step = float(np.abs(reference).max()) / 100
+    assert np.abs(reference - run(walled, sample)[0]).max() <= step

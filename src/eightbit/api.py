@@ -46,7 +46,16 @@ from eightbit.errors import InputError
 from eightbit.fallback import Budget, Fallback, fallback_from_dict, fewest_meeting, ranked_harms
 from eightbit.ir import as_model, check_output_path, save_model
 from eightbit.isa import cpu_features
-from eightbit.metadata import BIAS_KEY, EQUALIZATION_KEY, FALLBACK_KEY, FLOAT_NODES_KEY, SCHEME_KEY, WEIGHT_RANGE_KEY
+from eightbit.metadata import (
+    BIAS_KEY,
+    EQUALIZATION_KEY,
+    FALLBACK_KEY,
+    FLOAT_NODES_KEY,
+    SCHEME_KEY,
+    SPEED_CHECK_KEY,
+    WEIGHT_RANGE_KEY,
+)
+from eightbit.never_slower import GAIN, SpeedCheck, slower_in_int8
 from eightbit.passes.channel_shuffle import ChannelShuffleAsGather
 from eightbit.passes.constants import constant_array
 from eightbit.passes.correct_biases import correct_biases
@@ -57,6 +66,7 @@ from eightbit.passes.hard_gates import HardGatesAsConvolutions
 from eightbit.passes.insert_qdq import InsertQDQ, activation_qparams
 from eightbit.passes.quantize_weights import QuantizeWeights
 from eightbit.passes.read_qdq import GIVEN_GRID, given_grid, grid_in_format
+from eightbit.passes.resize_channels_first import ResizeChannelsFirst
 from eightbit.plan import FloatNode, make_plan
 from eightbit.prepare import prepare
 from eightbit.report.latency import interleaved
@@ -183,6 +193,7 @@ def _static(
         if not scheme.activations.symmetric:  # eq. 8 needs zero_point = qmin
             FuseActivations(kept_float or ())(model)
         ChannelShuffleAsGather()(model)  # the same function, in a form ONNX Runtime moves fast as codes
+        ResizeChannelsFirst()(model)  # the same, in the layout where ONNX Runtime's Resize on codes is fast
         plan = make_plan(model.graph, kept_float)
         for value in plan.observed:  # a given grid the scheme cannot hold is the first thing to hear of
             if given_grid(value) is not None:
@@ -307,7 +318,7 @@ def _static_within_budget(
     show_progress: bool, budget: Budget, measured: Callable[[ir.Model], float],
     moments: dict[str, np.ndarray] | None = None,
     built: tuple[ir.Model, list[FloatNode], str, str] | None = None,
-) -> tuple[ir.Model, list[FloatNode], str, Fallback]:
+) -> tuple[tuple[ir.Model, list[FloatNode], str, str], Fallback]:
     """`_static_with_gates`, with the fewest, most harmful tensor grids kept float (their producers and
     readers float nodes) for `measured` (a model -> its measure on the calibration samples) to meet
     `budget` (docs/quantization.md, section 11b). `built`: the all-quantized model, where the caller has
@@ -317,11 +328,11 @@ def _static_within_budget(
                                    moments=moments)
     before = measured(built[0])
     if budget.meets(before):
-        return (*built[:3], Fallback(budget, before, before, [], 1))
+        return built, Fallback(budget, before, before, [], 1)
     batches = list(itertools.islice(samples.batches(), WEIGHT_RANGE_CHECK_BATCHES))
     harms = ranked_harms(built[0], prepared, batches, threads, show_progress)
     if not harms:
-        return (*built[:3], Fallback(budget, before, before, [], 1))
+        return built, Fallback(budget, before, before, [], 1)
     candidates: dict[int, tuple[ir.Model, list[FloatNode], str, str]] = {}
 
     def measure(count: int) -> float:
@@ -345,7 +356,32 @@ def _static_within_budget(
     quantized.close()
     kept.close()
     fallback.latency_ms = (latency.first_ms, latency.second_ms)
-    return (*chosen[:3], fallback)
+    return chosen, fallback
+
+
+def _never_slower(
+    prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, threads: int,
+    moments: dict[str, np.ndarray] | None, built: tuple[ir.Model, list[FloatNode], str, str],
+) -> tuple[tuple[ir.Model, list[FloatNode], str, str], SpeedCheck]:
+    """`built` (as _static_with_gates returns it), or the same model built again with the nodes ONNX Runtime
+    runs slower in int8 than in float here kept float, where the whole model is measured to run faster
+    (docs/quantization.md, section 11c)."""
+    feed = samples.single_feed()
+    check = SpeedCheck(slower_in_int8(built[0], prepared, feed, threads))
+    if not check.candidates:
+        return built, check
+    kept = {node.name: node.reason for node in built[1]}
+    for node in check.candidates:
+        kept.setdefault(node.name, f"slower in int8 here: {node.int8_us:.0f} us against {node.float_us:.0f} us "
+                                   "in float (ONNX Runtime profile)")
+    candidate = _static_with_gates(prepared, scheme, samples, method, built[3], threads, False, kept, moments)
+    integer, with_float = OrtSession(built[0], threads=threads), OrtSession(candidate[0], threads=threads)
+    latency = interleaved(lambda: integer.run(feed), lambda: with_float.run(feed), rounds=10)
+    integer.close()
+    with_float.close()
+    check.int8_ms, check.with_float_ms = round(latency.first_ms, 3), round(latency.second_ms, 3)
+    check.taken = latency.second_ms <= latency.first_ms * (1 - GAIN)
+    return (candidate if check.taken else built), check
 
 
 # Bias correction (eq. 7b) is kept when it raises the worst output SQNR on the calibration samples by at
@@ -553,6 +589,7 @@ def quantize(
     metric: Callable[[np.ndarray, np.ndarray], float] | None = None,
     bias_correction: bool = True,
     equalization: bool = False,
+    speed_check: bool = True,
 ) -> ir.Model:
     """Quantize a float ONNX model (a path, an onnx.ModelProto or an onnx_ir.Model, which is left
     unchanged); returns the quantized onnx_ir model (and saves it to `output`).
@@ -571,7 +608,9 @@ def quantize(
     section 2a); "nearest" rounds each weight on its own; "auto" (the static schemes' default) builds both
     and keeps the first where it agrees better with float on the calibration samples. `equalization`
     (static schemes with calibration samples): scale the channels feeding each depthwise convolution to
-    fill their shared grid (eq. 35), kept where the output agrees better with float.
+    fill their shared grid (eq. 35), kept where the output agrees better with float. `speed_check` (static
+    schemes with calibration samples): keep float the nodes ONNX Runtime runs slower in int8 than in float
+    here, where the model is then measured to run faster (speed_check_of says what was found).
     """
     scheme = scheme if isinstance(scheme, Scheme) else scheme_named(scheme)
     if bias_bits is not None:
@@ -602,6 +641,7 @@ def quantize(
     prepare(model)
     budget = _budget(min_sqnr, max_drop, metric, scheme, samples)
     fallback = None
+    checked = None
     given_weights = _gives_weight_grids(model)
     if given_weights:
         weight_rounding = "nearest"  # the model's own weight codes are kept
@@ -624,23 +664,27 @@ def quantize(
     else:
         def measured(candidate: ir.Model) -> float:
             return _float_agreement_db([candidate], prepared, samples, threads)[0]
+    rounding = ""
     if scheme.kind is SchemeKind.STATIC and weight_rounding == "auto":
         *chosen, moments, rounding = _static_rounding_measured(
             prepared, scheme, samples, calibrate, weight_range, threads, show_progress, nearest)
-        model, float_nodes, weight_note, taken_range = chosen
+        built = tuple(chosen)
         if budget is not None:  # the search starts from the model just chosen (its rounding and weight range)
-            model, float_nodes, weight_note, fallback = _static_within_budget(
-                prepared, scheme, samples, calibrate, taken_range, threads, show_progress, budget, measured, moments,
-                tuple(chosen))
-        weight_note = f"{weight_note}; {rounding}"
+            built, fallback = _static_within_budget(
+                prepared, scheme, samples, calibrate, built[3], threads, show_progress, budget, measured, moments,
+                built)
     elif scheme.kind is SchemeKind.STATIC and budget is not None:
-        model, float_nodes, weight_note, fallback = _static_within_budget(
+        built, fallback = _static_within_budget(
             prepared, scheme, samples, calibrate, weight_range, threads, show_progress, budget, measured, moments,
             nearest if moments is None else None)
     elif scheme.kind is SchemeKind.STATIC:
         built = nearest if nearest is not None and moments is None else _static_with_gates(
             model, scheme, samples, calibrate, weight_range, threads, show_progress, moments=moments)
+    if scheme.kind is SchemeKind.STATIC:
+        if speed_check and samples is not None:
+            built, checked = _never_slower(prepared, scheme, samples, calibrate, threads, moments, built)
         model, float_nodes, weight_note, _ = built
+        weight_note = f"{weight_note}; {rounding}" if rounding else weight_note
     elif scheme.kind is SchemeKind.DYNAMIC:
         model, float_nodes, weight_note = _dynamic(model, scheme, samples, weight_range, threads)
     else:
@@ -665,10 +709,18 @@ def quantize(
     model.metadata_props[FLOAT_NODES_KEY] = json.dumps([dataclasses.asdict(f) for f in float_nodes])
     if fallback is not None:
         model.metadata_props[FALLBACK_KEY] = json.dumps(fallback.as_dict())
+    if checked is not None:
+        model.metadata_props[SPEED_CHECK_KEY] = json.dumps(checked.as_dict())
     model.producer_name = "eightbit"
     if output is not None:
         save_model(model, output)
     return model
+
+
+def speed_check_of(model: ir.Model) -> SpeedCheck | None:
+    """What the speed check found and decided when the model was made, or None where it did not run."""
+    raw = model.metadata_props.get(SPEED_CHECK_KEY)
+    return SpeedCheck.from_dict(json.loads(raw)) if raw else None
 
 
 def fallback_of(model: ir.Model) -> Fallback | None:

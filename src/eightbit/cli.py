@@ -67,10 +67,11 @@ def _quantize(args: argparse.Namespace) -> int:
         weight_rounding=args.weight_rounding, images=images, threads=args.threads,
         show_progress=_show_progress(args), min_sqnr=args.min_sqnr, max_drop=args.max_drop,
         bias_correction=not args.no_bias_correction,
-        equalization=args.equalize,
+        equalization=args.equalize, speed_check=not args.no_speed_check,
     )
     float_nodes = api.float_nodes_of(model)
     fallback = api.fallback_of(model)
+    checked = api.speed_check_of(model)
     save_model(model, output)
     report_data = args.eval if args.eval is not None else args.calibration
     comparison = None
@@ -91,6 +92,8 @@ def _quantize(args: argparse.Namespace) -> int:
         result["bias_saturated"] = api.bias_saturation_of(model)
         if fallback is not None:
             result["fallback"] = fallback.as_dict()
+        if checked is not None:
+            result["speed_check"] = checked.as_dict()
         result["output"] = str(output)
         print(json.dumps(result, indent=2))
         return 0
@@ -104,6 +107,8 @@ def _quantize(args: argparse.Namespace) -> int:
     if args.scheme != "weights":
         if fallback is not None:
             print(fallback.summary())
+        if checked is not None:
+            print(checked.summary())
         saturated = api.bias_saturation_of(model)
         if saturated:
             bits = args.bias_bits or scheme_named(args.scheme).bias_bits
@@ -342,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="static schemes with --calibration: scale the channels feeding each depthwise "
                                "convolution to fill their shared grid (cross-layer equalization), kept where that "
                                "measures better on the calibration samples")
+    quantize.add_argument("--no-speed-check", action="store_true",
+                          help="skip the speed check (by default, static schemes with --calibration profile the int8 "
+                               "and float models in ONNX Runtime and keep float the nodes slower in int8 here, where "
+                               "the whole model then runs faster)")
     quantize.add_argument("--min-sqnr", type=float, metavar="DB",
                           help="keep the fewest, most harmful tensors in float until the worst output SQNR "
                                "(pre-softmax) on the calibration samples is at least DB; reports which nodes and "

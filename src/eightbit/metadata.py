@@ -14,3 +14,6 @@ FALLBACK_KEY = "eightbit.fallback"
 BIAS_CORRECTION_KEY = "eightbit.bias_correction"
 # Cross-layer equalization (eq. 35): tensor name -> the factors its channels (axis 1) were multiplied by.
 EQUALIZATION_KEY = "eightbit.equalization"
+# The speed check: the nodes slower in int8 than in float here, the model's latency with them integer and
+# float, and whether they were kept float.
+SPEED_CHECK_KEY = "eightbit.speed_check"

@@ -21,13 +21,14 @@ from collections import Counter
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.api import FLOAT_NODES_KEY, float_nodes_of
+from eightbit.api import FLOAT_NODES_KEY, float_nodes_of, speed_check_of
 from eightbit.backends.onnxruntime import KernelTime, profile_kernels
 from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import input_specs
 from eightbit.errors import InputError
 from eightbit.ir import load_model
 from eightbit.isa import cpu_features
+from eightbit.never_slower import SlowerNode, SpeedCheck, slower_in_int8
 from eightbit.plan import FloatNode
 from eightbit.report.latency import interleaved
 
@@ -75,6 +76,8 @@ class Explanation:
     float_ms: float | None = None  # wall medians, when the float model is given
     int8_ms: float | None = None
     float_kernel_microseconds: float | None = None  # the float model's kernel time per run, when given
+    slower: list[SlowerNode] = dataclasses.field(default_factory=list)  # nodes slower in int8, when float is given
+    speed_check: SpeedCheck | None = None  # what quantize's speed check decided, where it ran
 
     @property
     def total_microseconds(self) -> float:
@@ -103,6 +106,12 @@ class Explanation:
             ops = Counter(k.op_type for k in self.kernels if kernel_kind(k) == "float ops")
             lines.append(f"{floats} float kernels: {float_us / 1e3:.2f} ms ({float_us / total:.0%}): "
                          + ", ".join(f"{op} ({n})" for op, n in ops.most_common(5)))
+        if self.slower:
+            shown = ", ".join(f"{n.name} ({n.op_type} {n.int8_us:.0f} vs {n.float_us:.0f} us)" for n in self.slower[:4])
+            lines.append(f"{len(self.slower)} nodes run slower in int8 than in float: {shown}"
+                         + (f" and {len(self.slower) - 4} more" if len(self.slower) > 4 else ""))
+        if self.speed_check is not None and self.speed_check.slower:
+            lines.append(f"when quantized, {self.speed_check.summary()}")
         moved, moved_us = self.by_kind["codes moved"]
         if moved and moved_us / total > 0.1:
             lines.append(f"{moved} data-movement kernels on codes take {moved_us / total:.0%} of kernel time "
@@ -122,6 +131,8 @@ class Explanation:
             "float_nodes": [dataclasses.asdict(f) for f in self.float_nodes], "made_by_eightbit": self.made_by_eightbit,
             "float_ms": self.float_ms, "int8_ms": self.int8_ms,
             "float_kernel_us": self.float_kernel_microseconds,
+            "slower_in_int8": [dataclasses.asdict(node) for node in self.slower],
+            "speed_check": self.speed_check.as_dict() if self.speed_check is not None else None,
             "top_kernels": [{"name": k.name, "op_type": k.op_type, "microseconds": k.microseconds,
                              "kind": kernel_kind(k)} for k in self.top(25)],
             "verdict": self.verdict(),
@@ -174,7 +185,7 @@ def explain(
         cpu=cpu_features().summary(), limit=limit, why_limit=why, kernels=kernels, by_kind=by_kind,
         round_trips=_round_trips(kernels, model), float_nodes=float_nodes_of(model),
         made_by_eightbit=FLOAT_NODES_KEY in model.metadata_props,
-        inputs="the samples given" if given else "zeros (free dimensions 1)",
+        inputs="the samples given" if given else "zeros (free dimensions 1)", speed_check=speed_check_of(model),
     )
     if float_path is not None:
         result.float_kernel_microseconds = sum(
@@ -182,6 +193,7 @@ def explain(
         float_session, int8_session = OrtSession(float_path, threads=threads), OrtSession(int8_path, threads=threads)
         latency = interleaved(lambda: float_session.run(feeds), lambda: int8_session.run(feeds))
         result.float_ms, result.int8_ms = latency.first_ms, latency.second_ms
+        result.slower = slower_in_int8(model, load_model(float_path), feeds, threads, runs=runs)
     return result
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -17,6 +18,11 @@ class LatencyPair:
     def speedup(self) -> float:
         """How many times faster the second is than the first."""
         return self.first_ms / self.second_ms if self.second_ms > 0 else float("inf")
+
+
+# A timed block lasts at least this long (more runs per block for fast callables): a block of a few
+# tens of microseconds is timer and scheduler noise.
+LEAST_BLOCK_MS = 20.0
 
 
 def interleaved(
@@ -38,12 +44,17 @@ def interleaved_medians(
     """Median per-run latency (ms) of each callable, timed in blocks taken in turn.
 
     Each round runs one block of every callable; the order rotates from round to round so that
-    none is always first (after a pause) or last.
+    none is always first (after a pause) or last. A block is at least `per_block` runs, more where
+    that lasts less than LEAST_BLOCK_MS (counted from the last warm-up run).
     """
     names = list(calls)
-    for _ in range(warmup):
+    runs = dict.fromkeys(names, per_block)
+    for _ in range(max(warmup, 1)):
         for name in names:
+            start = time.perf_counter()
             calls[name]()
+            once_ms = (time.perf_counter() - start) * 1e3
+            runs[name] = max(per_block, math.ceil(LEAST_BLOCK_MS / max(once_ms, 1e-3)))
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(rounds):
         shift = round_index % len(names)
@@ -53,7 +64,7 @@ def interleaved_medians(
         for name in order:
             call = calls[name]
             start = time.perf_counter()
-            for _ in range(per_block):
+            for _ in range(runs[name]):
                 call()
-            times[name].append((time.perf_counter() - start) / per_block * 1e3)
+            times[name].append((time.perf_counter() - start) / runs[name] * 1e3)
     return {name: statistics.median(values) for name, values in times.items()}

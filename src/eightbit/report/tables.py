@@ -81,6 +81,14 @@ def explain_tables(result: Explanation, top: int) -> list[Table]:
         tables.append(trips)
     if result.made_by_eightbit and result.float_nodes:
         tables.append(float_nodes_table(result.float_nodes))
+    if result.slower:
+        slower = Table(title="nodes slower in int8 than in float (same node names, ONNX Runtime profiles)",
+                       title_justify="left")
+        for column in ("node", "op", "int8 ms", "float ms"):
+            slower.add_column(column, justify="left" if column in ("node", "op") else "right")
+        for node in result.slower[:top or None]:
+            slower.add_row(node.name, node.op_type, f"{node.int8_us / 1e3:.3f}", f"{node.float_us / 1e3:.3f}")
+        tables.append(slower)
     heavy = Table(title=f"the {top} slowest kernels", title_justify="left")
     for column in ("kernel", "op", "kind", "ms", "first input"):
         heavy.add_column(column, justify="right" if column == "ms" else "left")

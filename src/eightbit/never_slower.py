@@ -1,0 +1,147 @@
+"""Keeping float the nodes this machine runs slower in int8 than in float, where that makes the whole
+model faster (docs/quantization.md, section 11c).
+
+ONNX Runtime's profiler times every kernel it runs; each kernel of the int8 model and of the float
+model is traced back to the node it computes (node_times), so one node's integer kernel can be set
+beside its float kernel. A node whose integer kernel is slower by SLOWER_FACTOR, and by at least
+SLOWER_MICROSECONDS, is a candidate. Keeping a node float is not free: its inputs are dequantized, its
+output quantized again, and the channels-last chain of integer kernels ONNX Runtime builds is broken
+around it. So the candidates are kept float only where the whole model, timed beside the all-integer
+one in alternating blocks, is at least GAIN faster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import onnx_ir as ir
+
+from eightbit.backends.onnxruntime import profile_kernels
+from eightbit.plan.ops import OP_RULES, OutputRange
+
+# A candidate's integer kernel takes at least this many times its float kernel's time, and at least
+# this many microseconds more: below that, a profile's noise decides.
+SLOWER_FACTOR = 1.2
+SLOWER_MICROSECONDS = 20.0
+# The candidates are kept float when the model runs at least this much faster with them float.
+GAIN = 0.03
+# Profiled runs per model (medians per kernel).
+PROFILED_RUNS = 20
+
+# Float activations ONNX Runtime folds into the convolution before them (its FusedConv and
+# channels-blocked Conv name the fused kernel after the activation's output).
+_FUSED_INTO_CONVOLUTION = frozenset({"Relu", "Clip", "Sigmoid", "HardSigmoid", "LeakyRelu", "Tanh"})
+_KERNEL_SUFFIXES = re.compile(r"(_token_\d+|_nchwc)+$")
+
+
+class KernelNodes:
+    """Which node of a model each ONNX Runtime kernel computes.
+
+    Kernels keep their node's name, with suffixes where the runtime changed the layout; a kernel of
+    ONNX Runtime's channels-blocked layout is named after the value it writes instead, and where that
+    value is an activation fused into a convolution, the kernel is the convolution's.
+    """
+
+    def __init__(self, model: ir.Model):
+        self.by_name = {node.name: node for node in model.graph if node.name}
+        self.writers = {output.name: node for node in model.graph for output in node.outputs}
+
+    def __call__(self, kernel_name: str) -> ir.Node | None:
+        """The node, or None for a kernel the runtime added (a layout reorder or transpose)."""
+        name = _KERNEL_SUFFIXES.sub("", kernel_name)
+        if name in self.by_name:
+            return self.by_name[name]
+        node = self.writers.get(name)
+        if node is None:
+            return None
+        source = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
+        if node.op_type in _FUSED_INTO_CONVOLUTION and source is not None and source.op_type == "Conv":
+            return source
+        return node
+
+
+def node_times(model: ir.Model, feeds: dict[str, np.ndarray], threads: int,
+               runs: int = PROFILED_RUNS) -> dict[str, float]:
+    """Median microseconds per run of each node of `model` in ONNX Runtime (its kernels summed)."""
+    nodes = KernelNodes(model)
+    times: dict[str, float] = {}
+    for kernel in profile_kernels(model, feeds, runs=runs, threads=threads):
+        node = nodes(kernel.name)
+        if node is not None and node.name:
+            times[node.name] = times.get(node.name, 0.0) + kernel.microseconds
+    return times
+
+
+@dataclasses.dataclass(frozen=True)
+class SlowerNode:
+    """A node whose integer kernel ran slower than its float kernel (median microseconds per run)."""
+
+    name: str
+    op_type: str
+    int8_us: float
+    float_us: float
+
+    @property
+    def can_stay_float(self) -> bool:
+        """Whether keeping it float makes ONNX Runtime run it in float. An op that moves codes (Resize,
+        MaxPool, Transpose ...) reads and writes one grid, and ONNX Runtime runs DequantizeLinear -> op ->
+        QuantizeLinear on one grid as the op on the codes again."""
+        rule = OP_RULES.get(self.op_type)
+        return rule is None or rule.output is not OutputRange.SAME_AS_INPUT
+
+
+def slower_in_int8(quantized: ir.Model, reference: ir.Model, feeds: dict[str, np.ndarray], threads: int,
+                   runs: int = PROFILED_RUNS) -> list[SlowerNode]:
+    """The nodes of `quantized` that run slower than the same nodes of its float `reference` (names
+    shared), slowest first. Kernels only the int8 model has (conversions, layout transposes) are not
+    charged to any node: the whole-model timing that follows counts them."""
+    int8 = node_times(quantized, feeds, threads, runs)
+    floats = node_times(reference, feeds, threads, runs)
+    kinds = {node.name: node.op_type for node in quantized.graph}
+    slower = [SlowerNode(name, kinds[name], round(us, 1), round(floats[name], 1)) for name, us in int8.items()
+              if name in floats and us >= floats[name] * SLOWER_FACTOR and us - floats[name] >= SLOWER_MICROSECONDS]
+    return sorted(slower, key=lambda node: node.float_us - node.int8_us)
+
+
+@dataclasses.dataclass
+class SpeedCheck:
+    """What the check found and decided: the slower nodes, the whole model's latency (ms, medians)
+    all-integer and with those that can stay float float, and whether they were kept float."""
+
+    slower: list[SlowerNode]
+    int8_ms: float | None = None
+    with_float_ms: float | None = None
+    taken: bool = False
+
+    @property
+    def candidates(self) -> list[SlowerNode]:
+        return [node for node in self.slower if node.can_stay_float]
+
+    def summary(self) -> str:
+        if not self.slower:
+            return "speed check: no node runs slower in int8 than in float here (ONNX Runtime profile)"
+        shown = ", ".join(f"{node.name} ({node.op_type}, {node.int8_us:.0f} vs {node.float_us:.0f} us)"
+                          for node in self.slower[:4])
+        more = f" and {len(self.slower) - 4} more" if len(self.slower) > 4 else ""
+        found = f"speed check: {len(self.slower)} nodes slower in int8 than in float here: {shown}{more}"
+        stay = len(self.slower) - len(self.candidates)
+        if stay:
+            found += f" ({stay} of them move codes, which ONNX Runtime keeps on codes)"
+        if not self.candidates:
+            return found
+        which = "them" if not stay else f"the other {len(self.candidates)}"
+        timed = f"the model with {which} float ran {self.with_float_ms:.2f} ms, all-integer {self.int8_ms:.2f} ms"
+        if self.taken:
+            return f"{found}; {timed}: kept float"
+        return f"{found}; {timed}: kept integer (keeping a node float costs conversions around it)"
+
+    def as_dict(self) -> dict:
+        return {"slower": [dataclasses.asdict(node) for node in self.slower], "int8_ms": self.int8_ms,
+                "with_float_ms": self.with_float_ms, "taken": self.taken}
+
+    @staticmethod
+    def from_dict(raw: dict) -> SpeedCheck:
+        return SpeedCheck([SlowerNode(**node) for node in raw["slower"]], raw["int8_ms"], raw["with_float_ms"],
+                          raw["taken"])
