@@ -49,7 +49,7 @@ def run(names: list[str]) -> list[str]:
                 path = folder / f"{label}.onnx"
                 models.append(eightbit.quantize(case.path, {case.input_name: case.calibration}, scheme=scheme,
                                                 weight_granularity=granularity, weight_rounding="nearest",
-                                                bias_correction=False,
+                                                bias_correction=False, speed_check=False,
                                                 output=path))
                 result = evaluate(case, case.path, path, folder, time_it=False)
                 seven = models[-1].metadata_props[WEIGHT_RANGE_KEY].startswith("7-bit")
@@ -85,7 +85,7 @@ and chose 7-bit weights. Per-channel po2 weights use every weight code, so they 
 saturation most often; with 7-bit weights they win where channels differ in range (ppocr_cls,
 ppocr_det, squeezenet) and lose a bit of precision where they do not (the light zoo's random
 weights). Weight codes rounded to nearest, biases not corrected (`--weight-rounding nearest
---no-bias-correction`) in every column.
+--no-bias-correction --no-speed-check`) in every column.
 
 {table}
 """
