@@ -62,3 +62,69 @@ def test_cli_reports_the_check_and_can_skip_it(cnn_path, cnn_data, tmp_path, cap
                  "--no-speed-check", "--json"]) == 0
     assert "speed_check" not in json.loads(capsys.readouterr().out)
     assert api.speed_check_of(load_model(out)) is None
+
+
+def test_openvino_layers_are_traced_to_groups_of_nodes():
+    """OpenVINO fuses a convolution with its activation (float) or its conversions (int8) into one layer."""
+    from eightbit.never_slower import openvino_slower
+
+    reference = as_model(small_cnn(channels=16))
+    prepare(reference)
+    quantized = eightbit.quantize(small_cnn(channels=16), _calibration(), speed_check=False)
+    groups = openvino_slower(quantized, reference, {"x": _calibration(1)["x"]}, threads=1, runs=3)
+    members = [name for names, _, _ in groups for name in names]
+    assert len(members) == len(set(members))  # each node in one group
+    timed = {name: (int8_us, float_us) for names, int8_us, float_us in groups for name in names}
+    for name in ("conv1", "conv2", "fc"):
+        assert timed[name][0] > 0 and timed[name][1] > 0
+    assert not any(node.op_type in ("QuantizeLinear", "DequantizeLinear")
+                   for node in quantized.graph if node.name in timed)
+
+
+def test_openvino_target_keeps_the_plain_forms_and_checks_speed_in_openvino():
+    from test_passes import _gated_net, _upsampling_net
+
+    for net, x_shape, ort_form in ((_upsampling_net(), (8, 1, 3, 10, 10), "Reshape"),
+                                   (_gated_net("HardSigmoid"), (8, 1, 3, 8, 8), "HardSigmoid")):
+        calibration = {"x": np.random.default_rng(5).normal(size=x_shape).astype(np.float32)}
+        for_openvino = eightbit.quantize(net, calibration, target="openvino")
+        for_ort = eightbit.quantize(net, calibration, speed_check=False)
+        openvino_kinds = [node.op_type for node in for_openvino.graph]
+        ort_kinds = [node.op_type for node in for_ort.graph]
+        if ort_form == "Reshape":  # ONNX Runtime's walls around the Resize
+            assert "Reshape" in ort_kinds and "Reshape" not in openvino_kinds
+        else:  # ONNX Runtime's gate convolution in place of the op
+            assert "HardSigmoid" not in ort_kinds and "HardSigmoid" in openvino_kinds
+        assert for_openvino.metadata_props["eightbit.target"] == "openvino"
+        assert for_ort.metadata_props["eightbit.target"] == "ort"
+        check = api.speed_check_of(for_openvino)
+        assert check.target == "openvino" and "OpenVINO" in check.summary()
+
+
+def test_openvino_runs_the_model_made_for_it(tmp_path):
+    from eightbit.backends import OrtSession
+    from eightbit.backends.openvino import OpenVinoSession
+    from test_passes import _upsampling_net
+
+    calibration = {"x": np.random.default_rng(5).normal(size=(8, 1, 3, 10, 10)).astype(np.float32)}
+    path = tmp_path / "q.onnx"
+    eightbit.quantize(_upsampling_net(), calibration, target="openvino", output=path)
+    sample = {"x": calibration["x"][0]}
+    got = OpenVinoSession(path).run(sample)["y"]
+    expected = OrtSession(as_model(_upsampling_net())).run(sample)["y"]
+    noise = float(np.mean((got - expected) ** 2))
+    assert 10 * np.log10(float(np.mean(expected ** 2)) / noise) > 25
+
+
+def test_an_unknown_target_is_refused(cnn_path, cnn_data, tmp_path, capsys):
+    out = tmp_path / "q.onnx"
+    try:
+        main(["quantize", str(cnn_path), "-o", str(out), "--calibration", str(cnn_data), "--target", "tflite"])
+    except SystemExit as exit:
+        assert exit.code == 2
+    assert not out.exists()
+    import pytest
+
+    from eightbit.errors import InputError
+    with pytest.raises(InputError, match="unknown target 'tflite'"):
+        eightbit.quantize(small_cnn(), _calibration(), target="tflite")

@@ -16,6 +16,7 @@ import onnx_ir.passes.common as common_passes
 
 from eightbit.backends import OrtSession
 from eightbit.backends.onnxruntime import session_with_outputs
+from eightbit.backends.openvino import openvino_available
 from eightbit.calibrate import collect_ranges
 from eightbit.calibrate.means import channel_means, channel_ranges
 from eightbit.calibrate.moments import input_moments, weighted_nodes
@@ -23,9 +24,11 @@ from eightbit.config import (
     BIAS_BITS,
     CALIBRATION_METHODS,
     DEFAULT_SCHEME,
+    DEFAULT_TARGET,
     DEFAULT_THREADS,
     DEFAULT_WEIGHT_RANGE,
     DEFAULT_WEIGHT_ROUNDING,
+    TARGETS,
     WEIGHT_GRANULARITIES,
     WEIGHT_RANGES,
     WEIGHT_ROUNDINGS,
@@ -53,9 +56,10 @@ from eightbit.metadata import (
     FLOAT_NODES_KEY,
     SCHEME_KEY,
     SPEED_CHECK_KEY,
+    TARGET_KEY,
     WEIGHT_RANGE_KEY,
 )
-from eightbit.never_slower import GAIN, SpeedCheck, slower_in_int8
+from eightbit.never_slower import GAIN, RUNTIMES, SpeedCheck, latency_side_by_side, slower_in_int8
 from eightbit.passes.channel_shuffle import ChannelShuffleAsGather
 from eightbit.passes.constants import constant_array
 from eightbit.passes.correct_biases import correct_biases
@@ -69,7 +73,6 @@ from eightbit.passes.read_qdq import GIVEN_GRID, given_grid, grid_in_format
 from eightbit.passes.resize_channels_first import ResizeChannelsFirst
 from eightbit.plan import FloatNode, make_plan
 from eightbit.prepare import prepare
-from eightbit.report.latency import interleaved
 from eightbit.report.metrics import Agreement, compared_values, top1_agreement_percent
 
 ModelLike = ir.Model | str | os.PathLike  # or an onnx.ModelProto
@@ -170,7 +173,7 @@ def _values(graph: ir.Graph):
 def _static(
     prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
     show_progress: bool, kept_float: dict[str, str] | None = None, moments: dict[str, np.ndarray] | None = None,
-    moment_samples: Samples | None = None,
+    moment_samples: Samples | None = None, target: str = DEFAULT_TARGET,
 ) -> tuple[ir.Model, list[FloatNode], str, str]:
     """Fuse activations, plan, calibrate, rewrite; choose the weight range (docs/quantization.md, section 4).
 
@@ -180,7 +183,8 @@ def _static(
     Tensors whose grids the model gives (a QDQ model) are not calibrated; the others are, from `samples`.
     Nodes named in `kept_float` stay float, for the reason given there. With `moments` (a dict, filled
     here from `moment_samples`, else the calibration samples, where it lacks a node, and kept for the caller's
-    next call), weight codes are chosen by eq. 34 instead of rounded to nearest.
+    next call), weight codes are chosen by eq. 34 instead of rounded to nearest. For the "ort" `target`,
+    channel shuffles and nearest Resizes are written in the forms ONNX Runtime runs fast on codes (section 6b).
     """
     if weight_range not in WEIGHT_RANGES:
         raise InputError(f"unknown weight range {weight_range!r}; choose one of: {', '.join(WEIGHT_RANGES)}")
@@ -192,8 +196,9 @@ def _static(
         _carry_given_grids(prepared, model)
         if not scheme.activations.symmetric:  # eq. 8 needs zero_point = qmin
             FuseActivations(kept_float or ())(model)
-        ChannelShuffleAsGather()(model)  # the same function, in a form ONNX Runtime moves fast as codes
-        ResizeChannelsFirst()(model)  # the same, in the layout where ONNX Runtime's Resize on codes is fast
+        if target == "ort":
+            ChannelShuffleAsGather()(model)  # the same function, in a form ONNX Runtime moves fast as codes
+            ResizeChannelsFirst()(model)  # the same, in the layout where ONNX Runtime's Resize on codes is fast
         plan = make_plan(model.graph, kept_float)
         for value in plan.observed:  # a given grid the scheme cannot hold is the first thing to hear of
             if given_grid(value) is not None:
@@ -260,13 +265,15 @@ GATE_TOLERANCE_DB = 0.5
 def _static_with_gates(
     prepared: ir.Model, scheme: Scheme, samples: Samples | None, method: str, weight_range: str, threads: int,
     show_progress: bool, kept_float: dict[str, str] | None = None, moments: dict[str, np.ndarray] | None = None,
-    moment_samples: Samples | None = None,
+    moment_samples: Samples | None = None, target: str = DEFAULT_TARGET,
 ) -> tuple[ir.Model, list[FloatNode], str, str]:
     """`_static`, with hard-sigmoid gates as convolutions, and hard-swish too where that is measured to cost
-    at most GATE_TOLERANCE_DB (docs/quantization.md, section 6b)."""
-    if samples is None or scheme.activations.symmetric:  # the gate's Clip(0, 1) folds only into an asymmetric grid
+    at most GATE_TOLERANCE_DB (docs/quantization.md, section 6b); for the "ort" `target` only (OpenVINO runs
+    the gate convolutions slower than the ops)."""
+    # The gate's Clip(0, 1) folds only into an asymmetric grid.
+    if samples is None or scheme.activations.symmetric or target != "ort":
         return _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments,
-                       moment_samples)
+                       moment_samples, target)
     HardGatesAsConvolutions(("HardSigmoid",))(prepared)
     swishes = sum(node.op_type == "HardSwish" for node in prepared.graph)
     if not swishes:
@@ -294,6 +301,7 @@ GPTQ_MARGIN_DB = 0.5
 def _static_rounding_measured(
     prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
     show_progress: bool, nearest: tuple[ir.Model, list[FloatNode], str, str] | None = None,
+    target: str = DEFAULT_TARGET,
 ) -> tuple[ir.Model, list[FloatNode], str, str, dict[str, np.ndarray] | None, str]:
     """`_static_with_gates` with nearest weight codes, and again with codes by eq. 34 (the weight range and the
     hard-swish form decided anew: the two can saturate differently, and the chosen codes can favour the other
@@ -301,10 +309,11 @@ def _static_rounding_measured(
     its note, the weight range taken, the moments (None where nearest was kept) and what was measured.
     `nearest`: the model with nearest codes, where the caller has built it already."""
     if nearest is None:
-        nearest = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress)
+        nearest = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress,
+                                     target=target)
     moments: dict[str, np.ndarray] = {}
     chosen = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress,
-                                moments=moments, moment_samples=_held_out_from_checks(samples))
+                                moments=moments, moment_samples=_held_out_from_checks(samples), target=target)
     nearest_db, chosen_db = _float_agreement_db([nearest[0], chosen[0]], prepared, samples, threads)
     measured = (f"weight codes chosen from the calibration inputs (--weight-rounding auto): {chosen_db:.1f} dB "
                 f"output SQNR on the calibration samples, rounded to nearest {nearest_db:.1f} dB")
@@ -317,7 +326,7 @@ def _static_within_budget(
     prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
     show_progress: bool, budget: Budget, measured: Callable[[ir.Model], float],
     moments: dict[str, np.ndarray] | None = None,
-    built: tuple[ir.Model, list[FloatNode], str, str] | None = None,
+    built: tuple[ir.Model, list[FloatNode], str, str] | None = None, target: str = DEFAULT_TARGET,
 ) -> tuple[tuple[ir.Model, list[FloatNode], str, str], Fallback]:
     """`_static_with_gates`, with the fewest, most harmful tensor grids kept float (their producers and
     readers float nodes) for `measured` (a model -> its measure on the calibration samples) to meet
@@ -325,7 +334,7 @@ def _static_within_budget(
     it already (as _static_with_gates returns it)."""
     if built is None:
         built = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress,
-                                   moments=moments)
+                                   moments=moments, target=target)
     before = measured(built[0])
     if budget.meets(before):
         return built, Fallback(budget, before, before, [], 1)
@@ -344,17 +353,13 @@ def _static_within_budget(
         # The weight range the all-quantized model took: measured anew on a partly float model, an 8-bit
         # range that saturates where the samples do not show it could win.
         candidates[count] = _static_with_gates(prepared, scheme, samples, method, built[3], threads, False, kept,
-                                               moments)
+                                               moments, target=target)
         return measured(candidates[count][0])
 
     count, after, probes = fewest_meeting(budget.meets, len(harms), measure)
     chosen = candidates[count]
     fallback = Fallback(budget, before, after, harms[:count], probes + 1)
-    feed = samples.single_feed()
-    quantized, kept = OrtSession(built[0], threads=threads), OrtSession(chosen[0], threads=threads)
-    latency = interleaved(lambda: quantized.run(feed), lambda: kept.run(feed), rounds=5)
-    quantized.close()
-    kept.close()
+    latency = latency_side_by_side(built[0], chosen[0], samples.single_feed(), threads, target)
     fallback.latency_ms = (latency.first_ms, latency.second_ms)
     return chosen, fallback
 
@@ -362,23 +367,23 @@ def _static_within_budget(
 def _never_slower(
     prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, threads: int,
     moments: dict[str, np.ndarray] | None, built: tuple[ir.Model, list[FloatNode], str, str],
+    target: str = DEFAULT_TARGET,
 ) -> tuple[tuple[ir.Model, list[FloatNode], str, str], SpeedCheck]:
-    """`built` (as _static_with_gates returns it), or the same model built again with the nodes ONNX Runtime
-    runs slower in int8 than in float here kept float, where the whole model is measured to run faster
-    (docs/quantization.md, section 11c)."""
+    """`built` (as _static_with_gates returns it), or the same model built again with the nodes the `target`
+    runtime runs slower in int8 than in float here kept float, where the whole model is measured to run
+    faster there (docs/quantization.md, section 11c)."""
     feed = samples.single_feed()
-    check = SpeedCheck(slower_in_int8(built[0], prepared, feed, threads))
+    check = SpeedCheck(slower_in_int8(built[0], prepared, feed, threads, target=target), target=target)
     if not check.candidates:
         return built, check
     kept = {node.name: node.reason for node in built[1]}
     for node in check.candidates:
-        kept.setdefault(node.name, f"slower in int8 here: {node.int8_us:.0f} us against {node.float_us:.0f} us "
-                                   "in float (ONNX Runtime profile)")
-    candidate = _static_with_gates(prepared, scheme, samples, method, built[3], threads, False, kept, moments)
-    integer, with_float = OrtSession(built[0], threads=threads), OrtSession(candidate[0], threads=threads)
-    latency = interleaved(lambda: integer.run(feed), lambda: with_float.run(feed), rounds=10)
-    integer.close()
-    with_float.close()
+        for name in (node.name, *node.also):
+            kept.setdefault(name, f"slower in int8 here: {node.int8_us:.0f} us against {node.float_us:.0f} us "
+                                  f"in float ({RUNTIMES[target]} profile)")
+    candidate = _static_with_gates(prepared, scheme, samples, method, built[3], threads, False, kept, moments,
+                                   target=target)
+    latency = latency_side_by_side(built[0], candidate[0], feed, threads, target)
     check.int8_ms, check.with_float_ms = round(latency.first_ms, 3), round(latency.second_ms, 3)
     check.taken = latency.second_ms <= latency.first_ms * (1 - GAIN)
     return (candidate if check.taken else built), check
@@ -422,7 +427,7 @@ EQUALIZATION_MARGIN_DB = 0.5
 
 def _with_equalized_channels(
     prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
-    show_progress: bool,
+    show_progress: bool, target: str = DEFAULT_TARGET,
 ) -> tuple[ir.Model, dict[str, np.ndarray], str, tuple[ir.Model, list[FloatNode], str, str] | None]:
     """`prepared` with its layer pairs equalized (eq. 35) where the model built from it, with nearest
     codes, agrees better with float on the calibration samples by EQUALIZATION_MARGIN_DB; else `prepared`.
@@ -440,9 +445,9 @@ def _with_equalized_channels(
     if not factors:
         return prepared, {}, "", None
     plain = _static_with_gates(ir.from_proto(ir.to_proto(prepared)), scheme, samples, method, weight_range,
-                               threads, show_progress)
+                               threads, show_progress, target=target)
     balanced = _static_with_gates(ir.from_proto(ir.to_proto(equalized)), scheme, samples, method, weight_range,
-                                  threads, show_progress)
+                                  threads, show_progress, target=target)
     plain_db, balanced_db = _float_agreement_db([plain[0], balanced[0]], prepared, samples, threads)
     keep = balanced_db >= plain_db + EQUALIZATION_MARGIN_DB
     pairs_moved = len({pair.producer.name for pair in pairs if pair.between[0].name in factors})
@@ -590,6 +595,7 @@ def quantize(
     bias_correction: bool = True,
     equalization: bool = False,
     speed_check: bool = True,
+    target: str = DEFAULT_TARGET,
 ) -> ir.Model:
     """Quantize a float ONNX model (a path, an onnx.ModelProto or an onnx_ir.Model, which is left
     unchanged); returns the quantized onnx_ir model (and saves it to `output`).
@@ -610,8 +616,15 @@ def quantize(
     (static schemes with calibration samples): scale the channels feeding each depthwise convolution to
     fill their shared grid (eq. 35), kept where the output agrees better with float. `speed_check` (static
     schemes with calibration samples): keep float the nodes ONNX Runtime runs slower in int8 than in float
-    here, where the model is then measured to run faster (speed_check_of says what was found).
+    here, where the model is then measured to run faster (speed_check_of says what was found). `target`
+    ("ort" or "openvino"; static schemes): the runtime whose fast forms the graph takes and whose profiles the
+    speed check reads (docs/quantization.md, sections 6b and 11c).
     """
+    if target not in TARGETS:
+        raise InputError(f"unknown target {target!r}; choose one of: {', '.join(TARGETS)}")
+    if target == "openvino" and speed_check and calibration is not None and not openvino_available():
+        raise InputError("--target openvino times the model in OpenVINO, which is not installed: pip install openvino "
+                         "(or pass --no-speed-check)")
     scheme = scheme if isinstance(scheme, Scheme) else scheme_named(scheme)
     if bias_bits is not None:
         if bias_bits not in BIAS_BITS:
@@ -655,7 +668,7 @@ def quantize(
     nearest = None  # the static model with nearest codes, where equalization has built it already
     if scheme.kind is SchemeKind.STATIC and equalization and samples is not None and not _gives_grids(prepared):
         prepared, equalized, equalization_note, nearest = _with_equalized_channels(
-            prepared, scheme, samples, calibrate, weight_range, threads, show_progress)
+            prepared, scheme, samples, calibrate, weight_range, threads, show_progress, target)
         model = prepared
     if budget is None:
         measured = None
@@ -667,22 +680,22 @@ def quantize(
     rounding = ""
     if scheme.kind is SchemeKind.STATIC and weight_rounding == "auto":
         *chosen, moments, rounding = _static_rounding_measured(
-            prepared, scheme, samples, calibrate, weight_range, threads, show_progress, nearest)
+            prepared, scheme, samples, calibrate, weight_range, threads, show_progress, nearest, target)
         built = tuple(chosen)
         if budget is not None:  # the search starts from the model just chosen (its rounding and weight range)
             built, fallback = _static_within_budget(
                 prepared, scheme, samples, calibrate, built[3], threads, show_progress, budget, measured, moments,
-                built)
+                built, target)
     elif scheme.kind is SchemeKind.STATIC and budget is not None:
         built, fallback = _static_within_budget(
             prepared, scheme, samples, calibrate, weight_range, threads, show_progress, budget, measured, moments,
-            nearest if moments is None else None)
+            nearest if moments is None else None, target)
     elif scheme.kind is SchemeKind.STATIC:
         built = nearest if nearest is not None and moments is None else _static_with_gates(
-            model, scheme, samples, calibrate, weight_range, threads, show_progress, moments=moments)
+            model, scheme, samples, calibrate, weight_range, threads, show_progress, moments=moments, target=target)
     if scheme.kind is SchemeKind.STATIC:
         if speed_check and samples is not None:
-            built, checked = _never_slower(prepared, scheme, samples, calibrate, threads, moments, built)
+            built, checked = _never_slower(prepared, scheme, samples, calibrate, threads, moments, built, target)
         model, float_nodes, weight_note, _ = built
         weight_note = f"{weight_note}; {rounding}" if rounding else weight_note
     elif scheme.kind is SchemeKind.DYNAMIC:
@@ -705,6 +718,8 @@ def quantize(
         weight_note += (f"; codes of {len(moments)} weighted nodes chosen from their calibration inputs "
                         "(--weight-rounding gptq)")
     model.metadata_props[SCHEME_KEY] = scheme.name
+    if scheme.kind is SchemeKind.STATIC:
+        model.metadata_props[TARGET_KEY] = target
     model.metadata_props[WEIGHT_RANGE_KEY] = weight_note
     model.metadata_props[FLOAT_NODES_KEY] = json.dumps([dataclasses.asdict(f) for f in float_nodes])
     if fallback is not None:

@@ -18,9 +18,11 @@ from eightbit.config import (
     CALIBRATION_METHODS,
     DEFAULT_REPORT_SAMPLES,
     DEFAULT_SCHEME,
+    DEFAULT_TARGET,
     DEFAULT_THREADS,
     DEFAULT_WEIGHT_RANGE,
     SCHEMES,
+    TARGETS,
     WEIGHT_GRANULARITIES,
     WEIGHT_RANGES,
     WEIGHT_ROUNDINGS,
@@ -67,7 +69,7 @@ def _quantize(args: argparse.Namespace) -> int:
         weight_rounding=args.weight_rounding, images=images, threads=args.threads,
         show_progress=_show_progress(args), min_sqnr=args.min_sqnr, max_drop=args.max_drop,
         bias_correction=not args.no_bias_correction,
-        equalization=args.equalize, speed_check=not args.no_speed_check,
+        equalization=args.equalize, speed_check=not args.no_speed_check, target=args.target,
     )
     float_nodes = api.float_nodes_of(model)
     fallback = api.fallback_of(model)
@@ -347,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="static schemes with --calibration: scale the channels feeding each depthwise "
                                "convolution to fill their shared grid (cross-layer equalization), kept where that "
                                "measures better on the calibration samples")
+    quantize.add_argument("--target", choices=TARGETS, default=DEFAULT_TARGET,
+                          help="the runtime the model is made for (static schemes): its fast graph forms, and its "
+                               "profiles for the speed check (default: ort, ONNX Runtime; openvino needs OpenVINO "
+                               "installed for the speed check)")
     quantize.add_argument("--no-speed-check", action="store_true",
                           help="skip the speed check (by default, static schemes with --calibration profile the int8 "
                                "and float models in ONNX Runtime and keep float the nodes slower in int8 here, where "

@@ -156,6 +156,11 @@ DEFAULT_WEIGHT_ROUNDING = {False: "auto", True: "gptq"}
 # Where `run` and `compare` execute a model: ONNX Runtime, or the integer reference kernels.
 BACKENDS = ("ort", "reference")
 
+# The runtime a quantized model is made for (--target): its graph forms and its speed check follow that
+# runtime's kernels (docs/quantization.md, sections 6b and 11c). The numbers are the same for every target.
+TARGETS = ("ort", "openvino")
+DEFAULT_TARGET = "ort"
+
 # Number of samples the quantize report evaluates when no held-out data is given.
 DEFAULT_REPORT_SAMPLES = 16
 # Samples fed to the runtime at once where the model's batch dimension is free.

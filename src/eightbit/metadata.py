@@ -17,3 +17,5 @@ EQUALIZATION_KEY = "eightbit.equalization"
 # The speed check: the nodes slower in int8 than in float here, the model's latency with them integer and
 # float, and whether they were kept float.
 SPEED_CHECK_KEY = "eightbit.speed_check"
+# The runtime the model was made for (--target; static schemes): "ort" or "openvino".
+TARGET_KEY = "eightbit.target"

@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.backends.onnxruntime import profile_kernels
+from eightbit.backends.onnxruntime import OrtSession, profile_kernels
+from eightbit.backends.openvino import OpenVinoSession, profile_layers
+from eightbit.ir import save_model
 from eightbit.plan.ops import OP_RULES, OutputRange
+from eightbit.report.latency import LatencyPair, interleaved
 
 # A candidate's integer kernel takes at least this many times its float kernel's time, and at least
 # this many microseconds more: below that, a profile's noise decides.
@@ -76,12 +81,14 @@ def node_times(model: ir.Model, feeds: dict[str, np.ndarray], threads: int,
 
 @dataclasses.dataclass(frozen=True)
 class SlowerNode:
-    """A node whose integer kernel ran slower than its float kernel (median microseconds per run)."""
+    """A node whose integer kernel ran slower than its float kernel (median microseconds per run); in OpenVINO,
+    which fuses nodes into layers, a group of nodes."""
 
     name: str
     op_type: str
     int8_us: float
     float_us: float
+    also: tuple[str, ...] = ()  # nodes the runtime computes together with it (its times are theirs too)
 
     @property
     def can_stay_float(self) -> bool:
@@ -92,17 +99,107 @@ class SlowerNode:
         return rule is None or rule.output is not OutputRange.SAME_AS_INPUT
 
 
+RUNTIMES = {"ort": "ONNX Runtime", "openvino": "OpenVINO"}
+_CONVERSIONS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
+def _in_files(models: list[ir.Model], folder: str) -> list[Path]:
+    """OpenVINO reads models from files."""
+    paths = [Path(folder) / f"model{index}.onnx" for index in range(len(models))]
+    for model, path in zip(models, paths):
+        save_model(model, path)
+    return paths
+
+
+def _computed_nodes(names: tuple[str, ...], kinds: dict[str, str]) -> list[str]:
+    """The nodes (other than conversions) among the names OpenVINO records for a layer; it names the parts it
+    splits a node into after the node ("conv/WithoutBiases", "fc/WithoutBiases/DequantizationMultiply")."""
+    found = []
+    for name in names:
+        while name not in kinds and "/" in name:
+            name = name.rsplit("/", 1)[0]
+        if name in kinds and kinds[name] not in _CONVERSIONS and name not in found:
+            found.append(name)
+    return found
+
+
+def openvino_slower(quantized: ir.Model, reference: ir.Model, feeds: dict[str, np.ndarray], threads: int,
+                    runs: int = PROFILED_RUNS) -> list[tuple[list[str], float, float]]:
+    """Groups of nodes with their OpenVINO time in int8 and in float (median microseconds per run).
+
+    OpenVINO fuses nodes into layers, differently in the float and the int8 model, and records which
+    nodes each layer computes. Nodes that share a layer in either model form one group; conversions
+    (a zero point subtracted in float, say) are charged to no group."""
+    int8_kinds = {node.name: node.op_type for node in quantized.graph if node.name}
+    float_kinds = {node.name: node.op_type for node in reference.graph if node.name}
+    with tempfile.TemporaryDirectory(prefix="eightbit-") as folder:
+        int8_path, float_path = _in_files([quantized, reference], folder)
+        layers = [(_computed_nodes(names, int8_kinds), us, 0.0)
+                  for names, us in profile_layers(int8_path, feeds, runs, threads).items()]
+        layers += [(_computed_nodes(names, float_kinds), 0.0, us)
+                   for names, us in profile_layers(float_path, feeds, runs, threads).items()]
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            name = parent[name]
+        return name
+
+    for names, _, _ in layers:
+        for name in names[1:]:
+            parent[root(name)] = root(names[0])
+    # A node OpenVINO names in one model only (a MatMul whose float layer carries only its bias Add's name)
+    # joins the group of a neighbour (in the float graph) that is named in the other model only.
+    int8_named = {name for names, int8_us, _ in layers if int8_us for name in names}
+    float_named = {name for names, _, float_us in layers if float_us for name in names}
+    for node in reference.graph:
+        neighbours = [use.node for value in node.outputs for use in value.uses()]
+        for other in neighbours:
+            one_sided = {node.name, other.name} & (int8_named - float_named)
+            other_sided = {node.name, other.name} & (float_named - int8_named)
+            if one_sided and other_sided:
+                parent[root(node.name)] = root(other.name)
+    groups: dict[str, tuple[list[str], float, float]] = {}
+    for names, int8_us, float_us in layers:
+        if names:
+            members, int8_total, float_total = groups.get(root(names[0]), ([], 0.0, 0.0))
+            members = members + [name for name in names if name not in members]
+            groups[root(names[0])] = (members, int8_total + int8_us, float_total + float_us)
+    return list(groups.values())
+
+
 def slower_in_int8(quantized: ir.Model, reference: ir.Model, feeds: dict[str, np.ndarray], threads: int,
-                   runs: int = PROFILED_RUNS) -> list[SlowerNode]:
+                   runs: int = PROFILED_RUNS, target: str = "ort") -> list[SlowerNode]:
     """The nodes of `quantized` that run slower than the same nodes of its float `reference` (names
-    shared), slowest first. Kernels only the int8 model has (conversions, layout transposes) are not
-    charged to any node: the whole-model timing that follows counts them."""
-    int8 = node_times(quantized, feeds, threads, runs)
-    floats = node_times(reference, feeds, threads, runs)
+    shared) in the `target` runtime, slowest first. Kernels only the int8 model has (conversions, layout
+    transposes) are not charged to any node: the whole-model timing that follows counts them."""
     kinds = {node.name: node.op_type for node in quantized.graph}
-    slower = [SlowerNode(name, kinds[name], round(us, 1), round(floats[name], 1)) for name, us in int8.items()
-              if name in floats and us >= floats[name] * SLOWER_FACTOR and us - floats[name] >= SLOWER_MICROSECONDS]
+    if target == "openvino":
+        timed = [(names, int8_us, float_us) for names, int8_us, float_us
+                 in openvino_slower(quantized, reference, feeds, threads, runs) if int8_us and float_us]
+    else:
+        int8 = node_times(quantized, feeds, threads, runs)
+        floats = node_times(reference, feeds, threads, runs)
+        timed = [([name], us, floats[name]) for name, us in int8.items() if name in floats]
+    slower = [SlowerNode(names[0], kinds.get(names[0], "?"), round(int8_us, 1), round(float_us, 1),
+                         tuple(name for name in names[1:] if name in kinds))
+              for names, int8_us, float_us in timed
+              if int8_us >= float_us * SLOWER_FACTOR and int8_us - float_us >= SLOWER_MICROSECONDS]
     return sorted(slower, key=lambda node: node.float_us - node.int8_us)
+
+
+def latency_side_by_side(first: ir.Model, second: ir.Model, feeds: dict[str, np.ndarray], threads: int,
+                         target: str = "ort") -> LatencyPair:
+    """Median latency (ms) of two models in the `target` runtime, timed in alternating blocks."""
+    with tempfile.TemporaryDirectory(prefix="eightbit-") as folder:
+        if target == "openvino":
+            sessions = [OpenVinoSession(path, threads=threads) for path in _in_files([first, second], folder)]
+        else:
+            sessions = [OrtSession(model, threads=threads) for model in (first, second)]
+        latency = interleaved(lambda: sessions[0].run(feeds), lambda: sessions[1].run(feeds), rounds=10)
+        for session in sessions:
+            session.close()
+    return latency
 
 
 @dataclasses.dataclass
@@ -114,6 +211,7 @@ class SpeedCheck:
     int8_ms: float | None = None
     with_float_ms: float | None = None
     taken: bool = False
+    target: str = "ort"
 
     @property
     def candidates(self) -> list[SlowerNode]:
@@ -121,14 +219,15 @@ class SpeedCheck:
 
     def summary(self) -> str:
         if not self.slower:
-            return "speed check: no node runs slower in int8 than in float here (ONNX Runtime profile)"
+            return f"speed check: no node runs slower in int8 than in float here ({RUNTIMES[self.target]} profile)"
         shown = ", ".join(f"{node.name} ({node.op_type}, {node.int8_us:.0f} vs {node.float_us:.0f} us)"
                           for node in self.slower[:4])
         more = f" and {len(self.slower) - 4} more" if len(self.slower) > 4 else ""
-        found = f"speed check: {len(self.slower)} nodes slower in int8 than in float here: {shown}{more}"
+        found = (f"speed check: {len(self.slower)} nodes slower in int8 than in float here in {RUNTIMES[self.target]}: "
+                 f"{shown}{more}")
         stay = len(self.slower) - len(self.candidates)
         if stay:
-            found += f" ({stay} of them move codes, which ONNX Runtime keeps on codes)"
+            found += f" ({stay} of them move codes, which the runtime keeps on codes)"
         if not self.candidates:
             return found
         which = "them" if not stay else f"the other {len(self.candidates)}"
@@ -139,9 +238,10 @@ class SpeedCheck:
 
     def as_dict(self) -> dict:
         return {"slower": [dataclasses.asdict(node) for node in self.slower], "int8_ms": self.int8_ms,
-                "with_float_ms": self.with_float_ms, "taken": self.taken}
+                "with_float_ms": self.with_float_ms, "taken": self.taken, "target": self.target}
 
     @staticmethod
     def from_dict(raw: dict) -> SpeedCheck:
-        return SpeedCheck([SlowerNode(**node) for node in raw["slower"]], raw["int8_ms"], raw["with_float_ms"],
-                          raw["taken"])
+        slower = [SlowerNode(**{**node, "also": tuple(node.get("also", ()))}) for node in raw["slower"]]
+        return SpeedCheck(slower, raw["int8_ms"], raw["with_float_ms"],
+                          raw["taken"], raw.get("target", "ort"))
