@@ -615,8 +615,8 @@ def quantize(
     and keeps the first where it agrees better with float on the calibration samples. `equalization`
     (static schemes with calibration samples): scale the channels feeding each depthwise convolution to
     fill their shared grid (eq. 35), kept where the output agrees better with float. `speed_check` (static
-    schemes with calibration samples): keep float the nodes ONNX Runtime runs slower in int8 than in float
-    here, where the model is then measured to run faster (speed_check_of says what was found). `target`
+    schemes with calibration samples): keep float the nodes the target runtime runs slower in int8 than in
+    float here, where the model is then measured to run faster (speed_check_of says what was found). `target`
     ("ort" or "openvino"; static schemes): the runtime whose fast forms the graph takes and whose profiles the
     speed check reads (docs/quantization.md, sections 6b and 11c).
     """

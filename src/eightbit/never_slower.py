@@ -8,6 +8,9 @@ SLOWER_MICROSECONDS, is a candidate. Keeping a node float is not free: its input
 output quantized again, and the channels-last chain of integer kernels ONNX Runtime builds is broken
 around it. So the candidates are kept float only where the whole model, timed beside the all-integer
 one in alternating blocks, is at least GAIN faster.
+
+For OpenVINO (--target openvino) its profiles are read instead: it fuses nodes into layers, and the
+nodes that share a layer in either model are compared as one group (openvino_slower).
 """
 
 from __future__ import annotations
@@ -92,9 +95,10 @@ class SlowerNode:
 
     @property
     def can_stay_float(self) -> bool:
-        """Whether keeping it float makes ONNX Runtime run it in float. An op that moves codes (Resize,
+        """Whether keeping it float makes the runtime run it in float. An op that moves codes (Resize,
         MaxPool, Transpose ...) reads and writes one grid, and ONNX Runtime runs DequantizeLinear -> op ->
-        QuantizeLinear on one grid as the op on the codes again."""
+        QuantizeLinear on one grid as the op on the codes again; such ops are not kept float for either
+        target."""
         rule = OP_RULES.get(self.op_type)
         return rule is None or rule.output is not OutputRange.SAME_AS_INPUT
 
