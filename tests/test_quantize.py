@@ -62,9 +62,10 @@ def test_relu_and_relu6_are_absorbed_into_the_conv_output_range(cnn_path, sample
 
 
 def test_same_input_and_flags_give_byte_identical_files(cnn_path, samples, tmp_path):
+    """Without the speed check: its verdict and the latencies it records depend on the machine's load."""
     first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
-    eightbit.quantize(cnn_path, {"x": samples}, output=first)
-    eightbit.quantize(cnn_path, {"x": samples}, output=second)
+    eightbit.quantize(cnn_path, {"x": samples}, output=first, speed_check=False)
+    eightbit.quantize(cnn_path, {"x": samples}, output=second, speed_check=False)
     assert first.read_bytes() == second.read_bytes()
 
 
@@ -169,8 +170,9 @@ def test_input_of_a_sigmoid_is_quantized_only_where_the_output_code_changes():
 def test_in_memory_models_are_quantized_like_files_and_left_unchanged(cnn_path, samples):
     in_memory = ir.serde.deserialize_model(onnx.load(cnn_path))  # no shape inference yet
     before = ir.to_proto(in_memory).SerializeToString()
-    from_memory = eightbit.quantize(in_memory, {"x": samples})
-    from_file = eightbit.quantize(cnn_path, {"x": samples})
+    # (without the speed check, whose verdict depends on this machine's load at the moment)
+    from_memory = eightbit.quantize(in_memory, {"x": samples}, speed_check=False)
+    from_file = eightbit.quantize(cnn_path, {"x": samples}, speed_check=False)
     assert ir.to_proto(in_memory).SerializeToString() == before
     assert [n.op_type for n in from_memory.graph] == [n.op_type for n in from_file.graph]
 

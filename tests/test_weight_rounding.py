@@ -182,7 +182,7 @@ def test_static_default_measures_both_roundings_and_keeps_the_better(tmp_path):
     onnx.save_model(small_cnn(seed=3, channels=16, softmax=False), path)
     rng = np.random.default_rng(2)
     calibration = {"x": rng.normal(size=(64, 3, 16, 16)).astype(np.float32)}
-    model = api.quantize(path, calibration)
+    model = api.quantize(path, calibration, speed_check=False)
     note = model.metadata_props[api.WEIGHT_RANGE_KEY]
     found = re.search(r"auto\): (-?[\d.]+) dB output SQNR on the calibration samples, rounded to nearest "
                       r"(-?[\d.]+) dB: (chosen codes taken|nearest kept)", note)
@@ -190,7 +190,8 @@ def test_static_default_measures_both_roundings_and_keeps_the_better(tmp_path):
     chosen_db, nearest_db, verdict = float(found[1]), float(found[2]), found[3]
     assert (verdict == "chosen codes taken") == (chosen_db >= nearest_db + api.GPTQ_MARGIN_DB)
     # the model kept is the one measured: rebuilt with that rounding forced, the same bytes
-    forced = api.quantize(path, calibration, weight_rounding="gptq" if verdict.startswith("chosen") else "nearest")
+    forced = api.quantize(path, calibration, weight_rounding="gptq" if verdict.startswith("chosen") else "nearest",
+                          speed_check=False)
     def weights(m: ir.Model) -> list[bytes]:
         return [t.SerializeToString() for t in ir.to_proto(m).graph.initializer]
 

@@ -59,7 +59,7 @@ from eightbit.metadata import (
     TARGET_KEY,
     WEIGHT_RANGE_KEY,
 )
-from eightbit.never_slower import GAIN, RUNTIMES, SpeedCheck, latency_side_by_side, slower_in_int8
+from eightbit.never_slower import GAIN, LEAST_SAVING_MS, RUNTIMES, SpeedCheck, latency_side_by_side, slower_in_int8
 from eightbit.passes.channel_shuffle import ChannelShuffleAsGather
 from eightbit.passes.constants import constant_array
 from eightbit.passes.correct_biases import correct_biases
@@ -385,7 +385,8 @@ def _never_slower(
                                    target=target)
     latency = latency_side_by_side(built[0], candidate[0], feed, threads, target)
     check.int8_ms, check.with_float_ms = round(latency.first_ms, 3), round(latency.second_ms, 3)
-    check.taken = latency.second_ms <= latency.first_ms * (1 - GAIN)
+    check.taken = (latency.second_ms <= latency.first_ms * (1 - GAIN)
+                   and latency.first_ms - latency.second_ms >= LEAST_SAVING_MS)
     return (candidate if check.taken else built), check
 
 

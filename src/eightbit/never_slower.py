@@ -33,8 +33,10 @@ from eightbit.report.latency import LatencyPair, interleaved
 # this many microseconds more: below that, a profile's noise decides.
 SLOWER_FACTOR = 1.2
 SLOWER_MICROSECONDS = 20.0
-# The candidates are kept float when the model runs at least this much faster with them float.
+# The candidates are kept float when the model runs at least this much faster with them float, and saves at
+# least LEAST_SAVING_MS a run (on a model of a tenth of a millisecond, 3% is timer noise).
 GAIN = 0.03
+LEAST_SAVING_MS = 0.05
 # Profiled runs per model (medians per kernel).
 PROFILED_RUNS = 20
 
