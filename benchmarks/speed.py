@@ -4,8 +4,8 @@
     python -m benchmarks.speed --models shufflenet --no-write
 
 Per model: eightbit quantizes on the harness's 32 calibration samples; eightbit.report.bench
-then times every session in turn in this one process (medians, 10 blocks of 3 runs, batch 1,
-2 threads), compares outputs with the float model in ONNX Runtime on the 16 evaluation
+then times every session in turn in this one process (medians, 10 blocks of at least 3 runs and
+20 ms, batch 1, 2 threads), compares outputs with the float model in ONNX Runtime on the 16 evaluation
 samples (digits: the 360 held-out images) and measures each session's resident memory in a
 child process. OpenVINO rows appear when `openvino` is installed.
 """
