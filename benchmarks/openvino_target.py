@@ -24,6 +24,7 @@ from eightbit.backends.onnxruntime import runtime_version
 from eightbit.backends.openvino import OpenVinoSession, openvino_version
 from eightbit.isa import cpu_features
 from eightbit.report.latency import interleaved_medians
+from eightbit.report.metrics import Agreement
 
 MODELS = ["ppocr_det", "ppocr_cls", "shufflenet", "squeezenet"]
 COLUMNS = ("OpenVINO f32", "OpenVINO int8 (made for ONNX Runtime)", "OpenVINO int8 (--target openvino)",
@@ -31,8 +32,9 @@ COLUMNS = ("OpenVINO f32", "OpenVINO int8 (made for ONNX Runtime)", "OpenVINO in
 
 
 def _sqnr_db(expected: np.ndarray, got: np.ndarray) -> float:
-    noise = float(np.sum((expected.astype(np.float64) - got) ** 2))
-    return float("inf") if noise == 0 else 10 * np.log10(float(np.sum(expected.astype(np.float64) ** 2)) / noise)
+    agreement = Agreement()
+    agreement.add(expected, got)
+    return agreement.sqnr_db
 
 
 def run(names: list[str]) -> list[str]:

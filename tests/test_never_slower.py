@@ -1,11 +1,13 @@
 import json
 
 import numpy as np
+import pytest
 
 import eightbit
 from conftest import small_cnn
 from eightbit import api
 from eightbit.cli import main
+from eightbit.errors import InputError
 from eightbit.ir import as_model, load_model
 from eightbit.never_slower import SlowerNode, SpeedCheck, node_times
 from eightbit.prepare import prepare
@@ -116,15 +118,11 @@ def test_openvino_runs_the_model_made_for_it(tmp_path):
     assert 10 * np.log10(float(np.mean(expected ** 2)) / noise) > 25
 
 
-def test_an_unknown_target_is_refused(cnn_path, cnn_data, tmp_path, capsys):
+def test_an_unknown_target_is_refused(cnn_path, cnn_data, tmp_path):
     out = tmp_path / "q.onnx"
-    try:
+    with pytest.raises(SystemExit) as exit:
         main(["quantize", str(cnn_path), "-o", str(out), "--calibration", str(cnn_data), "--target", "tflite"])
-    except SystemExit as exit:
-        assert exit.code == 2
+    assert exit.value.code == 2
     assert not out.exists()
-    import pytest
-
-    from eightbit.errors import InputError
     with pytest.raises(InputError, match="unknown target 'tflite'"):
         eightbit.quantize(small_cnn(), _calibration(), target="tflite")

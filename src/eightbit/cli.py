@@ -355,8 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "installed for the speed check)")
     quantize.add_argument("--no-speed-check", action="store_true",
                           help="skip the speed check (by default, static schemes with --calibration profile the int8 "
-                               "and float models in ONNX Runtime and keep float the nodes slower in int8 here, where "
-                               "the whole model then runs faster)")
+                               "and float models in the --target runtime and keep float the nodes slower in int8 "
+                               "here, where the whole model then runs faster)")
     quantize.add_argument("--min-sqnr", type=float, metavar="DB",
                           help="keep the fewest, most harmful tensors in float until the worst output SQNR "
                                "(pre-softmax) on the calibration samples is at least DB; reports which nodes and "

@@ -46,6 +46,11 @@ _FUSED_INTO_CONVOLUTION = frozenset({"Relu", "Clip", "Sigmoid", "HardSigmoid", "
 _KERNEL_SUFFIXES = re.compile(r"(_token_\d+|_nchwc)+$")
 
 
+def kernel_base_name(kernel_name: str) -> str:
+    """An ONNX Runtime kernel's name without the suffixes the runtime adds while changing layouts."""
+    return _KERNEL_SUFFIXES.sub("", kernel_name)
+
+
 class KernelNodes:
     """Which node of a model each ONNX Runtime kernel computes.
 
@@ -60,7 +65,7 @@ class KernelNodes:
 
     def __call__(self, kernel_name: str) -> ir.Node | None:
         """The node, or None for a kernel the runtime added (a layout reorder or transpose)."""
-        name = _KERNEL_SUFFIXES.sub("", kernel_name)
+        name = kernel_base_name(kernel_name)
         if name in self.by_name:
             return self.by_name[name]
         node = self.writers.get(name)

@@ -25,6 +25,24 @@ def openvino_available() -> bool:
     return openvino_version() is not None
 
 
+def _compiled_model(path: str | os.PathLike, precision: str, threads: int, profiled: bool = False):
+    """The model at `path` compiled for the CPU at one stream, for latency (`profiled`: with per-layer timing)."""
+    try:
+        import openvino
+    except ImportError:
+        raise InputError("OpenVINO is not installed: pip install openvino") from None
+    core = openvino.Core()
+    config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
+              "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+    if profiled:
+        config["PERF_COUNT"] = True
+    try:
+        return core.compile_model(core.read_model(os.fspath(path)), "CPU", config)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"OpenVINO cannot load the model: {first}") from None
+
+
 class OpenVinoSession:
     """A CPU inference request on an .onnx file, in the float precision asked for.
 
@@ -36,18 +54,7 @@ class OpenVinoSession:
     def __init__(self, path: str | os.PathLike, precision: str = "f32", threads: int = DEFAULT_THREADS) -> None:
         if precision not in PRECISIONS:
             raise InputError(f"unknown OpenVINO precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-        try:
-            import openvino
-        except ImportError:
-            raise InputError("OpenVINO is not installed: pip install openvino") from None
-        core = openvino.Core()
-        config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
-                  "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
-        try:
-            self._compiled = core.compile_model(core.read_model(os.fspath(path)), "CPU", config)
-        except RuntimeError as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise InputError(f"OpenVINO cannot load the model: {first}") from None
+        self._compiled = _compiled_model(path, precision, threads)
         self._request = self._compiled.create_infer_request()
         self.input_names = [port.get_any_name() for port in self._compiled.inputs]
         self.output_names = [port.get_any_name() for port in self._compiled.outputs]
@@ -69,14 +76,7 @@ def profile_layers(path: str | os.PathLike, feeds: dict[str, np.ndarray], runs: 
     """Median microseconds per run of each layer OpenVINO executes for the model at `path` (f32 for what
     stays float), keyed by the names of the model's nodes the layer computes (OpenVINO fuses several into one
     layer and records their names)."""
-    try:
-        import openvino
-    except ImportError:
-        raise InputError("OpenVINO is not installed: pip install openvino") from None
-    core = openvino.Core()
-    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-              "NUM_STREAMS": 1, "PERF_COUNT": True}
-    compiled = core.compile_model(core.read_model(os.fspath(path)), "CPU", config)
+    compiled = _compiled_model(path, "f32", threads, profiled=True)
     sources: dict[str, tuple[str, ...]] = {}
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()

@@ -28,7 +28,7 @@ from eightbit.datasets import input_specs
 from eightbit.errors import InputError
 from eightbit.ir import load_model
 from eightbit.isa import cpu_features
-from eightbit.never_slower import SlowerNode, SpeedCheck, slower_in_int8
+from eightbit.never_slower import SlowerNode, SpeedCheck, kernel_base_name, slower_in_int8
 from eightbit.plan import FloatNode
 from eightbit.report.latency import interleaved
 
@@ -46,11 +46,6 @@ def kernel_kind(kernel: KernelTime) -> str:
     if kernel.input_types and kernel.input_types[0] in _CODES:
         return "codes moved"
     return "float ops"
-
-
-def _graph_name(kernel_name: str) -> str:
-    """The model's node name behind a kernel ONNX Runtime renamed while changing layouts."""
-    return re.sub(r"(_token_\d+|_nchwc)+$", "", kernel_name)
 
 
 @dataclasses.dataclass
@@ -145,7 +140,7 @@ def _round_trips(kernels: list[KernelTime], model: ir.Model) -> list[RoundTrip]:
     for kernel in kernels:
         if kernel.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
-        node = nodes.get(_graph_name(kernel.name))
+        node = nodes.get(kernel_base_name(kernel.name))
         around = "?"
         if node is not None and kernel.op_type == "DequantizeLinear":
             if node.outputs[0].is_graph_output():
