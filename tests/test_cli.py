@@ -100,6 +100,11 @@ def test_truncated_file(tmp_path, cnn_path, cnn_data, out):
     assert not out.exists() and unchanged(truncated, before)
 
 
+def test_auto_calibration_without_samples(cnn_path, out):
+    assert_refused(run_cli("quantize", cnn_path, "--calibrate", "auto", "-o", out), "--calibrate auto", "--calibration")
+    assert not out.exists()
+
+
 def test_missing_model_file(tmp_path, cnn_data, out):
     assert_refused(run_cli("quantize", tmp_path / "nope.onnx", "--calibration", cnn_data, "-o", out), "no such file")
 

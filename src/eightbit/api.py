@@ -20,6 +20,8 @@ from eightbit.backends.openvino import openvino_available
 from eightbit.calibrate import collect_ranges
 from eightbit.calibrate.means import channel_means, channel_ranges
 from eightbit.calibrate.moments import input_moments, weighted_nodes
+from eightbit.calibrate.per_tensor import SEARCH_BATCHES, PerTensorCalibration, search_methods
+from eightbit.calibrate.runner import collect_candidate_ranges
 from eightbit.config import (
     BIAS_BITS,
     CALIBRATION_METHODS,
@@ -71,12 +73,14 @@ from eightbit.passes.insert_qdq import InsertQDQ, activation_qparams
 from eightbit.passes.quantize_weights import QuantizeWeights
 from eightbit.passes.read_qdq import GIVEN_GRID, given_grid, grid_in_format
 from eightbit.passes.resize_channels_first import ResizeChannelsFirst
-from eightbit.plan import FloatNode, make_plan
+from eightbit.plan import FloatNode, Plan, make_plan
 from eightbit.prepare import prepare
 from eightbit.report.metrics import Agreement, compared_values, top1_agreement_percent
 
 ModelLike = ir.Model | str | os.PathLike  # or an onnx.ModelProto
 DataLike = Samples | dict[str, np.ndarray] | str | os.PathLike
+# A calibration method's name, or --calibrate auto's per-tensor choice (one state for every model built).
+Calibration = str | PerTensorCalibration
 
 
 def load_samples(data: DataLike, model: ir.Model, images: ImagePreprocessing | None = None) -> Samples:
@@ -171,7 +175,7 @@ def _values(graph: ir.Graph):
 
 
 def _static(
-    prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
+    prepared: ir.Model, scheme: Scheme, samples: Samples, method: Calibration, weight_range: str, threads: int,
     show_progress: bool, kept_float: dict[str, str] | None = None, moments: dict[str, np.ndarray] | None = None,
     moment_samples: Samples | None = None, target: str = DEFAULT_TARGET,
 ) -> tuple[ir.Model, list[FloatNode], str, str]:
@@ -183,15 +187,20 @@ def _static(
     Tensors whose grids the model gives (a QDQ model) are not calibrated; the others are, from `samples`.
     Nodes named in `kept_float` stay float, for the reason given there. With `moments` (a dict, filled
     here from `moment_samples`, else the calibration samples, where it lacks a node, and kept for the caller's
-    next call), weight codes are chosen by eq. 34 instead of rounded to nearest. For the "ort" `target`,
+    next call), weight codes are chosen by eq. 34 instead of rounded to nearest. A PerTensorCalibration `method`
+    (--calibrate auto) is searched on the first model built with it, and the model built again on what it
+    finds where that is measured better (section 6a). For the "ort" `target`,
     channel shuffles and nearest Resizes are written in the forms ONNX Runtime runs fast on codes (section 6b).
     """
     if weight_range not in WEIGHT_RANGES:
         raise InputError(f"unknown weight range {weight_range!r}; choose one of: {', '.join(WEIGHT_RANGES)}")
     unfused = ir.to_proto(prepared)  # `prepared` itself stays unfused: calibration and the float reference
     ranges: dict[str, tuple[float, float]] = {}
+    # id of a built model -> (the names its activation grids have in it, in activation_qparams' order; scheme)
+    contexts: dict[int, tuple[list[str], Scheme]] = {}
 
-    def build(value_bits: int | None) -> tuple[ir.Model, list[FloatNode]]:
+    def planned() -> tuple[ir.Model, Plan]:
+        """The model in the forms it is quantized in, and its plan: nothing rewritten yet."""
         model = ir.from_proto(unfused)
         _carry_given_grids(prepared, model)
         if not scheme.activations.symmetric:  # eq. 8 needs zero_point = qmin
@@ -199,7 +208,10 @@ def _static(
         if target == "ort":
             ChannelShuffleAsGather()(model)  # the same function, in a form ONNX Runtime moves fast as codes
             ResizeChannelsFirst()(model)  # the same, in the layout where ONNX Runtime's Resize on codes is fast
-        plan = make_plan(model.graph, kept_float)
+        return model, make_plan(model.graph, kept_float)
+
+    def build(value_bits: int | None) -> tuple[ir.Model, list[FloatNode]]:
+        model, plan = planned()
         for value in plan.observed:  # a given grid the scheme cannot hold is the first thing to hear of
             if given_grid(value) is not None:
                 grid_in_format(value, given_grid(value), scheme.activations, scheme.name)
@@ -211,8 +223,15 @@ def _static(
                                  f"Q/DQ grid: {listed}; pass --calibration samples.npz (or use --scheme weights, "
                                  "which needs none)")
             # Calibration runs the graph as it computes before activations are fused away.
-            ranges.update(collect_ranges(prepared, unknown, samples, method, threads,
-                                         show_progress, scheme.activations))
+            if isinstance(method, PerTensorCalibration):
+                missing = [name for name in unknown if name not in method.candidates]
+                if missing:
+                    method.candidates.update(collect_candidate_ranges(prepared, missing, samples, threads,
+                                                                      show_progress, scheme.activations))
+                ranges.update(method.ranges(unknown))
+            else:
+                ranges.update(collect_ranges(prepared, unknown, samples, method, threads,
+                                             show_progress, scheme.activations))
         chosen = scheme if value_bits is None else scheme.with_weight_bits(value_bits)
         qparams = activation_qparams(plan, ranges, chosen)
         name_after_activations(model.graph)
@@ -226,8 +245,46 @@ def _static(
         rewrite(model)
         common_passes.TopologicalSortPass()(model)
         _record_bias_saturation(model, scheme, rewrite.bias_saturation)
+        contexts[id(model)] = ([value.name for value in qparams], chosen)
         return model, plan.float_nodes
 
+    def searched(built: ir.Model, value_bits: int | None) -> tuple[ir.Model, list[FloatNode]] | None:
+        """--calibrate auto: the model built again on the methods searched per tensor from `built`
+        (calibrate/per_tensor.py), where it is measured better; None where `built` stays."""
+        names, chosen = contexts[id(built)]
+        _, plan = planned()  # a plan whose readers are not yet rewired: eq. 8a's clamps read them
+
+        def qparams_for(chosen_ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+            grids = activation_qparams(plan, {**ranges, **chosen_ranges}, chosen)
+            return dict(zip(names, grids.values(), strict=True))
+
+        batches = list(itertools.islice(_held_out_from_checks(samples).batches(), SEARCH_BATCHES))
+        search_methods(method, built, prepared, qparams_for, batches, threads, show_progress)
+        if not method.moved():
+            return None
+        ranges.update(method.ranges(ranges))
+        rebuilt = build(value_bits)
+        method.checked_db = tuple(_float_agreement_db([built, rebuilt[0]], prepared, samples, threads))
+        if method.checked_db[1] >= method.checked_db[0] + PER_TENSOR_MARGIN_DB:
+            return rebuilt
+        method.keep_baseline()
+        ranges.update(method.ranges(ranges))
+        return None
+
+    model, float_nodes, note, taken = _weights_decided(prepared, scheme, samples, weight_range, threads, build)
+    if isinstance(method, PerTensorCalibration) and not method.searched and method.candidates:
+        rebuilt = searched(model, 7 if taken == "7bit" else None)
+        if rebuilt is not None:
+            model, float_nodes = rebuilt
+    return model, float_nodes, note, taken
+
+
+def _weights_decided(
+    prepared: ir.Model, scheme: Scheme, samples: Samples | None, weight_range: str, threads: int,
+    build: Callable[[int | None], tuple[ir.Model, list[FloatNode]]],
+) -> tuple[ir.Model, list[FloatNode], str, str]:
+    """The model `build` makes with the weight range `weight_range` names or, for "auto", the one measured
+    better on this CPU (docs/quantization.md, section 4); its float nodes, the choice in words and the range."""
     if _gives_weight_grids(prepared):
         model, float_nodes = build(None)
         return model, float_nodes, "weights on the grids the QDQ model gives", "full"
@@ -257,13 +314,18 @@ def _static(
                                 f"here): {measured}"), "7bit"
 
 
+# --calibrate auto's per-tensor methods are taken when the model built on them agrees better with float than
+# the one built on min/max ranges, by at least this much on the calibration batches its search did not use.
+PER_TENSOR_MARGIN_DB = 0.5
+
+
 # Hard-swish rewritten as a gate convolution and a Mul (integer kernels in ONNX Runtime) is kept when it costs
 # at most this much output SQNR on the calibration samples (docs/quantization.md, section 6b).
 GATE_TOLERANCE_DB = 0.5
 
 
 def _static_with_gates(
-    prepared: ir.Model, scheme: Scheme, samples: Samples | None, method: str, weight_range: str, threads: int,
+    prepared: ir.Model, scheme: Scheme, samples: Samples | None, method: Calibration, weight_range: str, threads: int,
     show_progress: bool, kept_float: dict[str, str] | None = None, moments: dict[str, np.ndarray] | None = None,
     moment_samples: Samples | None = None, target: str = DEFAULT_TARGET,
 ) -> tuple[ir.Model, list[FloatNode], str, str]:
@@ -299,7 +361,7 @@ GPTQ_MARGIN_DB = 0.5
 
 
 def _static_rounding_measured(
-    prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
+    prepared: ir.Model, scheme: Scheme, samples: Samples, method: Calibration, weight_range: str, threads: int,
     show_progress: bool, nearest: tuple[ir.Model, list[FloatNode], str, str] | None = None,
     target: str = DEFAULT_TARGET,
 ) -> tuple[ir.Model, list[FloatNode], str, str, dict[str, np.ndarray] | None, str]:
@@ -323,7 +385,7 @@ def _static_rounding_measured(
 
 
 def _static_within_budget(
-    prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
+    prepared: ir.Model, scheme: Scheme, samples: Samples, method: Calibration, weight_range: str, threads: int,
     show_progress: bool, budget: Budget, measured: Callable[[ir.Model], float],
     moments: dict[str, np.ndarray] | None = None,
     built: tuple[ir.Model, list[FloatNode], str, str] | None = None, target: str = DEFAULT_TARGET,
@@ -365,7 +427,7 @@ def _static_within_budget(
 
 
 def _never_slower(
-    prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, threads: int,
+    prepared: ir.Model, scheme: Scheme, samples: Samples, method: Calibration, threads: int,
     moments: dict[str, np.ndarray] | None, built: tuple[ir.Model, list[FloatNode], str, str],
     target: str = DEFAULT_TARGET,
 ) -> tuple[tuple[ir.Model, list[FloatNode], str, str], SpeedCheck]:
@@ -427,7 +489,7 @@ EQUALIZATION_MARGIN_DB = 0.5
 
 
 def _with_equalized_channels(
-    prepared: ir.Model, scheme: Scheme, samples: Samples, method: str, weight_range: str, threads: int,
+    prepared: ir.Model, scheme: Scheme, samples: Samples, method: Calibration, weight_range: str, threads: int,
     show_progress: bool, target: str = DEFAULT_TARGET,
 ) -> tuple[ir.Model, dict[str, np.ndarray], str, tuple[ir.Model, list[FloatNode], str, str] | None]:
     """`prepared` with its layer pairs equalized (eq. 35) where the model built from it, with nearest
@@ -648,6 +710,11 @@ def quantize(
     calibrate = calibrate or scheme.default_calibration
     if calibrate not in CALIBRATION_METHODS:
         raise InputError(f"unknown calibration method {calibrate!r}; choose one of: {', '.join(CALIBRATION_METHODS)}")
+    if calibrate == "auto" and scheme.kind is SchemeKind.STATIC:
+        if calibration is None:
+            raise InputError("--calibrate auto measures each tensor's methods on calibration samples: pass "
+                             "--calibration samples.npz")
+        calibrate = PerTensorCalibration()
     if output is not None:
         check_output_path(output, *([model] if isinstance(model, (str, os.PathLike)) else []))
     model = as_model(model)
@@ -711,6 +778,8 @@ def quantize(
         model, corrected = _with_corrected_biases(model, prepared, scheme, samples, threads, show_progress, budget,
                                                   measured, fallback)
         weight_note = f"{weight_note}; {corrected}"
+    if isinstance(calibrate, PerTensorCalibration) and calibrate.searched:
+        weight_note = f"{weight_note}; {calibrate.summary()}"
     if equalization_note:
         weight_note = f"{weight_note}; {equalization_note}"
     if equalized:

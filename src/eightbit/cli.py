@@ -325,7 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="how activation ranges are chosen: minmax (every value seen), or from a histogram: "
                                "percentile (99.99%%), mse (least expected squared error; with po2, the 2^k with "
                                "the least error) or entropy (least KL divergence between the clipped and the "
-                               "quantized distribution). Default: minmax, and mse for po2")
+                               "quantized distribution); auto (static schemes) chooses one of these per tensor by "
+                               "the output error each causes, searched on calibration batches and kept where the "
+                               "model is measured better (slow: a model run per candidate). Default: minmax, and "
+                               "mse for po2")
     quantize.add_argument("--bias-bits", type=int, choices=BIAS_BITS, default=None,
                           help="integer width of biases (default: 32, and 16 for po2); values that do not fit are "
                                "clipped and reported")

@@ -142,7 +142,7 @@ DEFAULT_SCHEME = "eightbit"
 WEIGHT_RANGES = ("auto", "full", "7bit")
 DEFAULT_WEIGHT_RANGE = "auto"
 
-CALIBRATION_METHODS = ("minmax", "percentile", "mse", "entropy")
+CALIBRATION_METHODS = ("minmax", "percentile", "mse", "entropy", "auto")
 
 # How weights become codes (docs/quantization.md, section 2a): "gptq" chooses each layer's codes
 # from its calibration inputs (eq. 34); "nearest" rounds each weight on its own (eq. 5); "auto"

@@ -53,9 +53,13 @@ class HistogramObserver:
         self.positive += np.bincount(index[values >= 0], minlength=BINS_PER_SIDE)
 
     def range(self) -> tuple[float, float]:
+        return self.range_by(self.choose)
+
+    def range_by(self, choose: ChooseRange) -> tuple[float, float]:
+        """The range another method chooses from the same counts."""
         minimum, maximum = self.seen.range()
         if self.width == 0.0:  # nothing observed
             return minimum, maximum
-        low, high = self.choose(self.negative, self.positive, self.width)
+        low, high = choose(self.negative, self.positive, self.width)
         # Never wider than what was seen.
         return max(low, minimum), min(high, maximum)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import onnx_ir as ir
 
 from eightbit.backends.onnxruntime import session_with_outputs
-from eightbit.calibrate.histogram import HistogramObserver
+from eightbit.calibrate.histogram import ChooseRange, HistogramObserver
 from eightbit.calibrate.minmax import MinMaxObserver
 from eightbit.config import DEFAULT_THREADS, IntegerFormat
 from eightbit.datasets import Samples
@@ -17,12 +18,15 @@ from eightbit.quant import power_of_two
 from eightbit.quant.clipping import entropy_range, mse_range, percentile_range
 from eightbit.report.progress import progress_bar
 
-OBSERVERS = {
-    "minmax": MinMaxObserver,
-    "percentile": lambda: HistogramObserver(percentile_range),
-    "mse": lambda: HistogramObserver(mse_range),
-    "entropy": lambda: HistogramObserver(entropy_range),
-}
+Observer = MinMaxObserver | HistogramObserver
+
+
+def _rules(fmt: IntegerFormat | None) -> dict[str, ChooseRange]:
+    """Method -> how it reads a histogram; mse on a power-of-two `fmt` searches the exponent k."""
+    rules = {"percentile": percentile_range, "mse": mse_range, "entropy": entropy_range}
+    if fmt is not None and fmt.power_of_two:
+        rules["mse"] = functools.partial(power_of_two.histogram_range, fmt=fmt)
+    return rules
 
 
 def collect_ranges(
@@ -42,13 +46,41 @@ def collect_ranges(
     tensors at a time and the observers keep only their summaries, so memory does not grow
     with the number of samples.
     """
+    if method == "minmax":
+        observers = _observe(model, names, samples, MinMaxObserver, threads, show_progress)
+        return {name: observer.range() for name, observer in observers.items()}
     try:
-        observer_type = OBSERVERS[method]
+        rule = _rules(fmt)[method]
     except KeyError:
-        raise InputError(f"unknown calibration method {method!r}; choose one of: {', '.join(OBSERVERS)}") from None
-    if method == "mse" and fmt is not None and fmt.power_of_two:
-        rule = functools.partial(power_of_two.histogram_range, fmt=fmt)
-        observer_type = functools.partial(HistogramObserver, rule)
+        raise InputError(f"unknown calibration method {method!r}; choose one of: minmax, "
+                         f"{', '.join(_rules(fmt))}") from None
+    observers = _observe(model, names, samples, lambda: HistogramObserver(rule), threads, show_progress)
+    return {name: observer.range() for name, observer in observers.items()}
+
+
+def collect_candidate_ranges(
+    model: ir.Model,
+    names: list[str],
+    samples: Samples,
+    threads: int = DEFAULT_THREADS,
+    show_progress: bool = True,
+    fmt: IntegerFormat | None = None,
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """Name -> method -> range, for every method of collect_ranges, from one pass over the samples:
+    each tensor's histogram is read by every method (the per-tensor choice of calibrate/per_tensor.py)."""
+    rules = _rules(fmt)
+    observers = _observe(model, names, samples, lambda: HistogramObserver(rules["percentile"]), threads,
+                         show_progress)
+    return {name: {"minmax": observer.seen.range(), **{method: observer.range_by(rule)
+                                                      for method, rule in rules.items()}}
+            for name, observer in observers.items()}
+
+
+def _observe(
+    model: ir.Model, names: list[str], samples: Samples, observer_type: Callable[[], Observer], threads: int,
+    show_progress: bool,
+) -> dict[str, Observer]:
+    """One observer per named value, fed every batch of `samples` as the float model computes it."""
     observers = {name: observer_type() for name in names}
     input_names = {v.name for v in model.graph.inputs}
     by_name = {v.name: v for node in model.graph for v in node.outputs}
@@ -67,4 +99,4 @@ def collect_ranges(
                 observer.observe(batch)
     finally:
         session.close()
-    return {name: observer.range() for name, observer in observers.items()}
+    return observers
