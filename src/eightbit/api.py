@@ -717,6 +717,7 @@ def quantize(
         calibrate = PerTensorCalibration()
     if output is not None:
         check_output_path(output, *([model] if isinstance(model, (str, os.PathLike)) else []))
+    source, asked_rounding = model, weight_rounding  # as given: --calibrate auto builds the min/max model too
     model = as_model(model)
     samples = load_samples(calibration, model, images) if calibration is not None else None
     prepare(model)
@@ -778,6 +779,20 @@ def quantize(
         model, corrected = _with_corrected_biases(model, prepared, scheme, samples, threads, show_progress, budget,
                                                   measured, fallback)
         weight_note = f"{weight_note}; {corrected}"
+    if isinstance(calibrate, PerTensorCalibration) and calibrate.moved():
+        # Measured once more as finished (codes, bias correction and all), against the default's model.
+        with_minmax = quantize(
+            source, samples, scheme=scheme, calibrate="minmax", weight_range=weight_range,
+            weight_rounding=asked_rounding, threads=threads, show_progress=show_progress, min_sqnr=min_sqnr,
+            max_drop=max_drop, metric=metric, bias_correction=bias_correction, equalization=equalization,
+            speed_check=speed_check, target=target)
+        calibrate.finished_db = tuple(_float_agreement_db([with_minmax, model], prepared, samples, threads))
+        if calibrate.finished_db[1] < calibrate.finished_db[0] + PER_TENSOR_MARGIN_DB:
+            calibrate.keep_baseline()
+            with_minmax.metadata_props[WEIGHT_RANGE_KEY] += f"; {calibrate.summary()}"
+            if output is not None:
+                save_model(with_minmax, output)
+            return with_minmax
     if isinstance(calibrate, PerTensorCalibration) and calibrate.searched:
         weight_note = f"{weight_note}; {calibrate.summary()}"
     if equalization_note:

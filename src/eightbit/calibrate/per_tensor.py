@@ -46,6 +46,7 @@ class PerTensorCalibration:
     found: dict[str, str] = dataclasses.field(default_factory=dict)  # what the search chose, even if not kept
     probe_db: tuple[float, float] | None = None  # worst output SQNR in the probe, before and after the search
     checked_db: tuple[float, float] | None = None  # ... of the models built on min/max and on the found methods
+    finished_db: tuple[float, float] | None = None  # ... of the finished models (codes, bias correction and all)
 
     def ranges(self, names: Collection[str]) -> dict[str, Range]:
         return {name: self.candidates[name][self.chosen.get(name, BASELINE)] for name in names}
@@ -68,8 +69,12 @@ class PerTensorCalibration:
         if self.checked_db is None:
             return text
         taken = "taken" if self.moved() else f"{BASELINE} kept"
-        return (f"{text}; built: {self.checked_db[1]:.1f} dB against {self.checked_db[0]:.1f} dB with {BASELINE} "
-                f"ranges on the other batches: {taken}")
+        text += (f"; built: {self.checked_db[1]:.1f} dB against {self.checked_db[0]:.1f} dB with {BASELINE} "
+                 f"ranges on the other batches")
+        if self.finished_db is None:
+            return f"{text}: {taken}"
+        return (f"{text}; finished: {self.finished_db[1]:.1f} dB against {self.finished_db[0]:.1f} dB with "
+                f"{BASELINE}: {taken}")
 
 
 def probe_model(
