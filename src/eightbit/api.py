@@ -665,7 +665,10 @@ def quantize(
 
     The result has the same input and output names, shapes and float types as the original.
     Nodes left in float and the reason for each are stored in the model's metadata.
-    `min_sqnr` (static schemes): keep the fewest, most harmful tensors float until the worst output
+    `calibrate`: how activation ranges are chosen (CALIBRATION_METHODS; default: the scheme's); "auto"
+    (static schemes, with calibration samples) chooses one method per tensor by the output error each
+    causes, and returns the default's model where that is not measured better (docs/quantization.md,
+    section 6a). `min_sqnr` (static schemes): keep the fewest, most harmful tensors float until the worst output
     SQNR (pre-softmax) on the calibration samples is at least this many dB; what was kept, and
     what it cost in latency, is stored in the metadata (fallback_of). `max_drop` instead: until
     `metric(outputs, float_outputs)` (higher is better; the first output over every calibration sample,
