@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 from onnx import helper
 
@@ -15,6 +16,7 @@ from eightbit.api import load_samples
 from eightbit.backends import OrtSession
 from eightbit.ir import as_model
 from eightbit.metadata import BIAS_CORRECTION_KEY
+from eightbit.passes.hard_gates import HardGatesAsConvolutions
 from eightbit.report.inspect import inspect_models
 from eightbit.report.metrics import sqnr_db
 from test_cli import assert_refused, run_cli, unchanged
@@ -173,4 +175,25 @@ def test_a_tensor_read_only_by_a_saturating_activation_is_measured_after_it(imag
     row = {r.name: r for r in inspection.tensors}["c"]
     assert row.read_through == "Sigmoid"
     assert row.grid.high < row.high  # the grid stops where the activation saturates, short of the values
+    assert row.clipped_fraction == 0.0 and row.own.sqnr_db > 30
+
+
+def test_a_tensor_read_by_a_hard_swish_in_gate_form_is_measured_after_it(images):
+    """The gate convolution and the Mul read the tensor; eq. 8a clips it below -3, where hard-swish is 0."""
+    rng = np.random.default_rng(8)
+    inits = [tensor("w", rng.normal(0, 3.0, (4, 3, 3, 3)).astype(np.float32))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("HardSwish", ["c"], ["swished"], name="swish")]
+    model = as_model(make_model(nodes, [value_info("x", ["batch", 3, 12, 12])],
+                                [value_info("swished", ["batch", 4, 12, 12])], inits, opset=14))
+    HardGatesAsConvolutions(("HardSwish",))(model)
+    gated = ir.to_proto(model)
+    inspection, quantized = _inspect(gated, images)
+    readers = {use.node.op_type for node in quantized.graph if node.op_type == "DequantizeLinear"
+               and node.inputs[0].producer() is not None and node.inputs[0].producer().inputs[0].name == "c"
+               for use in node.outputs[0].uses()}
+    assert readers == {"Conv", "Mul"}  # the gate form, as measured here
+    row = {r.name: r for r in inspection.tensors}["c"]
+    assert row.read_through == "HardSwish"
+    assert row.low < row.grid.low  # values below the grid: hard-swish is 0 there
     assert row.clipped_fraction == 0.0 and row.own.sqnr_db > 30

@@ -12,8 +12,9 @@ named as the float model names it, over the same samples:
 - accumulated SQNR: the quantized model's dequantized tensor vs the float tensor, i.e. every
   error upstream included;
 - clipped: the fraction of float values beyond the grid's ends (by more than half a step);
-a tensor read only by a saturating activation (eq. 8a) is measured after that activation, where
-clipping its inputs past the activation's live range costs nothing;
+a tensor read only by a saturating activation (eq. 8a; a hard-swish in gate form counts) is
+measured after that activation, where clipping its inputs past the activation's live range
+costs nothing;
 - impact (optional): how much the model outputs' SQNR improves when this tensor (with the
   tensors sharing its grid through data movement) is left in float, its QuantizeLinear ->
   DequantizeLinear pair bypassed, everything else quantized.
@@ -277,7 +278,10 @@ def quantized_activations(model: ir.Model) -> list[QuantizedActivation]:
 
 
 def _saturating_reader(value: ir.Value) -> tuple[str, Callable[[np.ndarray], np.ndarray]] | None:
-    """(op type, formula) when every reader of `value` is the same saturating activation."""
+    """(op type, formula) when every reader of `value` is the same saturating activation, or a hard-swish in
+    gate form (docs/quantization.md, section 6b)."""
+    if _read_by_swish_gate(value):
+        return "HardSwish", saturating_activation("HardSwish")
     uses = value.uses()
     if not uses or any(use.idx != 0 for use in uses):
         return None
@@ -289,6 +293,27 @@ def _saturating_reader(value: ir.Value) -> tuple[str, Callable[[np.ndarray], np.
         return None
     attributes = dict(attributes)
     return op_type, saturating_activation(op_type, attributes.get("alpha", 0.2), attributes.get("beta", 0.5))
+
+
+def _read_by_swish_gate(value: ir.Value) -> bool:
+    """Whether `value` is read only by hard-swish in gate form: a convolution whose weights and bias
+    dequantize to 1/6 and 1/2, and a Mul of `value` by that gate (through its Q/DQ pair)."""
+    readers = [use.node for use in value.uses()]
+    gate = next((node for node in readers if node.op_type == "Conv"), None)
+    product = next((node for node in readers if node.op_type == "Mul"), None)
+    if len(readers) != 2 or gate is None or product is None or len(gate.inputs) != 3 or gate.inputs[0] is not value:
+        return False
+    weight, bias = _dequantized_constant(gate.inputs[1]), _dequantized_constant(gate.inputs[2])
+    if weight is None or bias is None or not (np.allclose(weight[0], 1 / 6, rtol=0.02)
+                                              and np.allclose(bias[0], 0.5, rtol=0.02)):
+        return False
+    other = next((v for v in product.inputs if v is not value), None)
+    while other is not None and other.producer() is not None and other.producer() is not gate:
+        producer = other.producer()
+        if producer.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            return False
+        other = producer.inputs[0]
+    return other is not None and other.producer() is gate
 
 
 def _float_name(quantized: QuantizedActivation) -> str:
