@@ -739,9 +739,15 @@ def quantize(
     equalization_note = ""
     nearest = None  # the static model with nearest codes, where equalization has built it already
     if scheme.kind is SchemeKind.STATIC and equalization and samples is not None and not _gives_grids(prepared):
+        # --calibrate auto's ranges hold for one float model, and equalization changes the tensors under their
+        # names: it is decided on min/max ranges, and the search runs on the model it leaves.
+        searching = isinstance(calibrate, PerTensorCalibration)
         prepared, equalized, equalization_note, nearest = _with_equalized_channels(
-            prepared, scheme, samples, calibrate, weight_range, threads, show_progress, target)
+            prepared, scheme, samples, "minmax" if searching else calibrate, weight_range, threads, show_progress,
+            target)
         model = prepared
+        if searching:
+            nearest = None
     if budget is None:
         measured = None
     elif max_drop is not None:
