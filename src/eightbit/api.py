@@ -69,7 +69,7 @@ from eightbit.passes.dynamic import MEASURED_CHOICES, DynamicChoices, QuantizeDy
 from eightbit.passes.equalize_channels import equalize_channels, find_pairs
 from eightbit.passes.fuse_activation import FuseActivations, name_after_activations
 from eightbit.passes.hard_gates import HardGatesAsConvolutions
-from eightbit.passes.insert_qdq import InsertQDQ, activation_qparams
+from eightbit.passes.insert_qdq import InsertQDQ, QParams, activation_qparams
 from eightbit.passes.quantize_weights import QuantizeWeights
 from eightbit.passes.read_qdq import GIVEN_GRID, given_grid, grid_in_format
 from eightbit.passes.resize_channels_first import ResizeChannelsFirst
@@ -254,7 +254,7 @@ def _static(
         names, chosen = contexts[id(built)]
         _, plan = planned()  # a plan whose readers are not yet rewired: eq. 8a's clamps read them
 
-        def qparams_for(chosen_ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        def qparams_for(chosen_ranges: dict[str, tuple[float, float]]) -> dict[str, QParams]:
             grids = activation_qparams(plan, {**ranges, **chosen_ranges}, chosen)
             return dict(zip(names, grids.values(), strict=True))
 
@@ -332,21 +332,21 @@ def _static_with_gates(
     """`_static`, with hard-sigmoid gates as convolutions, and hard-swish too where that is measured to cost
     at most GATE_TOLERANCE_DB (docs/quantization.md, section 6b); for the "ort" `target` only (OpenVINO runs
     the gate convolutions slower than the ops)."""
+    def static(model: ir.Model) -> tuple[ir.Model, list[FloatNode], str, str]:
+        return _static(model, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments,
+                       moment_samples, target)
+
     # The gate's Clip(0, 1) folds only into an asymmetric grid.
     if samples is None or scheme.activations.symmetric or target != "ort":
-        return _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments,
-                       moment_samples, target)
+        return static(prepared)
     HardGatesAsConvolutions(("HardSigmoid",))(prepared)
     swishes = sum(node.op_type == "HardSwish" for node in prepared.graph)
     if not swishes:
-        return _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments,
-                       moment_samples)
+        return static(prepared)
     rewritten = ir.from_proto(ir.to_proto(prepared))
     HardGatesAsConvolutions(("HardSwish",))(rewritten)
-    gated = _static(rewritten, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments,
-                    moment_samples)
-    plain = _static(prepared, scheme, samples, method, weight_range, threads, show_progress, kept_float, moments,
-                    moment_samples)
+    gated = static(rewritten)
+    plain = static(prepared)
     plain_db, gated_db = _float_agreement_db([plain[0], gated[0]], prepared, samples, threads)
     measured = (f"{swishes} hard-swishes as gate convolutions: {gated_db:.1f} dB output SQNR on the calibration "
                 f"samples, as float ops {plain_db:.1f} dB")

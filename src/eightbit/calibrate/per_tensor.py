@@ -13,6 +13,7 @@ model, every other tensor keeping the method chosen so far (coordinate search fr
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Callable, Collection
 
@@ -20,6 +21,7 @@ import numpy as np
 import onnx_ir as ir
 
 from eightbit.backends.onnxruntime import session_with_outputs
+from eightbit.passes.insert_qdq import QParams
 from eightbit.report.metrics import Agreement, compared_values
 from eightbit.report.progress import progress_bar
 
@@ -32,13 +34,14 @@ LEAST_GAIN_DB = 0.02
 SEARCH_BATCHES = 8
 
 Range = tuple[float, float]
-QParams = tuple[np.ndarray, np.ndarray]
 
 
 @dataclasses.dataclass
 class PerTensorCalibration:
     """The state of `--calibrate auto` across the models one quantize() call builds: every method's
-    range per tensor (from one calibration pass), and the method the search chose for each."""
+    range per tensor (from one calibration pass), and the method the search chose for each. Ranges are
+    kept by tensor name, so they hold for one float model: a change of the tensors' values under their
+    names (equalization) is decided before."""
 
     candidates: dict[str, dict[str, Range]] = dataclasses.field(default_factory=dict)
     chosen: dict[str, str] = dataclasses.field(default_factory=dict)  # tensor -> method, where not BASELINE
@@ -52,17 +55,14 @@ class PerTensorCalibration:
         return {name: self.candidates[name][self.chosen.get(name, BASELINE)] for name in names}
 
     def moved(self) -> bool:
-        return any(method != BASELINE for method in self.chosen.values())
+        return bool(self.chosen)
 
     def keep_baseline(self) -> None:
         self.chosen = {}
 
     def summary(self) -> str:
         """What the search found and what was taken, in words, for the model's notes."""
-        counts: dict[str, int] = {}
-        for method in self.found.values():
-            if method != BASELINE:
-                counts[method] = counts.get(method, 0) + 1
+        counts = collections.Counter(self.found.values())
         found = ", ".join(f"{count} {method}" for method, count in sorted(counts.items())) or "no tensor"
         text = (f"--calibrate auto: {found} better than {BASELINE} in the search ({self.probe_db[0]:.1f} -> "
                 f"{self.probe_db[1]:.1f} dB worst output SQNR, {SEARCH_BATCHES} calibration batches)")
