@@ -49,7 +49,11 @@ def test_transformer_integer_matmuls_agree_with_float_and_reference(digits, tmp_
     assert np.mean(expected.argmax(1) == got.argmax(1)) >= 0.99
     batch = _outputs(out, rows[:32])  # ranges are found per run: compare runs of the same batch
     reference = ReferenceSession(out).run({"rows": rows[:32]})["logits"]
-    np.testing.assert_allclose(reference, batch, rtol=0, atol=1e-5 * np.abs(batch).max())
+    # The float ops between the integer matmuls (LayerNorm, Softmax, attention MatMul) differ from ONNX
+    # Runtime's vector kernels in the last bits (more so with AVX-512), and a run-time range can then put a
+    # value one code over: agreement far above the quantization error (35 dB), not bitwise.
+    assert sqnr_db(batch, reference) > 55
+    assert np.array_equal(batch.argmax(1), reference.argmax(1))
 
 
 def test_lstm_becomes_integer_lstm_and_reference_matches_at_batch_one(digits, tmp_path):
