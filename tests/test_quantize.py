@@ -9,7 +9,7 @@ from onnx import helper
 import eightbit
 from conftest import make_model, tensor, value_info
 from eightbit.api import float_nodes_of
-from eightbit.backends import OrtSession
+from eightbit.backends import OrtSession, ReferenceSession
 from eightbit.backends.onnxruntime import executed_op_types
 from eightbit.errors import InputError
 from eightbit.report.metrics import sqnr_db
@@ -45,9 +45,9 @@ def test_integer_kernels_run_and_only_the_unsupported_op_stays_float(cnn_path, s
     assert "Conv" not in kernels and "Relu" not in kernels and "Clip" not in kernels
     float_nodes = float_nodes_of(model)
     assert [(n.op_type, n.reason) for n in float_nodes] == [("Softmax", "no int8 kernel for Softmax")]
-    # Exactly one Q/DQ pair at the float boundary: Softmax reads a DequantizeLinear.
+    # No Q/DQ pair at the float boundary: the integer Gemm gives Softmax its float output (eq. 7c).
     softmax = next(n for n in model.graph if n.op_type == "Softmax")
-    assert softmax.inputs[0].producer().op_type == "DequantizeLinear"
+    assert softmax.inputs[0].producer().op_type == "Gemm"
     # int32 biases are read without a zero point (0 by default), and still fused (above).
     biases = [n for n in model.graph if n.op_type == "DequantizeLinear" and n.inputs[0].dtype == ir.DataType.INT32]
     assert len(biases) == 3 and all(len(n.inputs) == 2 for n in biases)
@@ -118,7 +118,48 @@ def test_digits_demo_model_keeps_its_accuracy():
     int8_scores = OrtSession(model).run({"image": digits.x_test})["logits"]
     float_accuracy = top1_accuracy(float_scores, digits.y_test)
     assert float_accuracy > 0.98
-    assert top1_accuracy(int8_scores, digits.y_test) >= float_accuracy - 0.003
+    assert top1_accuracy(int8_scores, digits.y_test) >= float_accuracy - 0.002
+
+
+def _gemm_model(activation: str | None) -> onnx.ModelProto:
+    """x -> Gemm (-> activation) -> y, and x -> MatMul -> Add with x (an int8 op reads the product)."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"], transB=1, name="fc"),
+             helper.make_node("MatMul", ["x", "m"], ["p"], name="product"),
+             helper.make_node("Add", ["p", "x"], ["z"], name="residual")]
+    if activation is not None:
+        nodes.append(helper.make_node(activation, ["g"], ["y"], name="act"))
+    else:
+        nodes.append(helper.make_node("Identity", ["g"], ["y"], name="same"))
+    inits = [tensor("w", rng.normal(0, 0.5, (8, 8)).astype(np.float32)),
+             tensor("b", rng.normal(0, 0.1, 8).astype(np.float32)),
+             tensor("m", rng.normal(0, 0.5, (8, 8)).astype(np.float32))]
+    outputs = [value_info("y", ["batch", 8]), value_info("z", ["batch", 8])]
+    return make_model(nodes, [value_info("x", ["batch", 8])], outputs, inits)
+
+
+def _grid_after(model: ir.Model, producer_op: str) -> bool:
+    """Whether the output of the `producer_op` node is quantized (read by a QuantizeLinear)."""
+    node = next(n for n in model.graph if n.op_type == producer_op)
+    return any(use.node.op_type == "QuantizeLinear" for use in node.outputs[0].uses())
+
+
+def test_matrix_products_read_by_no_int8_op_give_float_outputs():
+    x = np.random.default_rng(4).normal(0, 1, (64, 8)).astype(np.float32)
+    source = _gemm_model(None)
+    model = eightbit.quantize(source, {"x": x[:32]}, speed_check=False)
+    gemm = next(n for n in model.graph if n.op_type == "Gemm")
+    assert gemm.outputs[0].name == "y" and not _grid_after(model, "Gemm")  # eq. 7c: the graph output itself
+    assert _grid_after(model, "MatMul")  # the integer Add reads it: quantized
+    assert executed_op_types(model).get("QGemm", 0) == 1  # still an integer kernel
+    got = OrtSession(model).run({"x": x})["y"]
+    assert np.unique(got).size > 256  # not on an 8-bit grid
+    # ONNX Runtime's integer kernel computes what the graph says: Gemm on the dequantized inputs (eq. 7c).
+    spec = ReferenceSession(model).run({"x": x})["y"]
+    np.testing.assert_allclose(got, spec, rtol=0, atol=1e-5 * np.abs(spec).max())
+    # A fused Relu lives in the output grid, and po2 computes in integers to the end: both keep it.
+    assert _grid_after(eightbit.quantize(_gemm_model("Relu"), {"x": x[:32]}, speed_check=False), "Gemm")
+    assert _grid_after(eightbit.quantize(source, {"x": x[:32]}, scheme="po2", speed_check=False), "Gemm")
 
 
 def test_opset_9_model_is_upgraded_and_quantized(tmp_path, samples):

@@ -74,6 +74,7 @@ from eightbit.passes.quantize_weights import QuantizeWeights
 from eightbit.passes.read_qdq import GIVEN_GRID, given_grid, grid_in_format
 from eightbit.passes.resize_channels_first import ResizeChannelsFirst
 from eightbit.plan import FloatNode, Plan, make_plan
+from eightbit.plan.float_outputs import with_float_outputs
 from eightbit.prepare import prepare
 from eightbit.report.metrics import Agreement, compared_values, top1_agreement_percent
 
@@ -208,7 +209,8 @@ def _static(
         if target == "ort":
             ChannelShuffleAsGather()(model)  # the same function, in a form ONNX Runtime moves fast as codes
             ResizeChannelsFirst()(model)  # the same, in the layout where ONNX Runtime's Resize on codes is fast
-        return model, make_plan(model.graph, kept_float)
+        plan = make_plan(model.graph, kept_float)
+        return model, (with_float_outputs(plan) if scheme.float_outputs else plan)
 
     def build(value_bits: int | None) -> tuple[ir.Model, list[FloatNode]]:
         model, plan = planned()

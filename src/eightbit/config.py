@@ -93,6 +93,10 @@ class Scheme:
     bias_bits: int = 32
     # How activation ranges are chosen when the caller does not say (CALIBRATION_METHODS).
     default_calibration: str = "minmax"
+    # An integer Gemm or MatMul that no int8 op reads gives its output in float, from its accumulator
+    # (docs/quantization.md, eq. 7c), rather than requantized to 8 bits: off where integer-only hardware
+    # is the point (po2).
+    float_outputs: bool = True
 
     def __post_init__(self) -> None:
         if not 8 <= self.bias_bits <= 32:
@@ -130,7 +134,7 @@ SCHEMES: dict[str, Scheme] = {
     ),
     "weights": Scheme(name="weights", kind=SchemeKind.WEIGHTS_ONLY, weights=WEIGHTS_S8_PER_CHANNEL),
     "po2": Scheme(name="po2", kind=SchemeKind.STATIC, weights=WEIGHTS_S8_PO2, activations=ACTIVATIONS_S8_PO2,
-                  bias_bits=16, default_calibration="mse"),
+                  bias_bits=16, default_calibration="mse", float_outputs=False),
 }
 BIAS_BITS = (16, 32)
 # Weight granularity a preset can be switched to from the command line (Granularity values).
