@@ -9,6 +9,7 @@ from conftest import make_model, small_cnn, tensor, value_info
 from eightbit.api import prepare
 from eightbit.ir import model_to_bytes
 from eightbit.passes import FoldAffineIntoConv, FoldBatchNorm, FoldConstants, FuseHardSwish, RemoveIdentity, SumToAdd
+from eightbit.passes.matmul_as_gemm import MatMulBiasAsGemm
 
 
 def run(model, feeds):
@@ -152,6 +153,20 @@ def test_sum_becomes_binary_adds():
     )
     model = check_equivalent(proto, SumToAdd(), x_of((3,)))
     assert ops(model) == ["Add", "Add"]
+
+
+def test_matmul_and_bias_add_become_one_gemm_for_2d_inputs_only():
+    rng = np.random.default_rng(5)
+    inits = [tensor("w", rng.normal(size=(6, 4)).astype(np.float32)),
+             tensor("b", rng.normal(size=(1, 4)).astype(np.float32))]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["p"], name="fc"), helper.make_node("Add", ["b", "p"], ["y"])]
+    flat = make_model(nodes, [value_info("x", ["n", 6])], [value_info("y", ["n", 4])], inits)
+    model = check_equivalent(flat, MatMulBiasAsGemm(), x_of((3, 6)))
+    assert ops(model) == ["Gemm"] and next(iter(model.graph)).name == "fc"
+    assert [v.name for v in model.graph.outputs] == ["y"]
+    batched = make_model(nodes, [value_info("x", [2, "n", 6])], [value_info("y", [2, "n", 4])], inits)
+    model = check_equivalent(batched, MatMulBiasAsGemm(), x_of((2, 3, 6)))
+    assert ops(model) == ["MatMul", "Add"]  # Gemm takes 2-D inputs only
 
 
 def test_prepare_keeps_the_model_equivalent():

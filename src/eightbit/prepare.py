@@ -13,6 +13,7 @@ from eightbit.passes import (
     RemoveIdentity,
     SumToAdd,
 )
+from eightbit.passes.matmul_as_gemm import MatMulBiasAsGemm
 from eightbit.passes.read_qdq import ReadQDQ
 
 
@@ -35,6 +36,7 @@ def prepare(model: ir.Model) -> ir.Model:
         RemoveIdentity(),
         ReadQDQ(),  # an already quantized model: its grids are kept, its Q/DQ pairs taken out
         SumToAdd(),
+        MatMulBiasAsGemm(),
         FoldAffineIntoConv(),  # a bias written as a separate Add first, so that a batch norm after it folds too
         FoldBatchNorm(),
         FoldAffineIntoConv(),
