@@ -79,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
 SECTION = """## Power-of-two scheme vs the default
 
 Made by `{command}` (see benchmarks/po2.py). Task: text-map IoU (ppocr_det), top-1
-agreement with float (ppocr_cls), accuracy (digits; float 99.44%). "(7-bit w)": `--weight-range
-auto` measured that this CPU's fused 8-bit kernels (u8 x s8 and s8 x s8 alike, no VNNI) saturate
-and chose 7-bit weights. Per-channel po2 weights use every weight code, so they meet that
-saturation most often; with 7-bit weights they win where channels differ in range (ppocr_cls,
-ppocr_det, squeezenet) and lose a bit of precision where they do not (the light zoo's random
+agreement with float (ppocr_cls), accuracy (digits; float 99.44%). "(7-bit w)", on a CPU without
+VNNI only: `--weight-range auto` measured that its fused 8-bit kernels (u8 x s8 and s8 x s8 alike)
+saturate and chose 7-bit weights; per-channel po2 weights use every weight code and meet that
+saturation most often. Per-channel po2 weights win where channels differ in range (ppocr_cls,
+ppocr_det, squeezenet) and can lose a bit of precision where they do not (the light zoo's random
 weights). Weight codes rounded to nearest, biases not corrected (`--weight-rounding nearest
 --no-bias-correction --no-speed-check`) in every column.
 
