@@ -32,7 +32,7 @@ class MatMulBiasAsGemm(ir.passes.InPlacePass):
                 weights, bias = constant_array(weight), constant_array(other)
                 if single_consumer(product) is not node or weights is None or weights.ndim != 2 or bias is None:
                     continue
-                if bias.size != weights.shape[1] or bias.shape not in ((weights.shape[1],), (1, weights.shape[1])):
+                if bias.shape not in ((weights.shape[1],), (1, weights.shape[1])):
                     continue
                 if x.shape is None or len(x.shape) != 2:
                     continue
