@@ -9,7 +9,7 @@ from eightbit import api
 from eightbit.cli import main
 from eightbit.errors import InputError
 from eightbit.ir import as_model, load_model
-from eightbit.never_slower import SlowerNode, SpeedCheck, node_times
+from eightbit.never_slower import SlowerNode, SpeedCheck, node_times, run_as_integer
 from eightbit.prepare import prepare
 
 
@@ -40,20 +40,46 @@ def test_the_check_is_recorded_in_the_model_and_read_back():
 
 
 def test_a_slower_node_stays_float_only_where_the_whole_model_then_runs_faster(monkeypatch):
-    """Which nodes are slower is the profile's to say; given one, the rebuild and the timed decision are real."""
-    slower = [SlowerNode("conv2", "Conv", 500.0, 100.0), SlowerNode("maxpool", "MaxPool", 300.0, 50.0)]
+    """Which nodes are slower is the profile's to say; given one, the rebuild and the timed decision are real.
+    The Gemm gives the model's float output (eq. 7c), so float it reads a grid and writes none."""
+    slower = [SlowerNode("fc", "Gemm", 500.0, 100.0), SlowerNode("maxpool", "MaxPool", 300.0, 50.0)]
     monkeypatch.setattr(api, "slower_in_int8", lambda *args, **kwargs: list(slower))
     model = eightbit.quantize(small_cnn(), _calibration())
     check = api.speed_check_of(model)
-    assert [node.name for node in check.candidates] == ["conv2"]  # MaxPool moves codes: never a candidate
+    assert [node.name for node in check.candidates] == ["fc"]  # MaxPool moves codes: never a candidate
+    assert check.fused_anyway == ()
     assert check.int8_ms > 0 and check.with_float_ms > 0
     assert check.taken == (check.with_float_ms <= check.int8_ms * 0.97 and check.int8_ms - check.with_float_ms >= 0.05)
     float_nodes = {node.name: node.reason for node in api.float_nodes_of(model)}
-    assert ("conv2" in float_nodes) == check.taken
+    assert ("fc" in float_nodes) == check.taken
     assert "maxpool" not in float_nodes
     if check.taken:
-        assert float_nodes["conv2"].startswith("slower in int8 here: 500 us against 100 us")
+        assert float_nodes["fc"].startswith("slower in int8 here: 500 us against 100 us")
     assert "move codes" in check.summary()
+
+
+def test_a_node_the_runtime_fuses_between_two_grids_is_not_kept_float(monkeypatch):
+    """conv2 reads a grid the residual Add reads too and writes one the Add needs: left float, ONNX Runtime
+    quantizes its weights itself and runs it as QLinearConv, so it stays integer with the plan's own weights."""
+    monkeypatch.setattr(api, "slower_in_int8", lambda *args, **kwargs: [SlowerNode("conv2", "Conv", 500.0, 100.0)])
+    model = eightbit.quantize(small_cnn(), _calibration())
+    check = api.speed_check_of(model)
+    assert check.fused_anyway == ("conv2",)
+    assert check.candidates == [] and not check.taken and check.int8_ms is None
+    assert "conv2" not in {node.name for node in api.float_nodes_of(model)}
+    assert "as integer kernels even when left float between two grids (conv2): kept integer" in check.summary()
+    assert SpeedCheck.from_dict(json.loads(json.dumps(check.as_dict()))) == check
+
+
+def test_run_as_integer_names_the_float_nodes_the_runtime_fuses():
+    quantized = eightbit.quantize(small_cnn(), _calibration(), speed_check=False)
+    names = [node.name for node in quantized.graph if node.op_type in ("Conv", "Gemm")]
+    assert set(names) >= {"conv1", "conv2", "fc"}
+    feed = {"x": _calibration(1)["x"]}
+    assert set(run_as_integer(quantized, names, feed, threads=1)) == {"conv1", "conv2", "fc"}
+    reference = as_model(small_cnn())
+    prepare(reference)
+    assert run_as_integer(reference, names, feed, threads=1) == []
 
 
 def test_cli_reports_the_check_and_can_skip_it(cnn_path, cnn_data, tmp_path, capsys):

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.backends.onnxruntime import OrtSession, profile_kernels
+from eightbit.backends.onnxruntime import OrtSession, is_integer_kernel, profile_kernels
 from eightbit.backends.openvino import OpenVinoSession, profile_layers
 from eightbit.ir import save_model
 from eightbit.plan.ops import OP_RULES, OutputRange
@@ -108,6 +108,21 @@ class SlowerNode:
         target."""
         rule = OP_RULES.get(self.op_type)
         return rule is None or rule.output is not OutputRange.SAME_AS_INPUT
+
+
+def run_as_integer(model: ir.Model, names: list[str], feeds: dict[str, np.ndarray], threads: int) -> list[str]:
+    """Those of the named nodes, float in `model`, that ONNX Runtime runs as integer kernels all the same
+    (read from one profiled run). Between a DequantizeLinear and a QuantizeLinear its QDQ rules fuse a node
+    into its integer kernel whatever the plan says, and a float Conv, Gemm or ConvTranspose weight found there
+    it quantizes itself (symmetric, one scale for the whole tensor) to fuse that too."""
+    wanted = set(names)
+    nodes = KernelNodes(model)
+    fused = []
+    for kernel in profile_kernels(model, feeds, runs=1, threads=threads):
+        node = nodes(kernel.name)
+        if node is not None and node.name in wanted and is_integer_kernel(kernel.op_type) and node.name not in fused:
+            fused.append(node.name)
+    return fused
 
 
 RUNTIMES = {"ort": "ONNX Runtime", "openvino": "OpenVINO"}
@@ -216,17 +231,19 @@ def latency_side_by_side(first: ir.Model, second: ir.Model, feeds: dict[str, np.
 @dataclasses.dataclass
 class SpeedCheck:
     """What the check found and decided: the slower nodes, the whole model's latency (ms, medians)
-    all-integer and with those that can stay float float, and whether they were kept float."""
+    all-integer and with those that can stay float float, and whether they were kept float. `fused_anyway`:
+    slower nodes that the runtime ran as integer kernels when left float (run_as_integer)."""
 
     slower: list[SlowerNode]
     int8_ms: float | None = None
     with_float_ms: float | None = None
     taken: bool = False
     target: str = "ort"
+    fused_anyway: tuple[str, ...] = ()
 
     @property
     def candidates(self) -> list[SlowerNode]:
-        return [node for node in self.slower if node.can_stay_float]
+        return [node for node in self.slower if node.can_stay_float and node.name not in self.fused_anyway]
 
     def summary(self) -> str:
         if not self.slower:
@@ -236,12 +253,16 @@ class SpeedCheck:
         more = f" and {len(self.slower) - 4} more" if len(self.slower) > 4 else ""
         found = (f"speed check: {len(self.slower)} nodes slower in int8 than in float here in {RUNTIMES[self.target]}: "
                  f"{shown}{more}")
-        stay = len(self.slower) - len(self.candidates)
+        stay = sum(not node.can_stay_float for node in self.slower)
         if stay:
             found += f" ({stay} of them move codes, which the runtime keeps on codes)"
+        if self.fused_anyway:
+            found += (f"; {RUNTIMES[self.target]} runs {len(self.fused_anyway)} of them as integer kernels even when "
+                      f"left float between two grids ({', '.join(self.fused_anyway[:4])}"
+                      f"{' ...' if len(self.fused_anyway) > 4 else ''}): kept integer")
         if not self.candidates:
             return found
-        which = "them" if not stay else f"the other {len(self.candidates)}"
+        which = "them" if len(self.candidates) == len(self.slower) else f"the other {len(self.candidates)}"
         timed = f"the model with {which} float ran {self.with_float_ms:.2f} ms, all-integer {self.int8_ms:.2f} ms"
         if self.taken:
             return f"{found}; {timed}: kept float"
@@ -249,10 +270,11 @@ class SpeedCheck:
 
     def as_dict(self) -> dict:
         return {"slower": [dataclasses.asdict(node) for node in self.slower], "int8_ms": self.int8_ms,
-                "with_float_ms": self.with_float_ms, "taken": self.taken, "target": self.target}
+                "with_float_ms": self.with_float_ms, "taken": self.taken, "target": self.target,
+                "fused_anyway": list(self.fused_anyway)}
 
     @staticmethod
     def from_dict(raw: dict) -> SpeedCheck:
         slower = [SlowerNode(**{**node, "also": tuple(node.get("also", ()))}) for node in raw["slower"]]
         return SpeedCheck(slower, raw["int8_ms"], raw["with_float_ms"],
-                          raw["taken"], raw.get("target", "ort"))
+                          raw["taken"], raw.get("target", "ort"), tuple(raw.get("fused_anyway", ())))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -107,6 +108,15 @@ def _zeros_for(session: ort.InferenceSession) -> dict[str, np.ndarray]:
                          .replace("float3232", "float32"))
         feeds[arg.name] = np.zeros(shape, dtype=dtype)
     return feeds
+
+
+_INTEGER_KERNEL = re.compile(r"^(QLinear|QGemm|QAttention|QEmbed|DynamicQuantize(?!Linear))|Integer")
+
+
+def is_integer_kernel(op_type: str) -> bool:
+    """Whether an ONNX Runtime kernel of this op type computes on integer codes (QLinearConv, QGemm,
+    MatMulInteger ...), as a profile names it."""
+    return bool(_INTEGER_KERNEL.search(op_type))
 
 
 @dataclasses.dataclass(frozen=True)

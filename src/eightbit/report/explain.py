@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections import Counter
 
 import numpy as np
 import onnx_ir as ir
 
 from eightbit.api import FLOAT_NODES_KEY, float_nodes_of, speed_check_of
-from eightbit.backends.onnxruntime import KernelTime, profile_kernels
+from eightbit.backends.onnxruntime import KernelTime, is_integer_kernel, profile_kernels
 from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import input_specs
 from eightbit.errors import InputError
@@ -33,7 +32,6 @@ from eightbit.plan import FloatNode
 from eightbit.report.latency import interleaved
 
 _CONVERSIONS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
-_INTEGER = re.compile(r"^(QLinear|QGemm|QAttention|QEmbed|DynamicQuantize(?!Linear))|Integer")
 _CODES = ("uint8", "int8")
 KINDS = ("integer kernels", "codes moved", "float round trips", "float ops")
 
@@ -41,7 +39,7 @@ KINDS = ("integer kernels", "codes moved", "float round trips", "float ops")
 def kernel_kind(kernel: KernelTime) -> str:
     if kernel.op_type in _CONVERSIONS:
         return "float round trips"
-    if _INTEGER.search(kernel.op_type):
+    if is_integer_kernel(kernel.op_type):
         return "integer kernels"
     if kernel.input_types and kernel.input_types[0] in _CODES:
         return "codes moved"
