@@ -2,6 +2,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
+import pytest
 from onnx import helper
 
 import eightbit
@@ -298,6 +299,43 @@ def test_a_hard_sigmoid_gate_runs_as_integer_kernels_in_onnx_runtime():
     sample = {"x": data[0]}
     reference, runtime = ReferenceSession(quantized).run(sample)["y"], run(quantized, sample)[0]
     assert np.abs(reference - runtime).max() <= float(np.abs(runtime).max()) / 100
+
+
+def _squeeze_excitation_net(gate: str):
+    """Conv → GlobalAveragePool → Conv → gate (HardSigmoid or Sigmoid) → Mul by the first conv's output."""
+    rng = np.random.default_rng(5)
+    params = [tensor("w1", rng.uniform(0, 0.3, (4, 3, 3, 3)).astype(np.float32)),
+              tensor("w2", 0.5 * np.eye(4, dtype=np.float32).reshape(4, 4, 1, 1)),
+              tensor("b2", np.full(4, -1.0, np.float32))]
+    return make_model(
+        [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+         helper.make_node("GlobalAveragePool", ["a"], ["p"]),
+         helper.make_node("Conv", ["p", "w2", "b2"], ["s"]),
+         helper.make_node(gate, ["s"], ["g"]),
+         helper.make_node("Mul", ["a", "g"], ["y"])],
+        [value_info("x", [1, 3, 8, 8])], [value_info("y", [1, 4, 8, 8])], params,
+    )
+
+
+def test_a_squeeze_excitation_gate_is_quantized_over_its_whole_bound():
+    """A gate holds one value per channel per sample: 16 calibration samples are 16 values per channel, and an
+    unseen sample passes their largest. Its grid is its whole bound, [0, 1] (eq. 8b), not the calibrated range."""
+    from eightbit.backends.onnxruntime import session_with_outputs
+    from eightbit.ir import as_model
+
+    data = 0.3 * np.random.default_rng(6).normal(size=(16, 1, 3, 8, 8)).astype(np.float32)
+    unseen = {"x": data[0] + 1}  # brighter than every calibration sample
+    for gate in ("HardSigmoid", "Sigmoid"):
+        float_model = as_model(_squeeze_excitation_net(gate))
+        g = next(v for n in float_model.graph for v in n.outputs if v.name == "g")
+        session = session_with_outputs(float_model, [g], 1)
+        calibrated_high = max(float(session.run({"x": x}, ["g"])["g"].max()) for x in data)
+        unseen_high = float(session.run(unseen, ["g"])["g"].max())
+        assert calibrated_high < 0.5 < unseen_high  # the calibrated range would clip the unseen gate
+        quantized = eightbit.quantize(_squeeze_excitation_net(gate), {"x": data})
+        quantize = next(n for n in quantized.graph if n.op_type == "QuantizeLinear" and n.inputs[0].name == "g")
+        scale, zero_point = (float(quantize.inputs[i].const_value.numpy()) for i in (1, 2))
+        assert zero_point == 0 and scale == pytest.approx(1 / 255)
 
 
 def test_hard_swish_as_integer_kernels_is_a_measured_choice():

@@ -81,6 +81,9 @@ def activation_qparams(plan: Plan, ranges: dict[str, tuple[float, float]], schem
             continue
         low, high = ranges[value.name]
         clamp_low, clamp_high = value.meta.get(CLAMP, (-math.inf, math.inf))
+        bound = _bound(value)
+        if bound is not None and _one_value_per_channel(value):
+            low, high = bound
         live = _saturating_reader_range(value, int8, params, scheme)
         if live is not None and live[0] < live[1]:
             # One step of margin: rounding the zero point moves the grid by up to half a step, and
@@ -98,6 +101,24 @@ def activation_qparams(plan: Plan, ranges: dict[str, tuple[float, float]], schem
         if output in plan.same_as:
             ordered[output] = ordered[plan.same_as[output]]
     return ordered
+
+
+def _bound(value: ir.Value) -> tuple[float, float] | None:
+    """The range `value` cannot leave: a fused clamp bounded on both sides, or a sigmoid's [0, 1]."""
+    clamp = value.meta.get(CLAMP)
+    if clamp is not None and math.isfinite(clamp[0]) and math.isfinite(clamp[1]):
+        return clamp
+    producer = value.producer()
+    if producer is not None and producer.op_type in ("Sigmoid", "HardSigmoid"):
+        return 0.0, 1.0
+    return None
+
+
+def _one_value_per_channel(value: ir.Value) -> bool:
+    """Whether `value` holds one value per channel per sample (every axis after the second has size 1),
+    as a squeeze-and-excitation gate does: calibration then sees one value per channel per sample."""
+    shape = value.shape
+    return shape is not None and len(shape) >= 2 and all(dim == 1 for dim in shape.dims[2:])
 
 
 def _one_range(array: np.ndarray, axis: int) -> bool:
