@@ -58,6 +58,21 @@ def test_a_slower_node_stays_float_only_where_the_whole_model_then_runs_faster(m
     assert "move codes" in check.summary()
 
 
+def test_a_model_rebuilt_with_float_nodes_says_how_its_weight_range_was_chosen(monkeypatch):
+    """The rebuild is handed the weight range already chosen; its note is the first build's, not "as asked"."""
+    from eightbit.report.latency import LatencyPair
+
+    monkeypatch.setattr(api, "slower_in_int8", lambda *args, **kwargs: [SlowerNode("fc", "Gemm", 500.0, 100.0)])
+    monkeypatch.setattr(api, "latency_side_by_side", lambda *args, **kwargs: LatencyPair(2.0, 1.0))
+    model = eightbit.quantize(small_cnn(), _calibration())
+    assert api.speed_check_of(model).taken and "fc" in {node.name for node in api.float_nodes_of(model)}
+    unchecked = eightbit.quantize(small_cnn(), _calibration(), speed_check=False)
+    def weight_range(quantized):  # the note's first clauses; weight codes and biases follow
+        return quantized.metadata_props["eightbit.weight_range"].split("; weight codes")[0]
+
+    assert weight_range(model) == weight_range(unchecked) and "as asked" not in weight_range(model)
+
+
 def test_a_node_the_runtime_fuses_between_two_grids_is_not_kept_float(monkeypatch):
     """conv2 reads a grid the residual Add reads too and writes one the Add needs: left float, ONNX Runtime
     quantizes its weights itself and runs it as QLinearConv, so it stays integer with the plan's own weights."""

@@ -467,7 +467,10 @@ def _never_slower(
     check.int8_ms, check.with_float_ms = round(latency.first_ms, 3), round(latency.second_ms, 3)
     check.taken = (latency.second_ms <= latency.first_ms * (1 - GAIN)
                    and latency.first_ms - latency.second_ms >= LEAST_SAVING_MS)
-    return (candidate if check.taken else built), check
+    if not check.taken:
+        return built, check
+    # The rebuild was handed the range `built` resolved: how that range was chosen is `built`'s to say.
+    return (candidate[0], candidate[1], built[2], candidate[3]), check
 
 
 # Bias correction (eq. 7b) is kept when it raises the worst output SQNR on the calibration samples by at
