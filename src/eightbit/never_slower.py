@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.backends.onnxruntime import OrtSession, is_integer_kernel, profile_kernels
+from eightbit.backends.onnxruntime import KernelTime, OrtSession, is_integer_kernel, profile_kernels
 from eightbit.backends.openvino import OpenVinoSession, profile_layers
 from eightbit.ir import save_model
 from eightbit.plan.ops import OP_RULES, OutputRange
@@ -115,10 +115,15 @@ def run_as_integer(model: ir.Model, names: list[str], feeds: dict[str, np.ndarra
     (read from one profiled run). Between a DequantizeLinear and a QuantizeLinear its QDQ rules fuse a node
     into its integer kernel whatever the plan says, and a float Conv, Gemm or ConvTranspose weight found there
     it quantizes itself (symmetric, one scale for the whole tensor) to fuse that too."""
+    return integer_kernel_nodes(model, profile_kernels(model, feeds, runs=1, threads=threads), names)
+
+
+def integer_kernel_nodes(model: ir.Model, kernels: list[KernelTime], names: list[str]) -> list[str]:
+    """Those of the named nodes of `model` that one of `kernels` (its profile) computes as an integer kernel."""
     wanted = set(names)
     nodes = KernelNodes(model)
     fused = []
-    for kernel in profile_kernels(model, feeds, runs=1, threads=threads):
+    for kernel in kernels:
         node = nodes(kernel.name)
         if node is not None and node.name in wanted and is_integer_kernel(kernel.op_type) and node.name not in fused:
             fused.append(node.name)

@@ -6,7 +6,8 @@ Four things decide it, and each is read, not assumed:
   and each kernel is one of: an integer kernel (QLinearConv, QGemm, ...), a data-movement op on
   codes, a conversion (QuantizeLinear / DequantizeLinear that stayed: a float round trip), or
   a float op;
-- which nodes stayed float and why (the model's `eightbit.float_nodes` metadata);
+- which nodes stayed float and why (the model's `eightbit.float_nodes` metadata), and which of
+  those ONNX Runtime runs as integer kernels all the same;
 - how big the kernels are: with small tensors, a run is mostly per-kernel overhead, which int8
   does not shrink.
 """
@@ -27,7 +28,7 @@ from eightbit.datasets import input_specs
 from eightbit.errors import InputError
 from eightbit.ir import load_model
 from eightbit.isa import cpu_features
-from eightbit.never_slower import SlowerNode, SpeedCheck, kernel_base_name, slower_in_int8
+from eightbit.never_slower import SlowerNode, SpeedCheck, integer_kernel_nodes, kernel_base_name, slower_in_int8
 from eightbit.plan import FloatNode
 from eightbit.report.latency import interleaved
 
@@ -64,6 +65,7 @@ class Explanation:
     by_kind: dict[str, tuple[int, float]]  # kind -> (kernels, microseconds per run)
     round_trips: list[RoundTrip]
     float_nodes: list[FloatNode]  # as the quantizer recorded them
+    integer_anyway: list[str]  # of those, the ones the profile shows running as integer kernels
     made_by_eightbit: bool
     inputs: str  # what the profile was fed
     float_ms: float | None = None  # wall medians, when the float model is given
@@ -99,6 +101,12 @@ class Explanation:
             ops = Counter(k.op_type for k in self.kernels if kernel_kind(k) == "float ops")
             lines.append(f"{floats} float kernels: {float_us / 1e3:.2f} ms ({float_us / total:.0%}): "
                          + ", ".join(f"{op} ({n})" for op, n in ops.most_common(5)))
+        if self.integer_anyway:
+            shown = ", ".join(self.integer_anyway[:4]) + (
+                f" and {len(self.integer_anyway) - 4} more" if len(self.integer_anyway) > 4 else "")
+            lines.append(f"{len(self.integer_anyway)} of the nodes the model lists as float run as integer kernels: "
+                         f"{shown} (ONNX Runtime fuses a float node between two grids, quantizing a float weight "
+                         "itself, one scale per tensor; quantize again to have them planned integer)")
         if self.slower:
             shown = ", ".join(f"{n.name} ({n.op_type} {n.int8_us:.0f} vs {n.float_us:.0f} us)" for n in self.slower[:4])
             lines.append(f"{len(self.slower)} nodes run slower in int8 than in float: {shown}"
@@ -121,7 +129,8 @@ class Explanation:
             "kernel_time_us": {kind: {"kernels": n, "microseconds": round(us, 1)} for kind, (n, us)
                                in self.by_kind.items()},
             "round_trips": [dataclasses.asdict(t) for t in self.round_trips],
-            "float_nodes": [dataclasses.asdict(f) for f in self.float_nodes], "made_by_eightbit": self.made_by_eightbit,
+            "float_nodes": [dataclasses.asdict(f) for f in self.float_nodes], "integer_anyway": self.integer_anyway,
+            "made_by_eightbit": self.made_by_eightbit,
             "float_ms": self.float_ms, "int8_ms": self.int8_ms,
             "float_kernel_us": self.float_kernel_microseconds,
             "slower_in_int8": [dataclasses.asdict(node) for node in self.slower],
@@ -174,9 +183,11 @@ def explain(
         count, total = by_kind[kernel_kind(kernel)]
         by_kind[kernel_kind(kernel)] = (count + 1, total + kernel.microseconds)
     limit, why = cpu_features().int8_outlook()
+    float_nodes = float_nodes_of(model)
     result = Explanation(
         cpu=cpu_features().summary(), limit=limit, why_limit=why, kernels=kernels, by_kind=by_kind,
-        round_trips=_round_trips(kernels, model), float_nodes=float_nodes_of(model),
+        round_trips=_round_trips(kernels, model), float_nodes=float_nodes,
+        integer_anyway=integer_kernel_nodes(model, kernels, [node.name for node in float_nodes]),
         made_by_eightbit=FLOAT_NODES_KEY in model.metadata_props,
         inputs="the samples given" if given else "zeros (free dimensions 1)", speed_check=speed_check_of(model),
     )
