@@ -28,9 +28,11 @@ def _torch_dtype(fmt: IntegerFormat) -> torch.dtype:
 def _global_min_max(x: torch.Tensor) -> tuple[float, float]:
     """The batch's minimum and maximum, over every process when training is distributed."""
     extremes = torch.stack([-x.min(), x.max()]).to(torch.float64)
-    distributed = torch.distributed
-    if distributed.is_available() and distributed.is_initialized():
-        distributed.all_reduce(extremes, op=distributed.ReduceOp.MAX)
+    processes = torch.distributed
+    if processes.is_available() and processes.is_initialized():
+        every = [torch.empty_like(extremes) for _ in range(processes.get_world_size())]
+        processes.all_gather(every, extremes)  # each process's pair; the largest of each is the global one
+        extremes = torch.stack(every).amax(dim=0)
     return -float(extremes[0]), float(extremes[1])
 
 
