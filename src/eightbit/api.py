@@ -30,6 +30,7 @@ from eightbit.config import (
     DEFAULT_THREADS,
     DEFAULT_WEIGHT_RANGE,
     DEFAULT_WEIGHT_ROUNDING,
+    SCHEMES,
     TARGETS,
     WEIGHT_GRANULARITIES,
     WEIGHT_RANGES,
@@ -55,6 +56,7 @@ from eightbit.metadata import (
     BIAS_KEY,
     EQUALIZATION_KEY,
     FALLBACK_KEY,
+    FINETUNE_KEY,
     FLOAT_NODES_KEY,
     SCHEME_KEY,
     SPEED_CHECK_KEY,
@@ -845,6 +847,60 @@ def quantize(
     if output is not None:
         save_model(model, output)
     return model
+
+
+def finetune(
+    float_model: str | os.PathLike,
+    quantized_model: ModelLike,
+    data: DataLike,
+    *,
+    steps: int | None = None,
+    augment: bool = True,
+    images: ImagePreprocessing | None = None,
+    output: str | os.PathLike | None = None,
+    threads: int = DEFAULT_THREADS,
+    show_progress: bool = False,
+) -> ir.Model:
+    """Fit a quantized model's codes and activation scales to its float original's outputs on `data`
+    (PyTorch; docs/quantization.md, section 12a). The graph is unchanged: the same nodes run as the
+    same integer kernels. Returns the model given where the held-out samples do not measure it better;
+    what was done is in the metadata (FINETUNE_KEY)."""
+    try:
+        from eightbit.qat.finetune import DEFAULT_STEPS, FinetuneOptions
+        from eightbit.qat.finetune import finetune as fit
+    except ModuleNotFoundError as error:
+        if error.name != "torch":
+            raise
+        raise InputError("fine-tuning trains in PyTorch, which is not installed: pip install torch==2.13.0") from None
+    float_path = Path(float_model)
+    reference = as_model(float_path)
+    quantized = as_model(quantized_model)
+    scheme = quantized.metadata_props.get(SCHEME_KEY)
+    if scheme not in SCHEMES:
+        raise InputError("the quantized model was not made by eightbit quantize (no scheme in its metadata); "
+                         "quantize the float model first")
+    if scheme_named(scheme).kind is not SchemeKind.STATIC or scheme_named(scheme).activations.power_of_two:
+        raise InputError(f"fine-tuning takes models of the static scheme with free scales (eightbit); this one "
+                         f"is {scheme!r}: quantize with --scheme eightbit")
+    if [v.name for v in quantized.graph.inputs] != [v.name for v in reference.graph.inputs] or \
+            [v.name for v in quantized.graph.outputs] != [v.name for v in reference.graph.outputs]:
+        raise InputError("the two models' input and output names differ: give the float model the quantized "
+                         "one was made from")
+    samples = load_samples(data, reference, images)
+    options = FinetuneOptions(steps=DEFAULT_STEPS if steps is None else steps, augment=augment, threads=threads,
+                              show_progress=show_progress)
+    tuned, report = fit(os.fspath(float_path), ir.to_proto(quantized), samples, options)
+    model = ir.from_proto(tuned)
+    model.metadata_props[FINETUNE_KEY] = json.dumps(report.as_dict())
+    if output is not None:
+        save_model(model, output)
+    return model
+
+
+def finetune_of(model: ir.Model) -> dict | None:
+    """What eightbit finetune did to the model, or None."""
+    raw = model.metadata_props.get(FINETUNE_KEY)
+    return json.loads(raw) if raw else None
 
 
 def speed_check_of(model: ir.Model) -> SpeedCheck | None:

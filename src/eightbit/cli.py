@@ -142,6 +142,24 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    output = check_output_path(args.output, args.float_model, args.quantized_model, args.data)
+    model = api.finetune(args.float_model, args.quantized_model, args.data, steps=args.steps,
+                         augment=not args.no_augment, images=_images(args), threads=args.threads,
+                         show_progress=_show_progress(args))
+    report = api.finetune_of(model)
+    save_model(model, output)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        verdict = "kept" if report["kept"] else "not kept: the model given measures better, written unchanged"
+        print(f"fine-tuned {report['steps']} steps on {report['training_samples']} samples: held-out SQNR "
+              f"(pre-softmax) {report['sqnr_before_db']:.1f} -> {report['sqnr_after_db']:.1f} dB "
+              f"({report['held_out_samples']} samples), {report['codes_changed']} codes changed, {verdict}; "
+              f"wrote {output}")
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from eightbit.report.compare import compare_models, file_size
     from eightbit.report.tables import comparison_table, print_tables
@@ -385,6 +403,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_options(run)
     common(run)
     run.set_defaults(handler=_run)
+
+    finetune = commands.add_parser(
+        "finetune", help="fit a quantized model's codes and activation scales to its float original's outputs "
+                         "(needs PyTorch)")
+    finetune.add_argument("float_model", help="the float model the quantized one was made from")
+    finetune.add_argument("quantized_model", help="made by eightbit quantize (static scheme)")
+    finetune.add_argument("--data", required=True, help="samples to fit on (a quarter held out to measure): .npz "
+                                                        "keyed by input name, or an image folder")
+    finetune.add_argument("-o", "--output", required=True, help="where to write the fine-tuned model")
+    finetune.add_argument("--steps", type=int, default=None,
+                          help="optimizer steps of 4 samples each (default 300)")
+    finetune.add_argument("--no-augment", action="store_true",
+                          help="fit on the samples as given (by default images are flipped, shifted and their "
+                               "contrast varied at every step)")
+    finetune.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_image_options(finetune)
+    common(finetune)
+    finetune.set_defaults(handler=_finetune)
 
     compare = commands.add_parser("compare", help="agreement and speed of a quantized model vs its float original")
     compare.add_argument("float_model")

@@ -19,3 +19,6 @@ EQUALIZATION_KEY = "eightbit.equalization"
 SPEED_CHECK_KEY = "eightbit.speed_check"
 # The runtime the model was made for (--target; static schemes): "ort" or "openvino".
 TARGET_KEY = "eightbit.target"
+# Fine-tuning against the float model (eightbit finetune): steps, samples, held-out output SQNR before and
+# after, whether the result was kept.
+FINETUNE_KEY = "eightbit.finetune"
