@@ -2,9 +2,9 @@
 
 The int8 model made by `eightbit quantize` runs in PyTorch (qat/qdq_graph.py) with its weight,
 bias and constant codes and its activation scales learnable; the float model, in ONNX Runtime,
-gives the outputs to match (distillation: no labels). The loss is the outputs' squared error
-relative to their power (the reciprocal of the output SQNR, docs/quantization.md eq. 37), the
-optimizer Adam with a cosine schedule.
+gives the values to match (distillation: no labels): each output, or the input of the softmax
+that makes it. The loss is their squared error relative to their power (the reciprocal of their
+SQNR, docs/quantization.md eq. 37), the optimizer Adam with a cosine schedule.
 
 A few samples are easily memorized, so a quarter of them are held out: the held-out SQNR is
 measured as training goes, the parameters where it was best are the ones written, and the
@@ -39,7 +39,7 @@ FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.
 DEFAULT_STEPS = 300
 DEFAULT_BATCH = 4
 CODE_LEARNING_RATE = 0.02  # grid steps per Adam step (biases: steps of their layer's output grid)
-SCALE_LEARNING_RATE = 0.0003  # natural log of the scale per Adam step (docs: why not more)
+SCALE_LEARNING_RATE = 0.0003  # natural log of the scale per Adam step (section 12a: why not more)
 LEAST_SAMPLES = 8
 EVALUATIONS = 10  # held-out measurements over the whole run
 
