@@ -263,10 +263,6 @@ def _dequantize_constant(args: list, attributes: dict) -> torch.Tensor:
     return (codes.to(torch.float64) - zero_point.to(torch.float64)).to(torch.float32) * scale
 
 
-def _pair(value, count: int = 2) -> list[int]:
-    return list(value) if isinstance(value, (list, tuple)) else [value] * count
-
-
 def _conv(node, a, args):
     x, w = args[0], args[1]
     bias = args[2] if len(args) > 2 else None
@@ -292,10 +288,6 @@ def _gemm(node, a, args):
     if len(args) > 2 and args[2] is not None:
         y = y + a.get("beta", 1.0) * args[2]
     return y
-
-
-def _pool(node, a, args, pool):
-    return pool(args[0], a["kernel_shape"], a.get("strides", 1), _symmetric_pads(node, a))
 
 
 def _average_pool(node, a, args):
@@ -373,6 +365,26 @@ def _unsqueeze(node, a, args):
     return x
 
 
+def _gather(node, a, args):
+    x, indices = args[0], args[1].long()
+    axis = a.get("axis", 0) % x.dim()
+    taken = torch.index_select(x, axis, indices.reshape(-1))
+    return taken.reshape([*x.shape[:axis], *indices.shape, *x.shape[axis + 1:]])
+
+
+_TORCH_TYPES = {
+    onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.FLOAT16: torch.float16,
+    onnx.TensorProto.DOUBLE: torch.float64, onnx.TensorProto.INT64: torch.int64,
+    onnx.TensorProto.INT32: torch.int32, onnx.TensorProto.BOOL: torch.bool,
+}
+
+
+def _cast(node, a, args):
+    if a["to"] not in _TORCH_TYPES:
+        raise InputError(f"Cast {node.name!r} to {onnx.TensorProto.DataType.Name(a['to'])} has no PyTorch form here")
+    return args[0].to(_TORCH_TYPES[a["to"]])
+
+
 FLOAT_OPS = {
     "Conv": _conv,
     "ConvTranspose": _conv_transpose,
@@ -399,13 +411,10 @@ FLOAT_OPS = {
     "Transpose": lambda node, a, args: args[0].permute(a.get("perm", list(range(args[0].dim()))[::-1])),
     "Identity": lambda node, a, args: args[0],
     "Shape": lambda node, a, args: torch.tensor(list(args[0].shape), dtype=torch.int64),
-    "Cast": lambda node, a, args: args[0],
+    "Cast": _cast,
     "Slice": _slice,
     "Squeeze": _squeeze,
     "Unsqueeze": _unsqueeze,
     "Resize": _resize,
-    "Gather": lambda node, a, args: torch.index_select(args[0], a.get("axis", 0) % args[0].dim(),
-                                                       args[1].reshape(-1).long()).reshape(
-        [*args[0].shape[:a.get("axis", 0) % args[0].dim()], *args[1].shape,
-         *args[0].shape[a.get("axis", 0) % args[0].dim() + 1:]]),
+    "Gather": _gather,
 }
