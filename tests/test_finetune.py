@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -161,3 +163,17 @@ def test_finetune_from_the_command_line_writes_the_model_and_says_what_it_did(tm
     said = capsys.readouterr().out
     assert "held-out SQNR (pre-softmax)" in said and str(out) in said
     assert api.finetune_of(eightbit.ir.load_model(out))["steps"] == 20
+
+
+def test_finetune_without_pytorch_says_how_to_install_it(tmp_path):
+    source, target, calibration = _quantized(tmp_path)
+    data = tmp_path / "data.npz"
+    np.savez(data, x=calibration)
+    out = tmp_path / "tuned.onnx"
+    script = ("import sys; sys.modules['torch'] = None\n"
+              "from eightbit import cli\n"
+              f"sys.exit(cli.main(['finetune', {str(source)!r}, {str(target)!r}, '--data', {str(data)!r}, "
+              f"'-o', {str(out)!r}, '-q']))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "pip install torch==2.13.0" in done.stderr and not out.exists()
