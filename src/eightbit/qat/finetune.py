@@ -125,11 +125,13 @@ def finetune(float_model: str, quantized: onnx.ModelProto, samples: Samples,
     threads_before = torch.get_num_threads()
     torch.manual_seed(options.seed)
     torch.set_num_threads(options.threads)
-    fitting = Fitting(float_model, quantized, feeds[:-held_out], feeds[-held_out:], options)
+    fitting = None
     try:
+        fitting = Fitting(float_model, quantized, feeds[:-held_out], feeds[-held_out:], options)
         tuned, report = fitting.run()
     finally:
-        fitting.close()
+        if fitting is not None:
+            fitting.close()
         torch.set_num_threads(threads_before)
     report.seconds = time.perf_counter() - start
     return tuned, report
