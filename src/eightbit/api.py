@@ -879,7 +879,8 @@ def finetune(
     if scheme not in SCHEMES:
         raise InputError("the quantized model was not made by eightbit quantize (no scheme in its metadata); "
                          "quantize the float model first")
-    if scheme_named(scheme).kind is not SchemeKind.STATIC or scheme_named(scheme).activations.power_of_two:
+    made_with = scheme_named(scheme)
+    if made_with.kind is not SchemeKind.STATIC or made_with.activations.power_of_two:
         raise InputError(f"fine-tuning takes models of the static scheme with free scales (eightbit); this one "
                          f"is {scheme!r}: quantize with --scheme eightbit")
     if [v.name for v in quantized.graph.inputs] != [v.name for v in reference.graph.inputs] or \

@@ -31,7 +31,7 @@ from eightbit.datasets import Samples
 from eightbit.errors import InputError
 from eightbit.ir import as_model
 from eightbit.qat.qdq_graph import QdqGraph
-from eightbit.report.metrics import compared_values
+from eightbit.report.metrics import Agreement, compared_values
 from eightbit.report.progress import progress_bar
 
 FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE)
@@ -88,15 +88,13 @@ def _relative_error(outputs: list[torch.Tensor], targets: list[np.ndarray]) -> t
     return torch.stack(terms).mean()
 
 
-def _sqnr_db(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    """Worst output's SQNR over all samples (signal and noise summed over the samples)."""
-    worst = np.inf
-    for index in range(len(pairs[0][0])):
-        signal = sum(float(np.sum(np.square(reference[index], dtype=np.float64))) for reference, _ in pairs)
-        noise = sum(float(np.sum(np.square(reference[index].astype(np.float64) - other[index])))
-                    for reference, other in pairs)
-        worst = min(worst, np.inf if noise == 0 else float(10 * np.log10(signal / max(noise, 1e-300))))
-    return float(worst)
+def _worst_sqnr_db(pairs: list[tuple[list[np.ndarray], list[np.ndarray]]]) -> float:
+    """The worst compared value's SQNR (eq. 14) over all samples: pairs of (reference, test) lists."""
+    agreements = [Agreement() for _ in pairs[0][0]]
+    for references, tests in pairs:
+        for agreement, reference, test in zip(agreements, references, tests):
+            agreement.add(reference, test)
+    return min(agreement.sqnr_db for agreement in agreements)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,11 +148,11 @@ class Fitting:
         self.graph = QdqGraph(quantized, learn_scales=options.learn_scales)
         reference, student = as_model(float_model), ir.from_proto(quantized)
         reference_values, student_values = compared_values(reference), compared_values(student)
-        floats = [output.name for output in student.graph.outputs if output.dtype in FLOAT_TYPES]
-        if not floats:
+        self.floats = [output.name for output in student.graph.outputs if output.dtype in FLOAT_TYPES]
+        if not self.floats:
             raise InputError("the quantized model has no float output to compare with the float model's")
-        self.teacher_values = [reference_values[name] for name in floats]
-        self.compared = [student_values[name].name for name in floats]
+        self.teacher_values = [reference_values[name] for name in self.floats]
+        self.compared = [student_values[name].name for name in self.floats]
         self.teacher = session_with_outputs(reference, self.teacher_values, threads=options.threads)
         self.references = [self.teach(feed) for feed in held_out]
 
@@ -203,21 +201,18 @@ class Fitting:
         with torch.no_grad():
             results = [[value.numpy() for value in self.graph(*self._tensors(feed), outputs=self.compared)]
                        for feed in self.held_out]
-        return _sqnr_db(list(zip(self.references, results)))
+        return _worst_sqnr_db(list(zip(self.references, results)))
 
     def held_out_in_onnxruntime(self, model: onnx.ModelProto) -> float:
         student = ir.from_proto(model)
-        values = {value.name: value for value in student.graph.outputs}
-        for node in student.graph:
-            values.update((value.name, value) for value in node.outputs)
-        session = session_with_outputs(student, [values[name] for name in self.compared],
-                                       threads=self.options.threads)
+        values = compared_values(student)
+        session = session_with_outputs(student, [values[name] for name in self.floats], threads=self.options.threads)
         try:
             results = [[outputs[name] for name in self.compared]
                        for outputs in (session.run(feed, self.compared) for feed in self.held_out)]
         finally:
             session.close()
-        return _sqnr_db(list(zip(self.references, results)))
+        return _worst_sqnr_db(list(zip(self.references, results)))
 
     def _tensors(self, feed: dict[str, np.ndarray]) -> list[torch.Tensor]:
         return [torch.from_numpy(np.ascontiguousarray(feed[name])) for name in self.graph.input_names]

@@ -24,8 +24,10 @@ import torch
 import torch.nn.functional as F
 from onnx import helper, numpy_helper
 
+from eightbit.config import BIAS_S32
 from eightbit.errors import InputError
-from eightbit.qat.fake_quantize import fake_quantize
+from eightbit.qat.fake_quantize import Dequantize, fake_quantize
+from eightbit.quant.affine import dequantize, quantize_bias
 
 GATE_SCALE = 1 / 255
 
@@ -83,6 +85,7 @@ class QdqGraph(torch.nn.Module):
         self.scale_parameter: dict[str, str] = {}
         self.given_scales: dict[str, torch.Tensor] = {}
         self.constants = {name: torch.tensor(np.array(array)) for name, array in self.initializers.items()}
+        self.attributes = [_attributes(node) for node in model.graph.node]
         output_steps = self._output_steps()
         for node in model.graph.node:
             if node.op_type == "DequantizeLinear" and node.input[0] in self.initializers:
@@ -122,9 +125,8 @@ class QdqGraph(torch.nn.Module):
         shape = [1] * codes.ndim
         if axis is not None:
             shape[axis] = -1
-        along = shape if axis is not None else ()
-        step = scale.reshape(along)
-        value = (codes.astype(np.float64) - zero_point.astype(np.float64).reshape(along)) * step
+        step = scale.reshape(shape if axis is not None else ())
+        value = dequantize(codes, scale, zero_point, axis).astype(np.float64)
         is_bias = codes.dtype == np.int32 and node.output[0] in output_steps
         unit = np.float64(output_steps[node.output[0]]) if is_bias else step
         key = f"c{len(self.codes)}"
@@ -168,9 +170,9 @@ class QdqGraph(torch.nn.Module):
     def forward(self, *inputs: torch.Tensor, outputs: list[str] | None = None) -> list[torch.Tensor]:
         """The graph's outputs, or the values named in `outputs`."""
         values: dict[str, object] = dict(zip(self.input_names, inputs))
-        for node in self.model.graph.node:
+        for node, attributes in zip(self.model.graph.node, self.attributes):
             args = [self._value(values, name) for name in node.input]
-            for name, value in zip(node.output, self._run(node, args)):
+            for name, value in zip(node.output, self._run(node, attributes, args)):
                 values[name] = value
         return [values[name] for name in (outputs or [output.name for output in self.model.graph.output])]
 
@@ -185,9 +187,8 @@ class QdqGraph(torch.nn.Module):
             return values[name]
         return self.constants[name]
 
-    def _run(self, node: onnx.NodeProto, args: list) -> list:
+    def _run(self, node: onnx.NodeProto, attributes: dict, args: list) -> list:
         kind = node.op_type
-        attributes = _attributes(node)
         if kind == "DequantizeLinear":
             if node.output[0] in self.stored:
                 return [self._dequantize_stored(self.stored[node.output[0]])]
@@ -243,24 +244,21 @@ def _rescale_biases(model: onnx.ModelProto, tensors: dict, scales: dict[str, np.
             continue
         if x.input[1] not in scales or b.input[0] not in tensors or b.input[1] not in tensors:
             continue
-        old_scale = numpy_helper.to_array(tensors[b.input[1]]).astype(np.float64)
-        bias = numpy_helper.to_array(tensors[b.input[0]]).astype(np.float64) * old_scale
-        weight_scale = numpy_helper.to_array(tensors[w.input[1]]).astype(np.float64)
-        new_scale = (np.float64(scales[x.input[1]]) * weight_scale).astype(np.float32).reshape(old_scale.shape)
-        info = np.iinfo(np.int32)
-        codes = np.clip(np.round(bias / new_scale.astype(np.float64)), info.min, info.max).astype(np.int32)
-        tensors[b.input[1]].CopyFrom(numpy_helper.from_array(new_scale, b.input[1]))
+        old_scale = numpy_helper.to_array(tensors[b.input[1]])
+        codes = numpy_helper.to_array(tensors[b.input[0]])
+        bias = dequantize(codes, old_scale, np.zeros(old_scale.shape, np.int64), 0 if old_scale.ndim else None)
+        weight_scale = numpy_helper.to_array(tensors[w.input[1]])
+        codes, new_scale = quantize_bias(bias, scales[x.input[1]], np.broadcast_to(weight_scale, bias.shape), BIAS_S32)
+        new_scale = new_scale.reshape(old_scale.shape) if old_scale.ndim else new_scale.reshape(-1)[0]
+        tensors[b.input[1]].CopyFrom(numpy_helper.from_array(np.asarray(new_scale, np.float32), b.input[1]))
         tensors[b.input[0]].CopyFrom(numpy_helper.from_array(codes, b.input[0]))
 
 
 def _dequantize_constant(args: list, attributes: dict) -> torch.Tensor:
     codes, scale = args[0], args[1]
-    zero_point = args[2] if len(args) > 2 and args[2] is not None else torch.zeros_like(scale)
-    if scale.dim():
-        shape = [1] * codes.dim()
-        shape[attributes.get("axis", 1)] = -1
-        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
-    return (codes.to(torch.float64) - zero_point.to(torch.float64)).to(torch.float32) * scale
+    zero_point = args[2] if len(args) > 2 and args[2] is not None else torch.zeros_like(scale, dtype=torch.int64)
+    axis = attributes.get("axis", 1) % codes.dim() if scale.dim() else None
+    return Dequantize.apply(codes, scale, zero_point, axis)
 
 
 def _conv(node, a, args):
