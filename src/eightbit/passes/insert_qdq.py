@@ -81,7 +81,7 @@ def activation_qparams(plan: Plan, ranges: dict[str, tuple[float, float]], schem
             continue
         low, high = ranges[value.name]
         clamp_low, clamp_high = value.meta.get(CLAMP, (-math.inf, math.inf))
-        bound = _bound(value)
+        bound = _bound(value, clamp_low, clamp_high)
         if bound is not None and _one_value_per_channel(value):
             low, high = bound
         live = _saturating_reader_range(value, int8, params, scheme)
@@ -103,11 +103,10 @@ def activation_qparams(plan: Plan, ranges: dict[str, tuple[float, float]], schem
     return ordered
 
 
-def _bound(value: ir.Value) -> tuple[float, float] | None:
-    """The range `value` cannot leave: a fused clamp bounded on both sides, or a sigmoid's [0, 1]."""
-    clamp = value.meta.get(CLAMP)
-    if clamp is not None and math.isfinite(clamp[0]) and math.isfinite(clamp[1]):
-        return clamp
+def _bound(value: ir.Value, clamp_low: float, clamp_high: float) -> tuple[float, float] | None:
+    """The range `value` cannot leave: its fused clamp bounded on both sides, or a sigmoid's [0, 1]."""
+    if math.isfinite(clamp_low) and math.isfinite(clamp_high):
+        return clamp_low, clamp_high
     producer = value.producer()
     if producer is not None and producer.op_type in ("Sigmoid", "HardSigmoid"):
         return 0.0, 1.0
