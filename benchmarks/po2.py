@@ -49,7 +49,7 @@ def run(names: list[str]) -> list[str]:
                 path = folder / f"{label}.onnx"
                 models.append(eightbit.quantize(case.path, {case.input_name: case.calibration}, scheme=scheme,
                                                 weight_granularity=granularity, weight_rounding="nearest",
-                                                bias_correction=False, speed_check=False,
+                                                bias_correction=False, equalization=False, speed_check=False,
                                                 output=path))
                 result = evaluate(case, case.path, path, folder, time_it=False)
                 seven = models[-1].metadata_props[WEIGHT_RANGE_KEY].startswith("7-bit")
@@ -84,8 +84,8 @@ VNNI only: `--weight-range auto` measured that its fused 8-bit kernels (u8 x s8 
 saturate and chose 7-bit weights; per-channel po2 weights use every weight code and meet that
 saturation most often. Per-channel po2 weights win where channels differ in range (ppocr_cls,
 ppocr_det, squeezenet) and can lose a bit of precision where they do not (the light zoo's random
-weights). Weight codes rounded to nearest, biases not corrected (`--weight-rounding nearest
---no-bias-correction --no-speed-check`) in every column.
+weights). Weight codes rounded to nearest, biases not corrected, channels not equalized (`--weight-rounding
+nearest --no-bias-correction --no-equalize --no-speed-check`) in every column.
 
 {table}
 """

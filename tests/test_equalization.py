@@ -1,4 +1,4 @@
-"""Cross-layer equalization before depthwise convolutions (eq. 35): same float function, finer grids."""
+"""Cross-layer equalization before depthwise convolutions (eq. 35, 35b): same float function, finer grids."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from eightbit.ir import as_model
 from eightbit.metadata import EQUALIZATION_KEY
 from eightbit.passes.equalize_channels import equalize_channels, find_pairs
 from eightbit.prepare import prepare
-from eightbit.quant.equalization import HEADROOM, MAX_FACTOR, equalizing_factors
+from eightbit.quant.equalization import HEADROOM, MAX_FACTOR, equalizing_factors, swish_equalizing_factors
 from eightbit.report.inspect import inspect_models
 from eightbit.report.metrics import sqnr_db
 from test_cli import run_cli
@@ -43,6 +43,39 @@ def separable_cnn(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Conv", ["x", "w_a", "b_a"], ["ca"], name="expand"),
         helper.make_node("Relu", ["ca"], ["ra"], name="relu_a"),
         helper.make_node("Conv", ["ra", "w_d", "b_d"], ["cd"], pads=[1, 1, 1, 1], group=16, name="depthwise"),
+        helper.make_node("Relu", ["cd"], ["rd"], name="relu_d"),
+        helper.make_node("Conv", ["rd", "w_c", "b_c"], ["cc"], name="project"),
+        helper.make_node("GlobalAveragePool", ["cc"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1, name="fc"),
+    ]
+    return make_model(nodes, [value_info("x", ["batch", 3, 10, 10])], [value_info("logits", ["batch", 10])], inits)
+
+
+def separable_swish_cnn(seed: int = 0) -> onnx.ModelProto:
+    """pointwise conv -> hard-swish -> Mul(0.7) -> Add(0.05) -> depthwise conv -> relu -> pointwise conv -> GAP ->
+    Flatten -> Gemm: the block of PP-LCNet (hard-swish, then a learned scale and shift), with a few of the first
+    conv's channels reaching far beyond the others, and the depthwise filters on the others large."""
+    rng = np.random.default_rng(seed)
+    spread = np.where(np.arange(16) < 3, 12.0, 0.4).astype(np.float32)
+    w_a = rng.normal(0, 0.5, (16, 3, 1, 1)).astype(np.float32) * spread[:, None, None, None]
+    b_a = rng.normal(0, 0.05, 16).astype(np.float32)
+    w_d = rng.normal(0, 0.5, (16, 1, 3, 3)).astype(np.float32) / spread[:, None, None, None]
+    inits = [
+        tensor("w_a", w_a), tensor("b_a", b_a), tensor("lab_scale", np.array([0.7], np.float32)),
+        tensor("lab_shift", np.array([0.05], np.float32)),
+        tensor("w_d", w_d), tensor("b_d", rng.normal(0, 0.1, 16).astype(np.float32)),
+        tensor("w_c", rng.normal(0, 0.3, (8, 16, 1, 1)).astype(np.float32)),
+        tensor("b_c", rng.normal(0, 0.1, 8).astype(np.float32)),
+        tensor("fc_w", rng.normal(0, 0.3, (10, 8)).astype(np.float32)),
+        tensor("fc_b", rng.normal(0, 0.1, 10).astype(np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w_a", "b_a"], ["ca"], name="expand"),
+        helper.make_node("HardSwish", ["ca"], ["hs"], name="swish"),
+        helper.make_node("Mul", ["lab_scale", "hs"], ["scaled"], name="lab_mul"),
+        helper.make_node("Add", ["scaled", "lab_shift"], ["shifted"], name="lab_add"),
+        helper.make_node("Conv", ["shifted", "w_d", "b_d"], ["cd"], pads=[1, 1, 1, 1], group=16, name="depthwise"),
         helper.make_node("Relu", ["cd"], ["rd"], name="relu_d"),
         helper.make_node("Conv", ["rd", "w_c", "b_c"], ["cc"], name="project"),
         helper.make_node("GlobalAveragePool", ["cc"], ["gap"], name="gap"),
@@ -94,9 +127,9 @@ def test_quantize_measures_equalization_and_inspect_reads_through_it(images):
     rng = np.random.default_rng(6)
     held_out = {"x": rng.normal(0, 1, (32, 3, 10, 10)).astype(np.float32)}
     float_model = separable_cnn()
-    plain = eightbit.quantize(float_model, images, weight_rounding="nearest", bias_correction=False)
-    equalized = eightbit.quantize(float_model, images, weight_rounding="nearest", bias_correction=False,
-                                  equalization=True)
+    plain = eightbit.quantize(float_model, images, weight_rounding="nearest", bias_correction=False,
+                              equalization=False)
+    equalized = eightbit.quantize(float_model, images, weight_rounding="nearest", bias_correction=False)
     assert EQUALIZATION_KEY not in plain.metadata_props
     assert "equalization kept" in equalized.metadata_props[WEIGHT_RANGE_KEY]
     expected = OrtSession(as_model(float_model)).run(held_out, ["logits"])["logits"]
@@ -115,18 +148,87 @@ def test_quantize_measures_equalization_and_inspect_reads_through_it(images):
     assert rows["ra"].accumulated.sqnr_db <= rows["ra"].own.sqnr_db + 1.0
 
 
-def test_equalization_is_off_by_default_and_needs_samples(images):
-    assert "equaliz" not in eightbit.quantize(separable_cnn(), images).metadata_props[WEIGHT_RANGE_KEY]
+def test_equalization_is_on_by_default_and_needs_samples(images):
+    assert "equalization kept" in eightbit.quantize(separable_cnn(), images).metadata_props[WEIGHT_RANGE_KEY]
+    assert "equaliz" not in eightbit.quantize(separable_cnn(), images,
+                                              equalization=False).metadata_props[WEIGHT_RANGE_KEY]
     # without calibration samples there is nothing to measure ranges on: the weights scheme ignores it
     assert EQUALIZATION_KEY not in eightbit.quantize(separable_cnn(), scheme="weights",
                                                      equalization=True).metadata_props
 
 
-def test_cli_equalize_flag(tmp_path, images):
-    source, target, data = tmp_path / "separable.onnx", tmp_path / "separable.int8.onnx", tmp_path / "x.npz"
+def test_swish_factors_scale_down_the_channels_above_the_level_that_costs_least():
+    # three channels reach 10, thirteen reach 1; the depthwise filters on the small ones carry the signal
+    high = np.array([10.0] * 3 + [1.0] * 13)
+    low = np.full(16, -0.375)
+    power = np.array([0.01] * 3 + [1.0] * 13)
+    factors = swish_equalizing_factors(low, high, power)
+    np.testing.assert_allclose(factors, [0.1] * 3 + [1.0] * 13, rtol=1e-6)
+    # where the wide channels' filters carry the signal instead, scaling them down costs more than it saves
+    np.testing.assert_allclose(swish_equalizing_factors(low, high, np.array([100.0] * 3 + [0.01] * 13)), np.ones(16))
+    # channels that never rose above zero are left alone; none is scaled up
+    mixed = swish_equalizing_factors(np.array([-0.375, -0.2, -0.375]), np.array([8.0, 0.0, 1.0]), np.ones(3))
+    assert mixed[1] == 1.0 and np.all(mixed <= 1.0)
+
+
+def test_equalized_swish_block_computes_the_same_function(images):
+    model = prepare(as_model(separable_swish_cnn()))
+    pairs = find_pairs(model.graph)
+    assert [(p.producer.name, p.consumer.name, p.measured.name) for p in pairs] == [("expand", "depthwise", "shifted")]
+    samples = load_samples(images, model)
+    ranges = channel_ranges(model, ["shifted"], samples)
+
+    def run() -> dict[str, np.ndarray]:
+        wanted = [v for node in model.graph for v in node.outputs if v.name in ("logits", "shifted")]
+        return session_with_outputs(model, wanted, 1).run(images, ["logits", "shifted"])
+
+    before = run()
+    factors = equalize_channels(model.graph, ranges)
+    assert set(factors) == {"ca", "hs", "scaled", "shifted"}
+    scale = factors["shifted"]
+    # none scaled up, the wide channels scaled down the most
+    assert np.all(scale <= 1.0) and scale.max() == 1.0 and scale[:3].max() < scale[3:].min()
+    after = run()
+    np.testing.assert_allclose(after["logits"], before["logits"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(after["shifted"], before["shifted"] * scale.reshape(-1, 1, 1), rtol=1e-4, atol=1e-5)
+    # the hard-swish became its gate form with slope 1/(6 f_c), the shift one constant per channel
+    ops = [node.op_type for node in model.graph]
+    assert "HardSwish" not in ops and ops.count("Clip") == 1
+    gate = next(node for node in model.graph if node.name.endswith("_gate_affine"))
+    np.testing.assert_allclose(gate.inputs[1].const_value.numpy().reshape(-1), 1 / (6 * scale), rtol=1e-6)
+    shift = next(node for node in model.graph if node.name == "lab_add")
+    assert shift.inputs[1].const_value.numpy().shape == (1, 16, 1, 1)
+
+
+def test_quantize_equalizes_through_hard_swish(images):
+    rng = np.random.default_rng(6)
+    held_out = {"x": rng.normal(0, 1, (32, 3, 10, 10)).astype(np.float32)}
+    float_model = separable_swish_cnn()
+    plain = eightbit.quantize(float_model, images, weight_rounding="nearest", bias_correction=False,
+                              equalization=False)
+    equalized = eightbit.quantize(float_model, images, weight_rounding="nearest", bias_correction=False)
+    assert "equalization kept" in equalized.metadata_props[WEIGHT_RANGE_KEY]
+    expected = OrtSession(as_model(float_model)).run(held_out, ["logits"])["logits"]
+
+    def output_db(model) -> float:
+        return sqnr_db(expected, OrtSession(model).run(held_out, ["logits"])["logits"])
+
+    assert output_db(equalized) > output_db(plain) + 3.0
+    # inspect reads the conv's output through its hard-swish of per-channel slopes, in the float model's units
+    samples = load_samples(images, as_model(float_model))
+    rows = {r.name: r for r in inspect_models(float_model, equalized, samples).tensors}
+    assert rows["ca"].read_through == "HardSwish" and rows["ca"].clipped == 0
+    assert rows["ca"].own.sqnr_db > 30.0
+    assert rows["shifted"].own.sqnr_db > {r.name: r for r in inspect_models(float_model, plain, samples).tensors}[
+        "shifted"].own.sqnr_db + 3.0
+
+
+def test_cli_no_equalize_flag(tmp_path, images):
+    source, data = tmp_path / "separable.onnx", tmp_path / "x.npz"
     onnx.save(separable_cnn(), source)
     np.savez(data, **images)
-    result = run_cli("quantize", str(source), "--calibration", str(data), "-o", str(target), "--equalize",
-                     "--no-report")
-    assert result.returncode == 0, result.stderr
-    assert EQUALIZATION_KEY in {p.key for p in onnx.load(target).metadata_props}
+    for flags, expected in (([], True), (["--no-equalize"], False)):
+        target = tmp_path / f"separable{len(flags)}.int8.onnx"
+        result = run_cli("quantize", str(source), "--calibration", str(data), "-o", str(target), *flags, "--no-report")
+        assert result.returncode == 0, result.stderr
+        assert (EQUALIZATION_KEY in {p.key for p in onnx.load(target).metadata_props}) is expected

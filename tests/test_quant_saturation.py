@@ -62,6 +62,16 @@ def test_hard_swish_output_code_is_constant_past_the_live_range(high):
         assert len(set(codes.tolist())) == 1
 
 
+@given(st.floats(0.5, 20.0), st.floats(1 / 6, 3.0))
+def test_equalized_hard_swish_output_code_is_constant_past_the_live_range(high, slope):
+    # an equalized hard-swish's gate (eq. 35b) has slope 1/(6 f) >= 1/6: it closes at -1/(2 slope), not at -3
+    scale, zero_point = choose_qparams(-0.375, high, U8)
+    live = hard_swish_live_range(float(scale), int(zero_point), U8, slope)
+    assert live[0] == pytest.approx(-0.5 / slope)
+    for codes in _codes_beyond(lambda x: x * _hard_sigmoid(x, slope, 0.5), live, (-0.375, high)):
+        assert len(set(codes.tolist())) == 1
+
+
 def test_sigmoid_live_range_of_a_full_probability_output():
     scale, zero_point = choose_qparams(0.0, 1.0, U8)
     low, high = sigmoid_live_range(float(scale), int(zero_point), U8)

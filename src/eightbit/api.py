@@ -679,7 +679,7 @@ def quantize(
     max_drop: float | None = None,
     metric: Callable[[np.ndarray, np.ndarray], float] | None = None,
     bias_correction: bool = True,
-    equalization: bool = False,
+    equalization: bool = True,
     speed_check: bool = True,
     target: str = DEFAULT_TARGET,
 ) -> ir.Model:
@@ -703,7 +703,7 @@ def quantize(
     section 2a); "nearest" rounds each weight on its own; "auto" (the static schemes' default) builds both
     and keeps the first where it agrees better with float on the calibration samples. `equalization`
     (static schemes with calibration samples): scale the channels feeding each depthwise convolution to
-    fill their shared grid (eq. 35), kept where the output agrees better with float. `speed_check` (static
+    fill their shared grid (eq. 35, 35b), kept where the output agrees better with float. `speed_check` (static
     schemes with calibration samples): keep float the nodes the target runtime runs slower in int8 than in
     float here, where the model is then measured to run faster (speed_check_of says what was found). `target`
     ("ort" or "openvino"; static schemes): the runtime whose fast forms the graph takes and whose profiles the

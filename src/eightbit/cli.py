@@ -69,7 +69,7 @@ def _quantize(args: argparse.Namespace) -> int:
         weight_rounding=args.weight_rounding, images=images, threads=args.threads,
         show_progress=_show_progress(args), min_sqnr=args.min_sqnr, max_drop=args.max_drop,
         bias_correction=not args.no_bias_correction,
-        equalization=args.equalize, speed_check=not args.no_speed_check, target=args.target,
+        equalization=not args.no_equalize, speed_check=not args.no_speed_check, target=args.target,
     )
     float_nodes = api.float_nodes_of(model)
     fallback = api.fallback_of(model)
@@ -366,10 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="keep the biases as rounded (by default, static schemes with --calibration move each "
                                "integer layer's bias by its mean output error on those samples where that measures "
                                "better)")
-    quantize.add_argument("--equalize", action="store_true",
-                          help="static schemes with --calibration: scale the channels feeding each depthwise "
-                               "convolution to fill their shared grid (cross-layer equalization), kept where that "
-                               "measures better on the calibration samples")
+    quantize.add_argument("--no-equalize", action="store_true",
+                          help="leave the channels feeding depthwise convolutions as they are (by default, static "
+                               "schemes with --calibration scale them to fill their shared grid, through ReLU, "
+                               "pooling and hard-swish, and keep that where it measures better on those samples)")
+    quantize.add_argument("--equalize", action="store_true", help=argparse.SUPPRESS)
     quantize.add_argument("--target", choices=TARGETS, default=DEFAULT_TARGET,
                           help="the runtime the model is made for (static schemes): its fast graph forms, and its "
                                "profiles for the speed check (default: ort, ONNX Runtime; openvino needs OpenVINO "

@@ -1,10 +1,12 @@
-"""Cross-layer equalization of the tensor before a depthwise convolution (docs/quantization.md, eq. 35).
+"""Cross-layer equalization of the tensor before a depthwise convolution (docs/quantization.md, eq. 35, 35b).
 
-Rule: P -> f... -> C, with P a Conv or Gemm with constant weights, f a chain of positively
-homogeneous ops (Relu, LeakyRelu, MaxPool, AveragePool), each tensor read by the next op only, and
-C a depthwise Conv (one input channel per filter) with a constant weight reading P's channels. P's
-output channel i is multiplied by s_i and C's filters on channel i divided by it: the float model
-computes the same function, and the tensors between them fit their one grid better.
+Rule: P -> f... -> C, with P a Conv or Gemm with constant weights, f a chain of ops that commute with
+a positive per-channel scale (Relu, LeakyRelu, MaxPool, AveragePool; Mul by a positive scalar
+constant; Add of a scalar constant, which becomes a per-channel one; at most one HardSwish, which
+becomes a gate of per-channel slope), each tensor read by the next op only, and C a depthwise Conv
+(one input channel per filter) with a constant weight reading P's channels. P's output channel i is
+multiplied by s_i and C's filters on channel i divided by it: the float model computes the same
+function, and the tensors between them fit their one grid better.
 """
 
 from __future__ import annotations
@@ -14,12 +16,34 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.passes.constants import attribute, constant_array, single_consumer
+from eightbit.passes.constants import attribute, constant_array, replace_output, single_consumer
+from eightbit.passes.hard_gates import HARD_SWISH_SLOPE, gate_form
 from eightbit.passes.output_channels import fold_scale_and_shift, output_channels, set_constant
-from eightbit.quant.equalization import equalizing_factors
+from eightbit.quant.equalization import equalizing_factors, swish_equalizing_factors
 
 HOMOGENEOUS = ("Relu", "LeakyRelu", "MaxPool", "AveragePool")
 PRODUCERS = ("Conv", "Gemm")
+
+
+def _scalar_operand(node: ir.Node) -> tuple[int, float] | None:
+    """(index, value) of the one-element constant input of a two-input node whose other input is not constant."""
+    if len(node.inputs) != 2:
+        return None
+    arrays = [constant_array(value) for value in node.inputs]
+    if (arrays[0] is None) == (arrays[1] is None):
+        return None
+    index = 0 if arrays[0] is not None else 1
+    return (index, float(arrays[index].reshape(()))) if arrays[index].size == 1 else None
+
+
+def _commutes_with_scale(node: ir.Node) -> bool:
+    """Whether op(s_c · x) = s_c · op'(x) per channel, op' = op or op with a per-channel constant."""
+    if node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
+        return False
+    if node.op_type in HOMOGENEOUS or node.op_type == "HardSwish":
+        return True
+    operand = _scalar_operand(node) if node.op_type in ("Mul", "Add") else None
+    return operand is not None and (node.op_type == "Add" or operand[1] > 0)
 
 
 @dataclasses.dataclass
@@ -31,9 +55,16 @@ class Pair:
     between: list[ir.Value]
 
     @property
+    def swish(self) -> ir.Node | None:
+        """The HardSwish between P and C, if one is (eq. 35b)."""
+        return next((v.producer() for v in self.between[1:] if v.producer().op_type == "HardSwish"), None)
+
+    @property
     def measured(self) -> ir.Value:
         """The tensor whose channel ranges decide the factors: P's output after its activations (what the
-        grid sees once they are fused)."""
+        grid sees once they are fused); past a hard-swish, what C reads."""
+        if self.swish is not None:
+            return self.between[-1]
         measured = self.between[0]
         for value in self.between[1:]:
             if value.producer().op_type not in ("Relu", "LeakyRelu"):
@@ -60,11 +91,14 @@ def find_pairs(graph: ir.Graph) -> list[Pair]:
             continue
         between = [consumer.inputs[0]]
         node = between[0].producer()
-        while node is not None and node.op_type in HOMOGENEOUS and node.domain in ("", "ai.onnx"):
-            if len(node.outputs) != 1 or single_consumer(node.outputs[0]) is None:
+        swishes = 0
+        while node is not None and _commutes_with_scale(node):
+            swishes += node.op_type == "HardSwish"
+            if single_consumer(node.outputs[0]) is None or swishes > 1:
                 break
-            between.insert(0, node.inputs[0])
-            node = node.inputs[0].producer()
+            data = node.inputs[1 - _scalar_operand(node)[0]] if node.op_type in ("Mul", "Add") else node.inputs[0]
+            between.insert(0, data)
+            node = data.producer()
         if node is None or node.op_type not in PRODUCERS or single_consumer(between[0]) is None:
             continue
         if output_channels(node) != attribute(consumer, "group", 1):
@@ -74,9 +108,23 @@ def find_pairs(graph: ir.Graph) -> list[Pair]:
 
 
 def equalize(graph: ir.Graph, pair: Pair, factors: np.ndarray, taken: set[str]) -> None:
-    """Multiply P's output channels by `factors`, divide C's filters on each channel by them."""
+    """Multiply P's output channels by `factors`, divide C's filters on each channel by them, and rewrite the
+    ops between so that each computes its old output times the factors: a scalar Add's constant becomes one
+    per channel, a HardSwish the gate form with slope 1/(6 f_c) on channel c (eq. 35b)."""
     fold_scale_and_shift(graph, pair.producer, factors.astype(np.float32), None, taken)
     weight = constant_array(pair.consumer.inputs[1])
+    per_channel = factors.astype(np.float32).reshape((1, -1) + (1,) * (weight.ndim - 2))
+    for value in pair.between[1:]:
+        node = value.producer()
+        if node.op_type == "Add":
+            index, shift = _scalar_operand(node)
+            set_constant(graph, node, index, np.float32(shift) * per_channel, taken)
+        elif node.op_type == "HardSwish":
+            new, result = gate_form(graph, node, node.inputs[0], HARD_SWISH_SLOPE / factors.astype(np.float32),
+                                    0.5, product=True, taken=taken)
+            graph.insert_after(node, new)
+            replace_output(graph, node.outputs[0], result)
+            graph.remove(node, safe=True)
     groups = weight.shape[0] // factors.size  # filters per input channel (the depth multiplier)
     per_filter = np.repeat(factors, groups).reshape((-1,) + (1,) * (weight.ndim - 1))
     set_constant(graph, pair.consumer, 1, (weight / per_filter).astype(np.float32), taken)
@@ -90,10 +138,16 @@ def equalize_channels(graph: ir.Graph, ranges: dict[str, tuple[np.ndarray, np.nd
     for pair in find_pairs(graph):
         if pair.measured.name not in ranges:
             continue
-        factors = equalizing_factors(*ranges[pair.measured.name])
+        if pair.swish is None:
+            factors = equalizing_factors(*ranges[pair.measured.name])
+        else:
+            weight = constant_array(pair.consumer.inputs[1]).astype(np.float64)
+            per_channel = weight.reshape(ranges[pair.measured.name][0].size, -1)
+            factors = swish_equalizing_factors(*ranges[pair.measured.name], np.square(per_channel).sum(axis=1))
         if np.all(factors == 1.0):
             continue
+        names = [value.name for value in pair.between]
         equalize(graph, pair, factors, taken)
-        for value in pair.between:
-            scaled[value.name] = factors
+        for name in names:
+            scaled[name] = factors
     return scaled

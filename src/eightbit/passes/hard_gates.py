@@ -18,6 +18,7 @@ from eightbit.passes.constants import add_initializer, attribute, constant_array
 from eightbit.passes.fuse_activation import CLAMP
 
 _HARD_SWISH = (1 / 6, 0.5)
+HARD_SWISH_SLOPE = _HARD_SWISH[0]
 
 
 def _channels(value: ir.Value) -> int | None:
@@ -53,27 +54,8 @@ class HardGatesAsConvolutions(ir.passes.InPlacePass):
                 alpha, beta = attribute(node, "alpha", 0.2), attribute(node, "beta", 0.5)
             else:
                 alpha, beta = _HARD_SWISH
-            base = node.outputs[0].name or node.name
-            weight = add_initializer(graph, unique_name(graph, f"{base}_gate_weight", taken),
-                                     np.full((channels, 1, 1, 1), alpha, np.float32))
-            bias = add_initializer(graph, unique_name(graph, f"{base}_gate_bias", taken),
-                                   np.full((channels,), beta, np.float32))
-            low = add_initializer(graph, unique_name(graph, f"{base}_gate_low", taken), np.array(0.0, np.float32))
-            high = add_initializer(graph, unique_name(graph, f"{base}_gate_high", taken), np.array(1.0, np.float32))
-            affine = ir.node("Conv", [x, weight, bias], {"group": channels, "kernel_shape": [1, 1]},
-                             name=f"{node.name}_gate_affine")
-            clip = ir.node("Clip", [affine.outputs[0], low, high], name=f"{node.name}_gate")
-            new = [affine, clip]
-            for value in (affine.outputs[0], clip.outputs[0]):
-                value.dtype, value.shape = ir.DataType.FLOAT, x.shape
-            affine.outputs[0].name = unique_name(graph, f"{base}_gate_affine", taken)
-            result = clip.outputs[0]  # hard-sigmoid: the clipped gate takes the node's output name below
-            if node.op_type == "HardSwish":
-                clip.outputs[0].name = unique_name(graph, f"{base}_gate", taken)
-                product = ir.node("Mul", [x, clip.outputs[0]], name=node.name)
-                product.outputs[0].dtype, product.outputs[0].shape = ir.DataType.FLOAT, x.shape
-                new.append(product)
-                result = product.outputs[0]
+            new, result = gate_form(graph, node, x, np.full((channels,), alpha, np.float32), beta,
+                                    product=node.op_type == "HardSwish", taken=taken)
             graph.insert_after(node, new)
             replace_output(graph, node.outputs[0], result)
             graph.remove(node, safe=True)
@@ -81,17 +63,54 @@ class HardGatesAsConvolutions(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified)
 
 
-def _is_swish_gate(node: ir.Node, x: ir.Value) -> bool:
-    """Whether `node` is the gate convolution this pass makes of hard-swish(x): depthwise 1x1, weight 1/6,
-    bias 1/2, reading `x`."""
+def gate_form(graph: ir.Graph, node: ir.Node, x: ir.Value, alpha: np.ndarray, beta: float, *, product: bool,
+              taken: set[str]) -> tuple[list[ir.Node], ir.Value]:
+    """The nodes computing clip(alpha_c · x + beta, 0, 1) (one alpha per channel of `x`), times `x` if
+    `product` (hard-swish), in place of `node`: returned with the value that stands for `node`'s output,
+    not yet inserted in `graph`."""
+    channels = alpha.size
+    base = node.outputs[0].name or node.name
+    weight = add_initializer(graph, unique_name(graph, f"{base}_gate_weight", taken),
+                             np.asarray(alpha, np.float32).reshape(channels, 1, 1, 1))
+    bias = add_initializer(graph, unique_name(graph, f"{base}_gate_bias", taken),
+                           np.full((channels,), beta, np.float32))
+    low = add_initializer(graph, unique_name(graph, f"{base}_gate_low", taken), np.array(0.0, np.float32))
+    high = add_initializer(graph, unique_name(graph, f"{base}_gate_high", taken), np.array(1.0, np.float32))
+    affine = ir.node("Conv", [x, weight, bias], {"group": channels, "kernel_shape": [1, 1]},
+                     name=f"{node.name}_gate_affine")
+    clip = ir.node("Clip", [affine.outputs[0], low, high], name=f"{node.name}_gate")
+    new = [affine, clip]
+    for value in (affine.outputs[0], clip.outputs[0]):
+        value.dtype, value.shape = ir.DataType.FLOAT, x.shape
+    affine.outputs[0].name = unique_name(graph, f"{base}_gate_affine", taken)
+    if not product:
+        return new, clip.outputs[0]  # hard-sigmoid: the clipped gate takes the node's output name
+    clip.outputs[0].name = unique_name(graph, f"{base}_gate", taken)
+    multiply = ir.node("Mul", [x, clip.outputs[0]], name=node.name)
+    multiply.outputs[0].dtype, multiply.outputs[0].shape = ir.DataType.FLOAT, x.shape
+    return [*new, multiply], multiply.outputs[0]
+
+
+def _swish_gate_slopes(node: ir.Node, x: ir.Value) -> np.ndarray | None:
+    """The per-channel slopes of `node` where it is a hard-swish gate convolution reading `x`: depthwise 1x1,
+    positive weights, bias 1/2. This pass makes them with weight 1/6; an equalized hard-swish (eq. 35b) has
+    1/(6 f_c) on channel c."""
     if node.op_type != "Conv" or len(node.inputs) != 3 or node.inputs[0] is not x:
-        return False
+        return None
     weight, bias = constant_array(node.inputs[1]), constant_array(node.inputs[2])
     channels = _channels(x)
     if weight is None or bias is None or channels is None or attribute(node, "group", 1) != channels:
-        return False
-    return (weight.shape == (channels, 1, 1, 1) and bool(np.all(weight == np.float32(_HARD_SWISH[0])))
-            and bool(np.all(bias == np.float32(_HARD_SWISH[1]))))
+        return None
+    if weight.shape != (channels, 1, 1, 1) or not bool(np.all(weight > 0)):
+        return None
+    return weight.reshape(-1) if bool(np.all(bias == np.float32(_HARD_SWISH[1]))) else None
+
+
+def swish_slope(x: ir.Value) -> float:
+    """The smallest slope of the hard-swish gate that reads `x` (1/6 for a plain hard-swish): its live range
+    (eq. 8a) holds for every channel. Call where swish_product(x) found the gate."""
+    return min(float(slopes.min()) for use in x.uses()
+               if (slopes := _swish_gate_slopes(use.node, x)) is not None)
 
 
 def swish_product(x: ir.Value) -> ir.Node | None:
@@ -101,7 +120,7 @@ def swish_product(x: ir.Value) -> ir.Node | None:
     readers = [use.node for use in x.uses()]
     if len(readers) != 2 or x.is_graph_output():
         return None
-    gate = next((n for n in readers if _is_swish_gate(n, x)), None)
+    gate = next((n for n in readers if _swish_gate_slopes(n, x) is not None), None)
     product = next((n for n in readers if n.op_type == "Mul"), None)
     if gate is None or product is None or x not in product.inputs:
         return None

@@ -11,7 +11,7 @@ import onnx_ir.passes.common as common_passes
 from eightbit.config import Granularity, Scheme
 from eightbit.passes.constants import attribute, constant_array
 from eightbit.passes.fuse_activation import CLAMP
-from eightbit.passes.hard_gates import swish_product
+from eightbit.passes.hard_gates import swish_product, swish_slope
 from eightbit.passes.qdq_nodes import dequantized_codes, dequantized_constant, quantize_dequantize
 from eightbit.passes.read_qdq import given_grid, grid_in_format, weight_grid_choice
 from eightbit.passes.weight_rounding import rounded_constant
@@ -51,7 +51,8 @@ def _saturating_reader_range(
         output = product.outputs[0]
         if product not in int8 or output not in params:
             return None
-        return hard_swish_live_range(float(params[output][0]), int(params[output][1]), scheme.activations)
+        return hard_swish_live_range(float(params[output][0]), int(params[output][1]), scheme.activations,
+                                     swish_slope(value))
     low, high = math.inf, -math.inf
     for use in value.uses():
         output = use.node.outputs[0]

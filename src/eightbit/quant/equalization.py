@@ -31,3 +31,24 @@ def equalizing_factors(low: np.ndarray, high: np.ndarray) -> np.ndarray:
         down = np.where(low < 0, tensor_low / low, np.inf)
     room = np.minimum(up, down) / HEADROOM
     return np.where(np.isfinite(room), np.clip(room, 1.0, MAX_FACTOR), 1.0).astype(np.float32)
+
+
+def swish_equalizing_factors(low: np.ndarray, high: np.ndarray, filter_power: np.ndarray) -> np.ndarray:
+    """Per channel, f_i <= 1 for a tensor past a hard-swish, read by a depthwise convolution whose filters on
+    channel i have squared norm `filter_power[i]` (eq. 35b): channels above a level M are scaled down to
+    it, M chosen among the channels' maxima to minimize the rounding noise the convolution passes on,
+    (grid span)^2 · sum_i filter_power_i / f_i^2. Scaling down keeps the hard-swish's cutoff, -3 f_i, inside
+    the [-3, 0] every channel already needs; scaling up would stretch the grid below zero."""
+    low, high = np.minimum(np.asarray(low, np.float64), 0.0), np.maximum(np.asarray(high, np.float64), 0.0)
+    power = np.asarray(filter_power, np.float64)
+    live = high > 0
+    if not np.any(live):
+        return np.ones(high.size, np.float32)
+
+    def noise(level: float) -> tuple[float, np.ndarray]:
+        factors = np.where(live, np.minimum(1.0, level / np.where(live, high, 1.0)), 1.0)
+        span = (high * factors).max() - (low * factors).min()
+        return span**2 * float((power / factors**2).sum()), factors
+
+    _, best = min((noise(level) for level in np.unique(high[live])), key=lambda pair: pair[0])
+    return best.astype(np.float32)

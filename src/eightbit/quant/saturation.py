@@ -18,9 +18,10 @@ from eightbit.config import IntegerFormat
 SATURATING_ACTIVATIONS = ("Sigmoid", "HardSigmoid", "HardSwish")
 
 
-def saturating_activation(op_type: str, alpha: float = 0.2, beta: float = 0.5
+def saturating_activation(op_type: str, alpha: float = 0.2, beta: float = 0.5, slope: float | np.ndarray = 1 / 6
                           ) -> Callable[[np.ndarray], np.ndarray] | None:
-    """The ONNX formula of a saturating activation, in float32 (alpha, beta: HardSigmoid's)."""
+    """The ONNX formula of a saturating activation, in float32 (alpha, beta: HardSigmoid's; slope: a
+    hard-swish gate's, one or one per channel shaped to broadcast against x, eq. 35b)."""
     one, zero = np.float32(1), np.float32(0)
     if op_type == "Sigmoid":
         def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -31,8 +32,9 @@ def saturating_activation(op_type: str, alpha: float = 0.2, beta: float = 0.5
         a, b = np.float32(alpha), np.float32(beta)
         return lambda x: np.clip(a * np.asarray(x, np.float32) + b, zero, one)
     if op_type == "HardSwish":
-        return lambda x: (np.asarray(x, np.float32)
-                          * np.clip(np.float32(1 / 6) * np.asarray(x, np.float32) + np.float32(0.5), zero, one))
+        k = np.asarray(slope, np.float32)
+        half = np.float32(0.5)
+        return lambda x: np.asarray(x, np.float32) * np.clip(k * np.asarray(x, np.float32) + half, zero, one)
     return None
 
 
@@ -58,11 +60,16 @@ def hard_sigmoid_live_range(
     return (max(low, 0.0) - beta) / alpha, (min(high, 1.0) - beta) / alpha
 
 
-def hard_swish_live_range(scale: float, zero_point: int, fmt: IntegerFormat) -> tuple[float, float]:
-    """y = x * clamp(x / 6 + 1/2, 0, 1): exactly 0 for x <= -3; increasing for x >= -3/2."""
+def hard_swish_live_range(
+    scale: float, zero_point: int, fmt: IntegerFormat, slope: float = 1 / 6
+) -> tuple[float, float]:
+    """y = x * clamp(slope * x + 1/2, 0, 1) (hard-swish: slope 1/6; a channel equalized by f, eq. 35b:
+    slope 1/(6 f)): exactly 0 for x <= -1/(2 slope); increasing for x >= -1/(4 slope). Given the smallest
+    slope of a tensor's channels, the range holds for every channel."""
+    cutoff = 0.5 / slope
     _, high = _output_thresholds(scale, zero_point, fmt)
     if high <= 0.0:
-        return -3.0, math.inf
-    # Solve x (x + 3) / 6 = high on the rising branch, or x = high once x >= 3.
-    upper = high if high >= 3.0 else (-3.0 + math.sqrt(9.0 + 24.0 * high)) / 2.0
-    return -3.0, upper
+        return -cutoff, math.inf
+    # Solve x (slope x + 1/2) = high on the rising branch, or x = high once the gate is 1 (x >= cutoff).
+    upper = high if high >= cutoff else (-0.5 + math.sqrt(0.25 + 4.0 * slope * high)) / (2.0 * slope)
+    return -cutoff, upper

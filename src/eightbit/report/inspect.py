@@ -280,8 +280,9 @@ def quantized_activations(model: ir.Model) -> list[QuantizedActivation]:
 def _saturating_reader(value: ir.Value) -> tuple[str, Callable[[np.ndarray], np.ndarray]] | None:
     """(op type, formula) when every reader of `value` is the same saturating activation, or a hard-swish in
     gate form (docs/quantization.md, section 6b)."""
-    if _read_by_swish_gate(value):
-        return "HardSwish", saturating_activation("HardSwish")
+    slopes = _swish_gate_slopes(value)
+    if slopes is not None:
+        return "HardSwish", saturating_activation("HardSwish", slope=slopes)
     uses = value.uses()
     if not uses or any(use.idx != 0 for use in uses):
         return None
@@ -295,25 +296,28 @@ def _saturating_reader(value: ir.Value) -> tuple[str, Callable[[np.ndarray], np.
     return op_type, saturating_activation(op_type, attributes.get("alpha", 0.2), attributes.get("beta", 0.5))
 
 
-def _read_by_swish_gate(value: ir.Value) -> bool:
-    """Whether `value` is read only by hard-swish in gate form: a convolution whose weights and bias
-    dequantize to 1/6 and 1/2, and a Mul of `value` by that gate (through its Q/DQ pair)."""
+def _swish_gate_slopes(value: ir.Value) -> np.ndarray | None:
+    """The gate's slopes, shaped to broadcast against `value` (channels on axis 1), where `value` is read only
+    by hard-swish in gate form: a depthwise convolution whose weights dequantize to positive slopes (1/6, or
+    1/(6 f_c) once equalized, eq. 35b) and whose bias dequantizes to 1/2, and a Mul of `value` by that gate
+    (through its Q/DQ pair)."""
     readers = [use.node for use in value.uses()]
     gate = next((node for node in readers if node.op_type == "Conv"), None)
     product = next((node for node in readers if node.op_type == "Mul"), None)
     if len(readers) != 2 or gate is None or product is None or len(gate.inputs) != 3 or gate.inputs[0] is not value:
-        return False
+        return None
     weight, bias = _dequantized_constant(gate.inputs[1]), _dequantized_constant(gate.inputs[2])
-    if weight is None or bias is None or not (np.allclose(weight[0], 1 / 6, rtol=0.02)
-                                              and np.allclose(bias[0], 0.5, rtol=0.02)):
-        return False
+    if weight is None or bias is None or not (np.all(weight[0] > 0) and np.allclose(bias[0], 0.5, rtol=0.02)):
+        return None
+    rank = len(value.shape) if value.shape is not None else 4
+    slopes = weight[0].reshape((1, -1) + (1,) * (rank - 2))
     other = next((v for v in product.inputs if v is not value), None)
     while other is not None and other.producer() is not None and other.producer() is not gate:
         producer = other.producer()
         if producer.op_type not in ("QuantizeLinear", "DequantizeLinear"):
-            return False
+            return None
         other = producer.inputs[0]
-    return other is not None and other.producer() is gate
+    return slopes if other is not None and other.producer() is gate else None
 
 
 def _float_name(quantized: QuantizedActivation) -> str:
@@ -569,17 +573,19 @@ def inspect_models(
             if reference.size:
                 report.low = min(report.low, float(on_grid.min()))
                 report.high = max(report.high, float(on_grid.max()))
-            fake, arrived = fake / per_channel, arrived / per_channel
             if q.read_through is not None:
                 # Only what the activation makes of the tensor matters (eq. 8a): measure after it,
                 # and count a clipped value only where clipping changes the activation's output by
-                # more than half a step of 255 over the output's range.
+                # more than half a step of 255 over the output's range. The activation is the quantized
+                # model's (an equalized hard-swish's gate has per-channel slopes, eq. 35b), applied on the grid.
                 activation = q.read_through[1]
-                exact = activation(reference)
-                moved = np.abs(activation(np.clip(reference, report.grid.low, report.grid.high)) - exact)
+                exact = activation(on_grid) / per_channel
+                moved = np.abs(activation(np.clip(on_grid, report.grid.low, report.grid.high)) / per_channel - exact)
                 tolerance = (float(exact.max()) - float(exact.min())) / 510 if exact.size else 0.0
                 clipped &= moved > tolerance
-                reference, fake, arrived = exact, activation(fake), activation(arrived)
+                reference, fake, arrived = exact, activation(fake) / per_channel, activation(arrived) / per_channel
+            else:
+                fake, arrived = fake / per_channel, arrived / per_channel
             report.own.add(reference, fake)
             report.own_channels.add(reference, fake, CHANNEL_AXIS)
             report.accumulated.add(reference, arrived)
