@@ -10,6 +10,7 @@ from conftest import make_model, small_cnn, tensor, value_info
 from eightbit.api import prepare
 from eightbit.ir import model_to_bytes
 from eightbit.passes import FoldAffineIntoConv, FoldBatchNorm, FoldConstants, FuseHardSwish, RemoveIdentity, SumToAdd
+from eightbit.passes.fold_input_affine import FoldAffineIntoNextConv
 from eightbit.passes.matmul_as_gemm import MatMulBiasAsGemm
 
 
@@ -92,6 +93,49 @@ def test_spatially_varying_mul_does_not_fold():
     )
     model = check_equivalent(proto, FoldAffineIntoConv(), x_of((1, 2, 5, 5)))
     assert ops(model) == ["Conv", "Mul"]
+
+
+def _affine_before_conv(pads: list[int], group: int = 1, shift_first: bool = False) -> onnx.ModelProto:
+    """x -> Relu -> Mul(scale) -> Add(shift) -> Conv (or Add then Mul): a learned scale and shift after an
+    activation, read by a convolution."""
+    rng = np.random.default_rng(1)
+    affine = [helper.make_node("Mul", ["r", "scale"], ["m"]), helper.make_node("Add", ["m", "shift"], ["a"])]
+    if shift_first:
+        affine = [helper.make_node("Add", ["r", "shift"], ["m"]), helper.make_node("Mul", ["scale", "m"], ["a"])]
+    return make_model(
+        [helper.make_node("Relu", ["x"], ["r"]), *affine,
+         helper.make_node("Conv", ["a", "w", "b"], ["y"], pads=pads, group=group)],
+        [value_info("x", [1, 4, 5, 5])], [value_info("y", [1, 4, 5 + pads[0] * 2 - 2, 5 + pads[0] * 2 - 2])],
+        [tensor("w", rng.normal(size=(4, 4 // group, 3, 3)).astype(np.float32)),
+         tensor("b", rng.normal(size=4).astype(np.float32)),
+         tensor("scale", rng.uniform(0.5, 2, (1, 4, 1, 1)).astype(np.float32)),
+         tensor("shift", rng.normal(size=(4, 1, 1)).astype(np.float32))],
+    )
+
+
+def test_scale_and_shift_before_a_conv_that_pads_nothing_fold_into_it():
+    for group in (1, 2, 4):
+        for shift_first in (False, True):
+            model = check_equivalent(_affine_before_conv([0, 0, 0, 0], group, shift_first), FoldAffineIntoNextConv(),
+                                     x_of((1, 4, 5, 5)))
+            assert ops(model) == ["Relu", "Conv"]
+
+
+def test_before_a_padding_conv_only_the_scale_folds_and_the_shift_moves_before_it():
+    # zero padding of Conv(x + b) pads with -b in x's terms: the shift cannot enter the bias exactly
+    model = check_equivalent(_affine_before_conv([1, 1, 1, 1], group=4), FoldAffineIntoNextConv(), x_of((1, 4, 5, 5)))
+    assert ops(model) == ["Relu", "Add", "Conv"]
+    model = check_equivalent(_affine_before_conv([1, 1, 1, 1], shift_first=True), FoldAffineIntoNextConv(),
+                             x_of((1, 4, 5, 5)))
+    assert ops(model) == ["Relu", "Add", "Conv"]
+
+
+def test_spatially_varying_shift_before_a_conv_stays():
+    proto = _affine_before_conv([0, 0, 0, 0])
+    varying = np.random.default_rng(2).normal(size=(4, 5, 5)).astype(np.float32)
+    proto.graph.initializer[3].CopyFrom(tensor("shift", varying))
+    model = check_equivalent(proto, FoldAffineIntoNextConv(), x_of((1, 4, 5, 5)))
+    assert ops(model) == ["Relu", "Mul", "Add", "Conv"]
 
 
 def test_constants_fold_and_identity_and_dropout_disappear():

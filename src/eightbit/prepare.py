@@ -13,6 +13,7 @@ from eightbit.passes import (
     RemoveIdentity,
     SumToAdd,
 )
+from eightbit.passes.fold_input_affine import FoldAffineIntoNextConv
 from eightbit.passes.matmul_as_gemm import MatMulBiasAsGemm
 from eightbit.passes.read_qdq import ReadQDQ
 
@@ -30,7 +31,8 @@ def _name_unnamed_nodes(model: ir.Model) -> None:
 
 
 def prepare(model: ir.Model) -> ir.Model:
-    """Fold constants, batch norms and affine ops, remove identities, read a QDQ model's grids."""
+    """Fold constants, batch norms and affine ops (into the linear op before or after them), remove
+    identities, read a QDQ model's grids."""
     passes = ir.passes.Sequential(
         FoldConstants(),
         RemoveIdentity(),
@@ -41,6 +43,7 @@ def prepare(model: ir.Model) -> ir.Model:
         FoldBatchNorm(),
         FoldAffineIntoConv(),
         FuseHardSwish(),
+        FoldAffineIntoNextConv(),  # after the hard-swish spellings are fused: their Mul by 1/6 is no affine op
         common_passes.RemoveUnusedNodesPass(),
         common_passes.TopologicalSortPass(),
     )

@@ -1,12 +1,12 @@
 """Cross-layer equalization of the tensor before a depthwise convolution (docs/quantization.md, eq. 35, 35b).
 
 Rule: P -> f... -> C, with P a Conv or Gemm with constant weights, f a chain of ops that commute with
-a positive per-channel scale (Relu, LeakyRelu, MaxPool, AveragePool; Mul by a positive scalar
-constant; Add of a scalar constant, which becomes a per-channel one; at most one HardSwish, which
-becomes a gate of per-channel slope), each tensor read by the next op only, and C a depthwise Conv
-(one input channel per filter) with a constant weight reading P's channels. P's output channel i is
-multiplied by s_i and C's filters on channel i divided by it: the float model computes the same
-function, and the tensors between them fit their one grid better.
+a positive per-channel scale (Relu, LeakyRelu, MaxPool, AveragePool; Mul by a positive constant;
+Add of a constant, which is scaled with the channels; constants varying along the channel axis
+only; at most one HardSwish, which becomes a gate of per-channel slope), each tensor read by the
+next op only, and C a depthwise Conv (one input channel per filter) with a constant weight reading
+P's channels. P's output channel i is multiplied by s_i and C's filters on channel i divided by it:
+the float model computes the same function, and the tensors between them fit their one grid better.
 """
 
 from __future__ import annotations
@@ -18,32 +18,34 @@ import onnx_ir as ir
 
 from eightbit.passes.constants import attribute, constant_array, replace_output, single_consumer
 from eightbit.passes.hard_gates import HARD_SWISH_SLOPE, gate_form
-from eightbit.passes.output_channels import fold_scale_and_shift, output_channels, set_constant
+from eightbit.passes.output_channels import channel_vector, fold_scale_and_shift, output_channels, set_constant
 from eightbit.quant.equalization import equalizing_factors, swish_equalizing_factors
 
 HOMOGENEOUS = ("Relu", "LeakyRelu", "MaxPool", "AveragePool")
 PRODUCERS = ("Conv", "Gemm")
 
 
-def _scalar_operand(node: ir.Node) -> tuple[int, float] | None:
-    """(index, value) of the one-element constant input of a two-input node whose other input is not constant."""
+def _channel_operand(node: ir.Node, channels: int, rank: int) -> tuple[int, np.ndarray] | None:
+    """(index, one value per channel) of the constant input of a two-input node whose other input is not
+    constant, where that constant varies at most along the channel axis."""
     if len(node.inputs) != 2:
         return None
     arrays = [constant_array(value) for value in node.inputs]
     if (arrays[0] is None) == (arrays[1] is None):
         return None
     index = 0 if arrays[0] is not None else 1
-    return (index, float(arrays[index].reshape(()))) if arrays[index].size == 1 else None
+    vector = channel_vector(arrays[index], rank, channels)
+    return None if vector is None else (index, vector)
 
 
-def _commutes_with_scale(node: ir.Node) -> bool:
-    """Whether op(s_c · x) = s_c · op'(x) per channel, op' = op or op with a per-channel constant."""
+def _commutes_with_scale(node: ir.Node, channels: int, rank: int) -> bool:
+    """Whether op(s_c · x) = s_c · op'(x) per channel, op' = op or op with its constant scaled per channel."""
     if node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
         return False
     if node.op_type in HOMOGENEOUS or node.op_type == "HardSwish":
         return True
-    operand = _scalar_operand(node) if node.op_type in ("Mul", "Add") else None
-    return operand is not None and (node.op_type == "Add" or operand[1] > 0)
+    operand = _channel_operand(node, channels, rank) if node.op_type in ("Mul", "Add") else None
+    return operand is not None and (node.op_type == "Add" or bool(np.all(operand[1] > 0)))
 
 
 @dataclasses.dataclass
@@ -89,19 +91,21 @@ def find_pairs(graph: ir.Graph) -> list[Pair]:
         weight = _depthwise_weight(consumer)
         if weight is None:
             continue
+        channels, rank = attribute(consumer, "group", 1), weight.ndim
         between = [consumer.inputs[0]]
         node = between[0].producer()
         swishes = 0
-        while node is not None and _commutes_with_scale(node):
+        while node is not None and _commutes_with_scale(node, channels, rank):
             swishes += node.op_type == "HardSwish"
             if single_consumer(node.outputs[0]) is None or swishes > 1:
                 break
-            data = node.inputs[1 - _scalar_operand(node)[0]] if node.op_type in ("Mul", "Add") else node.inputs[0]
+            operand = _channel_operand(node, channels, rank) if node.op_type in ("Mul", "Add") else None
+            data = node.inputs[0] if operand is None else node.inputs[1 - operand[0]]
             between.insert(0, data)
             node = data.producer()
         if node is None or node.op_type not in PRODUCERS or single_consumer(between[0]) is None:
             continue
-        if output_channels(node) != attribute(consumer, "group", 1):
+        if output_channels(node) != channels:
             continue
         pairs.append(Pair(node, consumer, between))
     return pairs
@@ -109,16 +113,16 @@ def find_pairs(graph: ir.Graph) -> list[Pair]:
 
 def equalize(graph: ir.Graph, pair: Pair, factors: np.ndarray, taken: set[str]) -> None:
     """Multiply P's output channels by `factors`, divide C's filters on each channel by them, and rewrite the
-    ops between so that each computes its old output times the factors: a scalar Add's constant becomes one
-    per channel, a HardSwish the gate form with slope 1/(6 f_c) on channel c (eq. 35b)."""
+    ops between so that each computes its old output times the factors: an Add's constant is scaled with the
+    channels, a HardSwish becomes the gate form with slope 1/(6 f_c) on channel c (eq. 35b)."""
     fold_scale_and_shift(graph, pair.producer, factors.astype(np.float32), None, taken)
     weight = constant_array(pair.consumer.inputs[1])
     per_channel = factors.astype(np.float32).reshape((1, -1) + (1,) * (weight.ndim - 2))
     for value in pair.between[1:]:
         node = value.producer()
         if node.op_type == "Add":
-            index, shift = _scalar_operand(node)
-            set_constant(graph, node, index, np.float32(shift) * per_channel, taken)
+            index, shift = _channel_operand(node, factors.size, weight.ndim)
+            set_constant(graph, node, index, shift.reshape(per_channel.shape) * per_channel, taken)
         elif node.op_type == "HardSwish":
             new, result = gate_form(graph, node, node.inputs[0], HARD_SWISH_SLOPE / factors.astype(np.float32),
                                     0.5, product=True, taken=taken)
