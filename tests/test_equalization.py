@@ -123,20 +123,27 @@ def test_equalized_model_computes_the_same_function(images):
     np.testing.assert_allclose(reach[moved & (factors["ra"] < MAX_FACTOR)], reach.max() / HEADROOM, rtol=1e-4)
 
 
-def test_quantize_measures_equalization_and_inspect_reads_through_it(images):
+def _quantized_both_ways(float_model: onnx.ModelProto, images: dict[str, np.ndarray]):
+    """The model quantized without and with equalization (nearest codes, no bias correction), and a function
+    giving a model's output SQNR on other samples."""
     rng = np.random.default_rng(6)
     held_out = {"x": rng.normal(0, 1, (32, 3, 10, 10)).astype(np.float32)}
-    float_model = separable_cnn()
     plain = eightbit.quantize(float_model, images, weight_rounding="nearest", bias_correction=False,
                               equalization=False)
     equalized = eightbit.quantize(float_model, images, weight_rounding="nearest", bias_correction=False)
-    assert EQUALIZATION_KEY not in plain.metadata_props
-    assert "equalization kept" in equalized.metadata_props[WEIGHT_RANGE_KEY]
     expected = OrtSession(as_model(float_model)).run(held_out, ["logits"])["logits"]
 
     def output_db(model) -> float:
         return sqnr_db(expected, OrtSession(model).run(held_out, ["logits"])["logits"])
 
+    return plain, equalized, output_db
+
+
+def test_quantize_measures_equalization_and_inspect_reads_through_it(images):
+    float_model = separable_cnn()
+    plain, equalized, output_db = _quantized_both_ways(float_model, images)
+    assert EQUALIZATION_KEY not in plain.metadata_props
+    assert "equalization kept" in equalized.metadata_props[WEIGHT_RANGE_KEY]
     assert output_db(equalized) > output_db(plain) + 3.0
     # inspect measures the equalized tensor against the float one, in the float model's units: on the
     # calibration samples (no clipping) its grid now keeps far more of it
@@ -203,18 +210,9 @@ def test_equalized_swish_block_computes_the_same_function(images):
 
 
 def test_quantize_equalizes_through_hard_swish(images):
-    rng = np.random.default_rng(6)
-    held_out = {"x": rng.normal(0, 1, (32, 3, 10, 10)).astype(np.float32)}
     float_model = separable_swish_cnn()
-    plain = eightbit.quantize(float_model, images, weight_rounding="nearest", bias_correction=False,
-                              equalization=False)
-    equalized = eightbit.quantize(float_model, images, weight_rounding="nearest", bias_correction=False)
+    plain, equalized, output_db = _quantized_both_ways(float_model, images)
     assert "equalization kept" in equalized.metadata_props[WEIGHT_RANGE_KEY]
-    expected = OrtSession(as_model(float_model)).run(held_out, ["logits"])["logits"]
-
-    def output_db(model) -> float:
-        return sqnr_db(expected, OrtSession(model).run(held_out, ["logits"])["logits"])
-
     assert output_db(equalized) > output_db(plain) + 3.0
     # inspect reads the conv's output through its hard-swish of per-channel slopes, in the float model's units
     samples = load_samples(images, as_model(float_model))
