@@ -23,16 +23,17 @@ from eightbit.report.metrics import sqnr_db
 from test_cli import run_cli
 
 
-def separable_cnn(seed: int = 0) -> onnx.ModelProto:
-    """pointwise conv -> relu -> depthwise conv -> relu -> pointwise conv -> GAP -> Flatten -> Gemm, with
-    the first conv's channels spanning two orders of magnitude (what batch-norm folding often leaves)."""
+def _separable(seed: int, spread: np.ndarray, bias_spread: np.ndarray, activation: list[onnx.NodeProto],
+               extra: list[onnx.TensorProto]) -> onnx.ModelProto:
+    """pointwise conv "expand" (its channel i times spread_i, its bias times bias_spread_i) -> `activation`, from
+    "ca" to what the depthwise conv reads (its last output) -> depthwise conv (filter i divided by spread_i) ->
+    relu -> pointwise conv -> GAP -> Flatten -> Gemm."""
     rng = np.random.default_rng(seed)
-    spread = np.geomspace(1.0, 0.01, 16).astype(np.float32)
     w_a = rng.normal(0, 0.5, (16, 3, 1, 1)).astype(np.float32) * spread[:, None, None, None]
-    b_a = rng.normal(0, 0.05, 16).astype(np.float32) * spread
+    b_a = rng.normal(0, 0.05, 16).astype(np.float32) * bias_spread
     w_d = rng.normal(0, 0.5, (16, 1, 3, 3)).astype(np.float32) / spread[:, None, None, None]
     inits = [
-        tensor("w_a", w_a), tensor("b_a", b_a),
+        tensor("w_a", w_a), tensor("b_a", b_a), *extra,
         tensor("w_d", w_d), tensor("b_d", rng.normal(0, 0.1, 16).astype(np.float32)),
         tensor("w_c", rng.normal(0, 0.3, (8, 16, 1, 1)).astype(np.float32)),
         tensor("b_c", rng.normal(0, 0.1, 8).astype(np.float32)),
@@ -41,8 +42,9 @@ def separable_cnn(seed: int = 0) -> onnx.ModelProto:
     ]
     nodes = [
         helper.make_node("Conv", ["x", "w_a", "b_a"], ["ca"], name="expand"),
-        helper.make_node("Relu", ["ca"], ["ra"], name="relu_a"),
-        helper.make_node("Conv", ["ra", "w_d", "b_d"], ["cd"], pads=[1, 1, 1, 1], group=16, name="depthwise"),
+        *activation,
+        helper.make_node("Conv", [activation[-1].output[0], "w_d", "b_d"], ["cd"], pads=[1, 1, 1, 1], group=16,
+                         name="depthwise"),
         helper.make_node("Relu", ["cd"], ["rd"], name="relu_d"),
         helper.make_node("Conv", ["rd", "w_c", "b_c"], ["cc"], name="project"),
         helper.make_node("GlobalAveragePool", ["cc"], ["gap"], name="gap"),
@@ -50,39 +52,28 @@ def separable_cnn(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1, name="fc"),
     ]
     return make_model(nodes, [value_info("x", ["batch", 3, 10, 10])], [value_info("logits", ["batch", 10])], inits)
+
+
+def separable_cnn(seed: int = 0) -> onnx.ModelProto:
+    """expand -> relu -> depthwise ..., with the first conv's channels spanning two orders of magnitude (what
+    batch-norm folding often leaves)."""
+    spread = np.geomspace(1.0, 0.01, 16).astype(np.float32)
+    return _separable(seed, spread, spread, [helper.make_node("Relu", ["ca"], ["ra"], name="relu_a")], [])
 
 
 def separable_swish_cnn(seed: int = 0) -> onnx.ModelProto:
-    """pointwise conv -> hard-swish -> Mul(0.7) -> Add(0.05) -> depthwise conv -> relu -> pointwise conv -> GAP ->
-    Flatten -> Gemm: the block of PP-LCNet (hard-swish, then a learned scale and shift), with a few of the first
-    conv's channels reaching far beyond the others, and the depthwise filters on the others large."""
-    rng = np.random.default_rng(seed)
+    """expand -> hard-swish -> Mul(0.7) -> Add(0.05) -> depthwise ...: the block of PP-LCNet (hard-swish, then a
+    learned scale and shift), with a few of the first conv's channels reaching far beyond the others, and the
+    depthwise filters on the others large."""
     spread = np.where(np.arange(16) < 3, 12.0, 0.4).astype(np.float32)
-    w_a = rng.normal(0, 0.5, (16, 3, 1, 1)).astype(np.float32) * spread[:, None, None, None]
-    b_a = rng.normal(0, 0.05, 16).astype(np.float32)
-    w_d = rng.normal(0, 0.5, (16, 1, 3, 3)).astype(np.float32) / spread[:, None, None, None]
-    inits = [
-        tensor("w_a", w_a), tensor("b_a", b_a), tensor("lab_scale", np.array([0.7], np.float32)),
-        tensor("lab_shift", np.array([0.05], np.float32)),
-        tensor("w_d", w_d), tensor("b_d", rng.normal(0, 0.1, 16).astype(np.float32)),
-        tensor("w_c", rng.normal(0, 0.3, (8, 16, 1, 1)).astype(np.float32)),
-        tensor("b_c", rng.normal(0, 0.1, 8).astype(np.float32)),
-        tensor("fc_w", rng.normal(0, 0.3, (10, 8)).astype(np.float32)),
-        tensor("fc_b", rng.normal(0, 0.1, 10).astype(np.float32)),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "w_a", "b_a"], ["ca"], name="expand"),
+    swish = [
         helper.make_node("HardSwish", ["ca"], ["hs"], name="swish"),
         helper.make_node("Mul", ["lab_scale", "hs"], ["scaled"], name="lab_mul"),
         helper.make_node("Add", ["scaled", "lab_shift"], ["shifted"], name="lab_add"),
-        helper.make_node("Conv", ["shifted", "w_d", "b_d"], ["cd"], pads=[1, 1, 1, 1], group=16, name="depthwise"),
-        helper.make_node("Relu", ["cd"], ["rd"], name="relu_d"),
-        helper.make_node("Conv", ["rd", "w_c", "b_c"], ["cc"], name="project"),
-        helper.make_node("GlobalAveragePool", ["cc"], ["gap"], name="gap"),
-        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
-        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1, name="fc"),
     ]
-    return make_model(nodes, [value_info("x", ["batch", 3, 10, 10])], [value_info("logits", ["batch", 10])], inits)
+    scale_and_shift = [tensor("lab_scale", np.array([0.7], np.float32)),
+                       tensor("lab_shift", np.array([0.05], np.float32))]
+    return _separable(seed, spread, np.ones(16, np.float32), swish, scale_and_shift)
 
 
 @pytest.fixture

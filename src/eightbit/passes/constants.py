@@ -13,6 +13,17 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
     return value.const_value.numpy()
 
 
+def constant_operand(node: ir.Node) -> tuple[int, np.ndarray] | None:
+    """(index, array) of the constant input of a two-input node whose other input is not constant."""
+    if len(node.inputs) != 2:
+        return None
+    arrays = [constant_array(value) for value in node.inputs]
+    if (arrays[0] is None) == (arrays[1] is None):
+        return None
+    index = 0 if arrays[0] is not None else 1
+    return index, arrays[index]
+
+
 def unique_name(graph: ir.Graph, base: str, taken: set[str]) -> str:
     """A value name not used in the graph, derived from `base`."""
     if not taken:

@@ -16,8 +16,8 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.passes.constants import attribute, constant_array, replace_output, single_consumer
-from eightbit.passes.hard_gates import HARD_SWISH_SLOPE, gate_form
+from eightbit.passes.constants import attribute, constant_array, constant_operand, replace_output, single_consumer
+from eightbit.passes.hard_gates import HARD_SWISH, gate_form
 from eightbit.passes.output_channels import channel_vector, fold_scale_and_shift, output_channels, set_constant
 from eightbit.quant.equalization import equalizing_factors, swish_equalizing_factors
 
@@ -28,24 +28,22 @@ PRODUCERS = ("Conv", "Gemm")
 def _channel_operand(node: ir.Node, channels: int, rank: int) -> tuple[int, np.ndarray] | None:
     """(index, one value per channel) of the constant input of a two-input node whose other input is not
     constant, where that constant varies at most along the channel axis."""
-    if len(node.inputs) != 2:
-        return None
-    arrays = [constant_array(value) for value in node.inputs]
-    if (arrays[0] is None) == (arrays[1] is None):
-        return None
-    index = 0 if arrays[0] is not None else 1
-    vector = channel_vector(arrays[index], rank, channels)
-    return None if vector is None else (index, vector)
+    found = constant_operand(node)
+    vector = channel_vector(found[1], rank, channels) if found is not None else None
+    return None if vector is None else (found[0], vector)
 
 
-def _commutes_with_scale(node: ir.Node, channels: int, rank: int) -> bool:
-    """Whether op(s_c · x) = s_c · op'(x) per channel, op' = op or op with its constant scaled per channel."""
+def _scaled_input(node: ir.Node, channels: int, rank: int) -> ir.Value | None:
+    """The input whose channel scales `node` carries to its output, if op(s_c · x) = s_c · op'(x) per channel
+    (op' = op, or op with its constant scaled per channel); else None."""
     if node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
-        return False
+        return None
     if node.op_type in HOMOGENEOUS or node.op_type == "HardSwish":
-        return True
+        return node.inputs[0]
     operand = _channel_operand(node, channels, rank) if node.op_type in ("Mul", "Add") else None
-    return operand is not None and (node.op_type == "Add" or bool(np.all(operand[1] > 0)))
+    if operand is None or (node.op_type == "Mul" and not bool(np.all(operand[1] > 0))):
+        return None
+    return node.inputs[1 - operand[0]]
 
 
 @dataclasses.dataclass
@@ -95,12 +93,10 @@ def find_pairs(graph: ir.Graph) -> list[Pair]:
         between = [consumer.inputs[0]]
         node = between[0].producer()
         swishes = 0
-        while node is not None and _commutes_with_scale(node, channels, rank):
+        while node is not None and (data := _scaled_input(node, channels, rank)) is not None:
             swishes += node.op_type == "HardSwish"
             if single_consumer(node.outputs[0]) is None or swishes > 1:
                 break
-            operand = _channel_operand(node, channels, rank) if node.op_type in ("Mul", "Add") else None
-            data = node.inputs[0] if operand is None else node.inputs[1 - operand[0]]
             between.insert(0, data)
             node = data.producer()
         if node is None or node.op_type not in PRODUCERS or single_consumer(between[0]) is None:
@@ -124,8 +120,9 @@ def equalize(graph: ir.Graph, pair: Pair, factors: np.ndarray, taken: set[str]) 
             index, shift = _channel_operand(node, factors.size, weight.ndim)
             set_constant(graph, node, index, shift.reshape(per_channel.shape) * per_channel, taken)
         elif node.op_type == "HardSwish":
-            new, result = gate_form(graph, node, node.inputs[0], HARD_SWISH_SLOPE / factors.astype(np.float32),
-                                    0.5, product=True, taken=taken)
+            slope, offset = HARD_SWISH
+            new, result = gate_form(graph, node, node.inputs[0], slope / factors.astype(np.float32), offset,
+                                    product=True, taken=taken)
             graph.insert_after(node, new)
             replace_output(graph, node.outputs[0], result)
             graph.remove(node, safe=True)

@@ -16,6 +16,7 @@ from eightbit.passes.constants import (
     add_initializer,
     attribute,
     constant_array,
+    constant_operand,
     replace_output,
     single_consumer,
     unique_name,
@@ -38,14 +39,8 @@ def _pads_nothing(node: ir.Node) -> bool:
 
 
 def _data_and_constant(node: ir.Node) -> tuple[ir.Value, np.ndarray] | None:
-    if len(node.inputs) != 2 or node.domain not in ("", "ai.onnx"):
-        return None
-    for index in (0, 1):
-        constant = constant_array(node.inputs[index])
-        data = node.inputs[1 - index]
-        if constant is not None and constant_array(data) is None:
-            return data, constant
-    return None
+    found = constant_operand(node) if node.domain in ("", "ai.onnx") else None
+    return None if found is None else (node.inputs[1 - found[0]], found[1])
 
 
 def _broadcastable(vector: np.ndarray, rank: int) -> np.ndarray:

@@ -17,8 +17,7 @@ import onnx_ir as ir
 from eightbit.passes.constants import add_initializer, attribute, constant_array, replace_output, unique_name
 from eightbit.passes.fuse_activation import CLAMP
 
-_HARD_SWISH = (1 / 6, 0.5)
-HARD_SWISH_SLOPE = _HARD_SWISH[0]
+HARD_SWISH = (1 / 6, 0.5)  # hard-swish(x) = x · clip(x / 6 + 1/2, 0, 1): the gate's slope and offset
 
 
 def _channels(value: ir.Value) -> int | None:
@@ -53,7 +52,7 @@ class HardGatesAsConvolutions(ir.passes.InPlacePass):
             if node.op_type == "HardSigmoid":
                 alpha, beta = attribute(node, "alpha", 0.2), attribute(node, "beta", 0.5)
             else:
-                alpha, beta = _HARD_SWISH
+                alpha, beta = HARD_SWISH
             new, result = gate_form(graph, node, x, np.full((channels,), alpha, np.float32), beta,
                                     product=node.op_type == "HardSwish", taken=taken)
             graph.insert_after(node, new)
@@ -103,7 +102,7 @@ def _swish_gate_slopes(node: ir.Node, x: ir.Value) -> np.ndarray | None:
         return None
     if weight.shape != (channels, 1, 1, 1) or not bool(np.all(weight > 0)):
         return None
-    return weight.reshape(-1) if bool(np.all(bias == np.float32(_HARD_SWISH[1]))) else None
+    return weight.reshape(-1) if bool(np.all(bias == np.float32(HARD_SWISH[1]))) else None
 
 
 def swish_slope(x: ir.Value) -> float:
