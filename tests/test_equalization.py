@@ -212,6 +212,11 @@ def test_quantize_equalizes_through_hard_swish(images):
     assert rows["ca"].own.sqnr_db > 30.0
     plain_rows = {r.name: r for r in inspect_models(float_model, plain, samples).tensors}
     assert rows["hs"].own.sqnr_db > plain_rows["hs"].own.sqnr_db + 3.0
+    # the weights of both convolutions are compared with the float ones scaled as equalization scaled them
+    # (the expand conv's output channels, the depthwise conv's filters): 8-bit codes, not a mismatch
+    for name in ("ca", "rd"):
+        assert rows[name].weights.sqnr_db > 35.0
+        assert rows[name].weights.sqnr_db == pytest.approx(plain_rows[name].weights.sqnr_db, abs=3.0)
 
 
 def test_cli_no_equalize_flag(tmp_path, images):

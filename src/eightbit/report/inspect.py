@@ -342,7 +342,23 @@ def _scale_of_input(value: ir.Value) -> float | None:
     return found[0].s
 
 
-def _weights(node: ir.Node, float_nodes: dict[str, ir.Node]) -> WeightSummary | None:
+def _equalized_weight(original: ir.Node, weight: np.ndarray, equalized: dict[str, np.ndarray]) -> np.ndarray:
+    """The float model's `weight` of `original` in the units the quantized model holds it in, once equalization
+    (eq. 35) scaled the channels around it: its output channels times the factors of the tensor it writes, and, for
+    a depthwise convolution, its filters divided by those of the tensor it reads."""
+    written = equalized.get(original.outputs[0].name)
+    axis = weight_axis(original)
+    if written is not None and written.size == weight.shape[axis]:
+        weight = weight * written.reshape([-1 if i == axis else 1 for i in range(weight.ndim)])
+    read = equalized.get(original.inputs[0].name) if original.inputs else None
+    if read is not None and original.op_type == "Conv" and weight.shape[1] == 1 and weight.shape[0] % read.size == 0:
+        per_filter = np.repeat(read, weight.shape[0] // read.size)  # depth multiplier filters per channel
+        weight = weight / per_filter.reshape((-1,) + (1,) * (weight.ndim - 1))
+    return weight
+
+
+def _weights(node: ir.Node, float_nodes: dict[str, ir.Node],
+             equalized: dict[str, np.ndarray]) -> WeightSummary | None:
     rule = OP_RULES.get(node.op_type)
     if rule is None or rule.weight_input is None or rule.weight_input >= len(node.inputs):
         return None
@@ -357,6 +373,7 @@ def _weights(node: ir.Node, float_nodes: dict[str, ir.Node]) -> WeightSummary | 
     if original is not None and original.op_type == node.op_type and rule.weight_input < len(original.inputs):
         reference = constant_array(original.inputs[rule.weight_input])
     if reference is not None and reference.shape == real.shape:
+        reference = _equalized_weight(original, reference, equalized)
         whole = Agreement()
         whole.add(reference, real)
         channels = ChannelEnergy()
@@ -379,7 +396,7 @@ def _bias(node: ir.Node, metadata: dict | None) -> tuple[int | None, int | None]
 
 
 def _describe(quantized: list[QuantizedActivation], model: ir.Model, float_nodes: dict[str, ir.Node],
-              float_names: set[str]) -> list[TensorReport]:
+              float_names: set[str], equalized: dict[str, np.ndarray]) -> list[TensorReport]:
     raw_bias = model.metadata_props.get(BIAS_KEY)
     bias_metadata = json.loads(raw_bias) if raw_bias else None
     reports = []
@@ -394,7 +411,7 @@ def _describe(quantized: list[QuantizedActivation], model: ir.Model, float_nodes
         bias_bits, saturated = _bias(producer, bias_metadata)
         reports.append(TensorReport(
             name, depth, producer.name or "", producer.op_type, q.grid, input_scales,
-            _weights(producer, float_nodes), bias_bits, saturated, name in float_names,
+            _weights(producer, float_nodes, equalized), bias_bits, saturated, name in float_names,
             q.read_through and q.read_through[0],
         ))
     return reports
@@ -536,7 +553,9 @@ def inspect_models(
                          "inspect a model with its own quantized version")
     prepared = prepare(as_model(ir.to_proto(float_model)))
     float_nodes = {node.name: node for node in prepared.graph if node.name}
-    reports = _describe(quantized, quantized_model, float_nodes, set(float_values))
+    equalized = {name: np.asarray(factors, np.float32)
+                 for name, factors in json.loads(quantized_model.metadata_props.get(EQUALIZATION_KEY, "{}")).items()}
+    reports = _describe(quantized, quantized_model, float_nodes, set(float_values), equalized)
 
     # A softmax's input is compared only where both models end in that softmax.
     float_default = compared_values(float_model)
@@ -548,8 +567,6 @@ def inspect_models(
     quantized_compared = [by_output[name] for name in float_by_output]
     compared_names = [v.name for v in float_compared]
     measured = [(r, q) for r, q in zip(reports, quantized) if r.in_float_model]
-    equalized = {name: np.asarray(factors, np.float32)
-                 for name, factors in json.loads(quantized_model.metadata_props.get(EQUALIZATION_KEY, "{}")).items()}
     wanted_float = list({v.name: v for v in [float_values[r.name] for r, _ in measured] + float_compared}.values())
     wanted_quantized = [q.dequantized for _, q in measured] + quantized_compared
     float_session = session_with_outputs(float_model, wanted_float, threads)
