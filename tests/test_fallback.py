@@ -36,6 +36,10 @@ def test_fewest_meeting_finds_the_smallest_count_with_few_probes():
 def test_fewest_meeting_reports_the_most_it_could_keep_when_nothing_meets_the_budget():
     count, measured, _ = fewest_meeting(lambda value: value >= 100.0, 5, lambda count: float(count))
     assert (count, measured) == (5, 5.0)
+    # where keeping more float measures worse past some count, the count measured closest to the budget
+    count, measured, _ = fewest_meeting(lambda value: value >= 100.0, 8, lambda count: 10.0 - abs(count - 2),
+                                        standing=lambda value: value)
+    assert (count, measured) == (2, 10.0)
 
 
 @pytest.fixture
@@ -116,6 +120,19 @@ def test_max_drop_keeps_float_what_a_user_metric_needs(images):
     # the default metric: top-1 agreement with float, in percent
     default = fallback_of(eightbit.quantize(broken, images, max_drop=0.0))
     assert default.budget.measures.startswith("drop in top-1 agreement") and default.met == (default.after <= 0.0)
+
+
+def test_a_budget_no_float_tensor_brings_closer_keeps_the_all_integer_model(images):
+    def error(got, expected):  # float's own figure out of reach; below it, one that rises with the error
+        mse = float(np.mean((got - expected) ** 2))
+        return mse if mse > 0 else 1e6
+
+    broken = chain_cnn(outlier=True)
+    model = eightbit.quantize(broken, images, max_drop=0.0, metric=error, bias_correction=False)
+    fallback = fallback_of(model)
+    assert not fallback.met and fallback.kept == [] and fallback.after == fallback.before
+    assert fallback.probes > 1 and "NOT met, and every node kept quantized" in fallback.summary()
+    assert not any("--max-drop" in node.reason for node in float_nodes_of(model))
 
 
 def test_fallbacks_stored_before_max_drop_still_read():

@@ -430,7 +430,9 @@ def _static_within_budget(
                                                moments, target=target)
         return measured(candidates[count][0])
 
-    count, after, probes = fewest_meeting(budget.meets, len(harms), measure)
+    count, after, probes = fewest_meeting(budget.meets, len(harms), measure, budget.standing)
+    if not budget.meets(after) and budget.standing(before) >= budget.standing(after):
+        return built, Fallback(budget, before, before, [], probes + 1)  # no model measured better than all int8
     chosen = candidates[count]
     fallback = Fallback(budget, before, after, harms[:count], probes + 1)
     latency = latency_side_by_side(built[0], chosen[0], samples.single_feed(), threads, target)

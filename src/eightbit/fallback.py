@@ -53,6 +53,10 @@ class Budget:
     def meets(self, value: float) -> bool:
         return value <= self.limit if self.flag == "--max-drop" else value >= self.limit
 
+    def standing(self, value: float) -> float:
+        """`value` as a figure that is higher the closer it is to meeting the budget."""
+        return -value if self.flag == "--max-drop" else value
+
 
 @dataclasses.dataclass
 class Fallback:
@@ -77,9 +81,13 @@ class Fallback:
         """One line for the report."""
         budget = self.budget
         head = f"{budget.flag} {budget.limit:g} {budget.unit}"
-        if not self.kept:
+        if not self.kept and self.met:
             return (f"{head}: met with every node quantized ({budget.measures}: {self.after:.1f} {budget.unit} "
                     "on the calibration samples)")
+        if not self.kept:
+            return (f"{head}: NOT met, and every node kept quantized: no model with tensors kept float measured "
+                    f"better ({budget.measures}: {self.after:.1f} {budget.unit} on the calibration samples, "
+                    f"{self.probes} models measured)")
         verdict = "met" if self.met else "NOT met even"
         text = (f"{head}: {verdict} with {len(self.kept_nodes)} nodes kept float for {len(self.kept)} tensor grids "
                 f"({budget.measures}: {self.before:.1f} -> {self.after:.1f} {budget.unit} on the calibration "
@@ -175,10 +183,12 @@ def ranked_harms(
     return sorted(harms, key=lambda harm: -harm.impact_db)
 
 
-def fewest_meeting(meets: Callable[[float], bool], available: int,
-                   measure: Callable[[int], float]) -> tuple[int, float, int]:
+def fewest_meeting(meets: Callable[[float], bool], available: int, measure: Callable[[int], float],
+                   standing: Callable[[float], float] | None = None) -> tuple[int, float, int]:
     """The smallest k in 1..available whose measure(k) meets the budget, assuming more kept float never
-    hurts: doubling, then bisection. Returns (k, its measure, probes); k = available when none meets it."""
+    hurts: doubling, then bisection. Returns (k, its measure, probes). Where none meets it: k = available, or,
+    given `standing` (a measure -> higher is closer to the budget), the k measured closest; more kept float
+    does not always measure better (the errors of separate grids can partly cancel)."""
     measured: dict[int, float] = {}
 
     def good(k: int) -> bool:
@@ -190,7 +200,8 @@ def fewest_meeting(meets: Callable[[float], bool], available: int,
     while high < available and not good(high):
         low, high = high, min(2 * high, available)
     if not good(high):
-        return high, measured[high], len(measured)
+        best = high if standing is None else max(measured, key=lambda k: (standing(measured[k]), -k))
+        return best, measured[best], len(measured)
     while high - low > 1:
         middle = (low + high) // 2
         if good(middle):
