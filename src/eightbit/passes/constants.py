@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx_ir as ir
 
@@ -79,3 +81,18 @@ def replace_output(graph: ir.Graph, old: ir.Value, new: ir.Value, *, takes_name:
         old.name = None
         new.name = name
     old.replace_all_uses_with(new, replace_graph_outputs=True)
+
+
+def rewrite_until_unchanged(graph: ir.Graph, rewrite: Callable[[ir.Node, set[str]], bool]) -> bool:
+    """Offer every node of `graph` to `rewrite(node, taken names)`, which says whether it changed the graph,
+    round after round until a round changes nothing (one fold can make the next possible); whether any did."""
+    taken: set[str] = set()
+    modified = False
+    while True:
+        changed = False
+        for node in list(graph):
+            if node.graph is graph and rewrite(node, taken):  # (a node an earlier rewrite removed is passed over)
+                changed = True
+        if not changed:
+            return modified
+        modified = True

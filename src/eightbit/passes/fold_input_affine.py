@@ -18,6 +18,7 @@ from eightbit.passes.constants import (
     constant_array,
     constant_operand,
     replace_output,
+    rewrite_until_unchanged,
     single_consumer,
     unique_name,
 )
@@ -69,15 +70,8 @@ class FoldAffineIntoNextConv(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        taken: set[str] = set()
-        modified = False
-        changed = True
-        while changed:
-            changed = False
-            for node in list(graph):
-                if node.op_type in ("Mul", "Add") and self._fold(graph, node, taken):
-                    changed = modified = True
-        return ir.passes.PassResult(model, modified)
+        return ir.passes.PassResult(model, rewrite_until_unchanged(
+            graph, lambda node, taken: node.op_type in ("Mul", "Add") and self._fold(graph, node, taken)))
 
     def _fold(self, graph: ir.Graph, node: ir.Node, taken: set[str]) -> bool:
         found = _data_and_constant(node)
