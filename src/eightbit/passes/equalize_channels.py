@@ -18,7 +18,13 @@ import onnx_ir as ir
 
 from eightbit.passes.constants import attribute, constant_array, constant_operand, replace_output, single_consumer
 from eightbit.passes.hard_gates import HARD_SWISH, gate_form
-from eightbit.passes.output_channels import channel_vector, fold_scale_and_shift, output_channels, set_constant
+from eightbit.passes.output_channels import (
+    channel_vector,
+    float_weight,
+    fold_scale_and_shift,
+    output_channels,
+    set_constant,
+)
 from eightbit.quant.equalization import equalizing_factors, swish_equalizing_factors
 
 HOMOGENEOUS = ("Relu", "LeakyRelu", "MaxPool", "AveragePool")
@@ -74,10 +80,8 @@ class Pair:
 
 
 def _depthwise_weight(node: ir.Node) -> np.ndarray | None:
-    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
-        return None
-    weight = constant_array(node.inputs[1])
-    if weight is None or weight.dtype != np.float32 or weight.ndim < 3 or weight.shape[1] != 1:
+    weight = float_weight(node) if node.op_type == "Conv" else None
+    if weight is None or weight.ndim < 3 or weight.shape[1] != 1:
         return None
     return weight if constant_array(node.inputs[0]) is None else None
 

@@ -22,15 +22,13 @@ from eightbit.passes.constants import (
     single_consumer,
     unique_name,
 )
-from eightbit.passes.output_channels import channel_vector, set_constant
+from eightbit.passes.output_channels import channel_vector, float_weight, set_constant
 from eightbit.passes.read_qdq import GIVEN_GRID
 
 
 def _conv_weight(node: ir.Node) -> np.ndarray | None:
-    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
-        return None
-    weight = constant_array(node.inputs[1])
-    return weight if weight is not None and weight.dtype == np.float32 and weight.ndim >= 3 else None
+    weight = float_weight(node) if node.op_type == "Conv" else None
+    return weight if weight is not None and weight.ndim >= 3 else None
 
 
 def _pads_nothing(node: ir.Node) -> bool:

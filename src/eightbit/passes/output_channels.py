@@ -15,7 +15,9 @@ from eightbit.passes.constants import add_initializer, attribute, constant_array
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm")
 
 
-def _weight(node: ir.Node) -> np.ndarray | None:
+def float_weight(node: ir.Node) -> np.ndarray | None:
+    """The constant float32 weight of a linear op whose channels can be scaled (Conv, ConvTranspose, Gemm without
+    transA), else None."""
     if node.op_type not in LINEAR_OPS or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
         return None
     weight = constant_array(node.inputs[1])
@@ -28,7 +30,7 @@ def _weight(node: ir.Node) -> np.ndarray | None:
 
 def output_channels(node: ir.Node) -> int | None:
     """Number of output channels of a foldable linear op, else None."""
-    weight = _weight(node)
+    weight = float_weight(node)
     if weight is None:
         return None
     if node.op_type == "Conv":
@@ -39,7 +41,7 @@ def output_channels(node: ir.Node) -> int | None:
 
 
 def output_rank(node: ir.Node) -> int:
-    return 2 if node.op_type == "Gemm" else _weight(node).ndim
+    return 2 if node.op_type == "Gemm" else float_weight(node).ndim
 
 
 def channel_vector(constant: np.ndarray, rank: int, channels: int) -> np.ndarray | None:
@@ -69,7 +71,7 @@ def fold_scale_and_shift(
 ) -> None:
     """Rewrite `node` so that its output becomes output * scale + shift (per output channel)."""
     channels = output_channels(node)
-    weight = _weight(node)
+    weight = float_weight(node)
     bias = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
     if bias is None:
         bias = np.zeros(channels, dtype=np.float32)
