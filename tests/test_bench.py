@@ -125,6 +125,24 @@ def test_explain_names_listed_float_nodes_that_run_as_integer_kernels(tmp_path, 
     assert result.as_dict()["integer_anyway"] == ["conv2"]
 
 
+def test_explain_profiles_each_model_once(cnn_path, quantized, monkeypatch):
+    from eightbit import never_slower
+    from eightbit.backends import onnxruntime
+    from eightbit.report import explain as explain_module
+
+    profiled = []
+
+    def counted(model, *args, **kwargs):
+        profiled.append(str(model))
+        return onnxruntime.profile_kernels(model, *args, **kwargs)
+
+    for module in (explain_module, never_slower):
+        monkeypatch.setattr(module, "profile_kernels", counted)
+    result = explain(quantized, cnn_path, runs=2)
+    assert sorted(profiled) == sorted([str(quantized), str(cnn_path)])
+    assert result.float_kernel_microseconds > 0 and isinstance(result.slower, list)
+
+
 def test_explain_command_shows_the_cpu_and_the_reasons(cnn_path, quantized, capsys):
     assert main(["explain", str(quantized), "--float", str(cnn_path), "--runs", "2"]) == 0
     text = capsys.readouterr().out

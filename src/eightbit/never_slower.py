@@ -78,11 +78,14 @@ class KernelNodes:
 
 
 def node_times(model: ir.Model, feeds: dict[str, np.ndarray], threads: int,
-               runs: int = PROFILED_RUNS) -> dict[str, float]:
-    """Median microseconds per run of each node of `model` in ONNX Runtime (its kernels summed)."""
+               runs: int = PROFILED_RUNS, kernels: list[KernelTime] | None = None) -> dict[str, float]:
+    """Median microseconds per run of each node of `model` in ONNX Runtime (its kernels summed), from its
+    profile `kernels` where the caller has it, else profiled here."""
     nodes = KernelNodes(model)
     times: dict[str, float] = {}
-    for kernel in profile_kernels(model, feeds, runs=runs, threads=threads):
+    if kernels is None:
+        kernels = profile_kernels(model, feeds, runs=runs, threads=threads)
+    for kernel in kernels:
         node = nodes(kernel.name)
         if node is not None and node.name:
             times[node.name] = times.get(node.name, 0.0) + kernel.microseconds
@@ -200,17 +203,20 @@ def openvino_slower(quantized: ir.Model, reference: ir.Model, feeds: dict[str, n
 
 
 def slower_in_int8(quantized: ir.Model, reference: ir.Model, feeds: dict[str, np.ndarray], threads: int,
-                   runs: int = PROFILED_RUNS, target: str = "ort") -> list[SlowerNode]:
+                   runs: int = PROFILED_RUNS, target: str = "ort",
+                   profiles: tuple[list[KernelTime], list[KernelTime]] | None = None) -> list[SlowerNode]:
     """The nodes of `quantized` that run slower than the same nodes of its float `reference` (names
     shared) in the `target` runtime, slowest first. Kernels only the int8 model has (conversions, layout
-    transposes) are not charged to any node: the whole-model timing that follows counts them."""
+    transposes) are not charged to any node: the whole-model timing that follows counts them. `profiles`:
+    the two models' ONNX Runtime kernel profiles (int8, float), where the caller has them."""
     kinds = {node.name: node.op_type for node in quantized.graph}
     if target == "openvino":
         timed = [(names, int8_us, float_us) for names, int8_us, float_us
                  in openvino_slower(quantized, reference, feeds, threads, runs) if int8_us and float_us]
     else:
-        int8 = node_times(quantized, feeds, threads, runs)
-        floats = node_times(reference, feeds, threads, runs)
+        int8_kernels, float_kernels = profiles if profiles is not None else (None, None)
+        int8 = node_times(quantized, feeds, threads, runs, int8_kernels)
+        floats = node_times(reference, feeds, threads, runs, float_kernels)
         timed = [([name], us, floats[name]) for name, us in int8.items() if name in floats]
     slower = [SlowerNode(names[0], kinds.get(names[0], "?"), round(int8_us, 1), round(float_us, 1),
                          tuple(name for name in names[1:] if name in kinds))

@@ -192,12 +192,13 @@ def explain(
         inputs="the samples given" if given else "zeros (free dimensions 1)", speed_check=speed_check_of(model),
     )
     if float_path is not None:
-        result.float_kernel_microseconds = sum(
-            kernel.microseconds for kernel in profile_kernels(float_path, feeds, runs=runs, threads=threads))
+        float_kernels = profile_kernels(float_path, feeds, runs=runs, threads=threads)
+        result.float_kernel_microseconds = sum(kernel.microseconds for kernel in float_kernels)
         float_session, int8_session = OrtSession(float_path, threads=threads), OrtSession(int8_path, threads=threads)
         latency = interleaved(lambda: float_session.run(feeds), lambda: int8_session.run(feeds))
         result.float_ms, result.int8_ms = latency.first_ms, latency.second_ms
-        result.slower = slower_in_int8(model, load_model(float_path), feeds, threads, runs=runs)
+        result.slower = slower_in_int8(model, load_model(float_path), feeds, threads, runs=runs,
+                                       profiles=(kernels, float_kernels))
     return result
 
 
