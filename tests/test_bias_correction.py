@@ -7,13 +7,15 @@ import onnx_ir as ir
 
 import eightbit
 from eightbit.api import WEIGHT_RANGE_KEY, load_samples
-from eightbit.calibrate.means import channel_means
+from eightbit.calibrate.means import channel_means, channel_ranges
 from eightbit.config import BIAS_S32
 from eightbit.ir import as_model
 from eightbit.metadata import BIAS_CORRECTION_KEY
 from eightbit.passes.constants import constant_array
 from eightbit.passes.correct_biases import correct_biases, without_bias_corrections
+from eightbit.passes.equalize_channels import equalize_channels, find_pairs
 from eightbit.prepare import prepare
+from test_equalization import separable_swish_cnn
 from test_inspect import chain_cnn
 
 
@@ -69,3 +71,20 @@ def test_the_recorded_corrections_undo_exactly():
     assert codes(corrected) != codes(plain)
     undone = without_bias_corrections(corrected)
     assert codes(undone) == codes(plain) and BIAS_CORRECTION_KEY not in undone.metadata_props
+
+
+def test_the_ramp_of_a_hard_gate_is_left_where_it_is():
+    """An equalized hard-swish is a gate in the float model too (Conv -> Clip to [0, 1], times x): the gate
+    conv's unclipped output errs most where the clip makes it vanish, and its bias places the ramp."""
+    rng = np.random.default_rng(5)
+    images = {"x": rng.normal(0, 1, (32, 3, 10, 10)).astype(np.float32)}
+    reference = prepare(as_model(separable_swish_cnn()))
+    samples = load_samples(images, reference)
+    measured = [pair.measured.name for pair in find_pairs(reference.graph)]
+    assert equalize_channels(reference.graph, channel_ranges(reference, measured, samples))
+    gates = [node.name for node in reference.graph if node.op_type == "Conv" and node.name.endswith("_gate_affine")]
+    assert gates
+    quantized = eightbit.quantize(reference, images, bias_correction=False, equalization=False, speed_check=False)
+    assert set(gates) <= {node.name for node in quantized.graph}
+    moved = correct_biases(quantized, reference, samples, BIAS_S32)
+    assert moved and not set(gates) & set(moved)
