@@ -53,6 +53,26 @@ def test_quantize_table_report(cnn_path, cnn_data, out):
         assert fragment in result.stdout
 
 
+def test_quantize_says_when_the_int8_model_ran_slower(cnn_path, cnn_data, out, capsys, monkeypatch):
+    from eightbit.report import compare
+    from eightbit.report.latency import LatencyPair
+
+    measured, timings = compare.compare_models, {}
+
+    def timed(*args, **kwargs):  # float and int8 medians as a CPU without fast int8 kernels may give them
+        comparison = measured(*args, **kwargs)
+        comparison.latency = timings["pair"]
+        return comparison
+
+    monkeypatch.setattr(compare, "compare_models", timed)
+    for pair, said in ((LatencyPair(2.0, 2.5), True), (LatencyPair(2.0, 1.0), False)):
+        timings["pair"] = pair
+        assert main(["quantize", str(cnn_path), "--calibration", str(cnn_data), "-o", str(out), "-q"]) == 0
+        text = capsys.readouterr().out
+        assert ("slower than float here: 2.500 ms against 2.000 ms" in text) is said
+        assert ("eightbit explain" in text) is said
+
+
 def test_run_and_compare(cnn_path, cnn_data, out, tmp_path, capsys):
     assert main(["quantize", str(cnn_path), "--calibration", str(cnn_data), "-o", str(out), "-q", "--no-report"]) == 0
     outputs = tmp_path / "y.npz"

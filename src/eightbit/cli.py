@@ -103,6 +103,10 @@ def _quantize(args: argparse.Namespace) -> int:
         comparison.float_bytes, comparison.quantized_bytes = sizes
         where = "held-out samples" if args.eval is not None else "calibration samples (pass --eval for held-out)"
         print_tables(comparison_table(comparison, f"{source.name} -> {output.name}, {comparison.samples} {where}"))
+        if comparison.latency is not None and comparison.latency.speedup < 1.0:
+            print(f"slower than float here: {comparison.latency.second_ms:.3f} ms against "
+                  f"{comparison.latency.first_ms:.3f} ms for the float model (ONNX Runtime, interleaved medians); "
+                  f"`eightbit explain {output} --float {source}` shows where the time goes")
     else:
         print(f"{source.name} -> {output.name}: {sizes[0]} -> {sizes[1]} bytes (x{sizes[1] / sizes[0]:.2f})")
     print(model.metadata_props.get(api.WEIGHT_RANGE_KEY, ""))
