@@ -17,25 +17,35 @@ from eightbit.ir import as_model
 from eightbit.metadata import EQUALIZATION_KEY
 from eightbit.passes.equalize_channels import equalize_channels, find_pairs
 from eightbit.prepare import prepare
-from eightbit.quant.equalization import HEADROOM, MAX_FACTOR, equalizing_factors, swish_equalizing_factors
+from eightbit.quant.equalization import (
+    HEADROOM,
+    MAX_FACTOR,
+    equalizing_factors,
+    swish_equalizing_factors,
+    weight_equalizing_factors,
+)
 from eightbit.report.inspect import inspect_models
 from eightbit.report.metrics import sqnr_db
 from test_cli import run_cli
 
 
 def _separable(seed: int, spread: np.ndarray, bias_spread: np.ndarray, activation: list[onnx.NodeProto],
-               extra: list[onnx.TensorProto]) -> onnx.ModelProto:
+               extra: list[onnx.TensorProto], column_spread: np.ndarray | None = None) -> onnx.ModelProto:
     """pointwise conv "expand" (its channel i times spread_i, its bias times bias_spread_i) -> `activation`, from
-    "ca" to what the depthwise conv reads (its last output) -> depthwise conv (filter i divided by spread_i) ->
-    relu -> pointwise conv -> GAP -> Flatten -> Gemm."""
+    "ca" to what the depthwise conv reads (its last output) -> depthwise conv (filter i divided by spread_i, and
+    with its bias times column_spread_i) -> relu -> pointwise conv "project" (column i divided by
+    column_spread_i) -> GAP -> Flatten -> Gemm."""
     rng = np.random.default_rng(seed)
+    columns = np.ones(16, np.float32) if column_spread is None else column_spread
     w_a = rng.normal(0, 0.5, (16, 3, 1, 1)).astype(np.float32) * spread[:, None, None, None]
     b_a = rng.normal(0, 0.05, 16).astype(np.float32) * bias_spread
     w_d = rng.normal(0, 0.5, (16, 1, 3, 3)).astype(np.float32) / spread[:, None, None, None]
+    b_d = rng.normal(0, 0.1, 16).astype(np.float32)
+    w_c = rng.normal(0, 0.3, (8, 16, 1, 1)).astype(np.float32)
     inits = [
         tensor("w_a", w_a), tensor("b_a", b_a), *extra,
-        tensor("w_d", w_d), tensor("b_d", rng.normal(0, 0.1, 16).astype(np.float32)),
-        tensor("w_c", rng.normal(0, 0.3, (8, 16, 1, 1)).astype(np.float32)),
+        tensor("w_d", w_d * columns[:, None, None, None]), tensor("b_d", b_d * columns),
+        tensor("w_c", w_c / columns[None, :, None, None]),
         tensor("b_c", rng.normal(0, 0.1, 8).astype(np.float32)),
         tensor("fc_w", rng.normal(0, 0.3, (10, 8)).astype(np.float32)),
         tensor("fc_b", rng.normal(0, 0.1, 10).astype(np.float32)),
@@ -59,6 +69,14 @@ def separable_cnn(seed: int = 0) -> onnx.ModelProto:
     batch-norm folding often leaves)."""
     spread = np.geomspace(1.0, 0.01, 16).astype(np.float32)
     return _separable(seed, spread, spread, [helper.make_node("Relu", ["ca"], ["ra"], name="relu_a")], [])
+
+
+def separable_cnn_with_wide_columns(seed: int = 0) -> onnx.ModelProto:
+    """separable_cnn whose depthwise output channels, and so the columns of the conv after it, also span two
+    orders of magnitude (the other way round)."""
+    spread = np.geomspace(1.0, 0.01, 16).astype(np.float32)
+    return _separable(seed, spread, spread, [helper.make_node("Relu", ["ca"], ["ra"], name="relu_a")], [],
+                      column_spread=spread[::-1].copy())
 
 
 def separable_swish_cnn(seed: int = 0) -> onnx.ModelProto:
@@ -114,14 +132,14 @@ def test_equalized_model_computes_the_same_function(images):
     np.testing.assert_allclose(reach[moved & (factors["ra"] < MAX_FACTOR)], reach.max() / HEADROOM, rtol=1e-4)
 
 
-def _quantized_both_ways(float_model: onnx.ModelProto, images: dict[str, np.ndarray]):
-    """The model quantized without and with equalization (nearest codes, no bias correction), and a function
-    giving a model's output SQNR on other samples."""
+def _quantized_both_ways(float_model: onnx.ModelProto, images: dict[str, np.ndarray], **options):
+    """The model quantized without and with equalization (nearest codes, no bias correction, `options`), and a
+    function giving a model's output SQNR on other samples."""
     rng = np.random.default_rng(6)
     held_out = {"x": rng.normal(0, 1, (32, 3, 10, 10)).astype(np.float32)}
     plain = eightbit.quantize(float_model, images, weight_rounding="nearest", bias_correction=False,
-                              equalization=False)
-    equalized = eightbit.quantize(float_model, images, weight_rounding="nearest", bias_correction=False)
+                              equalization=False, **options)
+    equalized = eightbit.quantize(float_model, images, weight_rounding="nearest", bias_correction=False, **options)
     expected = OrtSession(as_model(float_model)).run(held_out, ["logits"])["logits"]
 
     def output_db(model) -> float:
@@ -217,6 +235,49 @@ def test_quantize_equalizes_through_hard_swish(images):
     for name in ("ca", "rd"):
         assert rows[name].weights.sqnr_db > 35.0
         assert rows[name].weights.sqnr_db == pytest.approx(plain_rows[name].weights.sqnr_db, abs=3.0)
+
+
+def test_weight_factors_meet_at_the_geometric_mean():
+    # P's channel reaches 4, C's weights on it 1: both end at 2; a silent side keeps 1; bounded both ways
+    factors = weight_equalizing_factors(np.array([4.0, 1.0, 0.0, 1.0, 1e6]), np.array([1.0, 4.0, 2.0, 1e6, 1.0]))
+    np.testing.assert_allclose(factors, [0.5, 2.0, 1.0, MAX_FACTOR, 1.0 / MAX_FACTOR])
+
+
+def test_per_tensor_weights_are_balanced_across_both_kinds_of_pair(images):
+    model = prepare(as_model(separable_cnn()))
+    # with per-tensor weights, a convolution of one group reading P's channels is a C as well
+    assert [(p.producer.name, p.consumer.name) for p in find_pairs(model.graph)] == [("expand", "depthwise")]
+    pairs = find_pairs(model.graph, dense=True)
+    assert [(p.producer.name, p.consumer.name, p.dense) for p in pairs] == [
+        ("expand", "depthwise", False), ("depthwise", "project", True)]
+    samples = load_samples(images, model)
+    ranges = channel_ranges(model, [p.measured.name for p in pairs], samples)
+    before = OrtSession(model).run(images, ["logits"])["logits"]
+    factors = equalize_channels(model.graph, ranges, weights=True)
+    assert set(factors) == {"ca", "ra", "cd", "rd"}
+    np.testing.assert_allclose(OrtSession(model).run(images, ["logits"])["logits"], before, rtol=1e-4, atol=1e-4)
+    weights = {node.name: node.inputs[1].const_value.numpy() for node in model.graph if node.op_type == "Conv"}
+    # one pass in graph order: the last pair's two sides reach equally far on every channel; the first pair's
+    # P, whose channels spanned a hundredfold, now spans a few times at most (its C was rescaled since)
+    reach_p = np.abs(weights["depthwise"]).max(axis=(1, 2, 3))
+    reach_c = np.abs(weights["project"]).max(axis=(0, 2, 3))
+    np.testing.assert_allclose(reach_p, reach_c, rtol=1e-5)
+    expand = np.abs(weights["expand"]).max(axis=(1, 2, 3))
+    assert expand.max() / expand.min() < 10.0
+
+
+def test_po2_weights_on_one_grid_gain_from_their_own_equalization(images):
+    float_model = separable_cnn_with_wide_columns()
+    plain, equalized, output_db = _quantized_both_ways(float_model, images, scheme="po2")
+    note = equalized.metadata_props[WEIGHT_RANGE_KEY]
+    assert "(eq. 35), " in note and "equalization kept (weights, eq. 35c, 2 pairs)" in note
+    assert output_db(equalized) > output_db(plain) + 6.0
+    # inspect compares each layer's codes with its float weights scaled as equalization scaled them
+    samples = load_samples(images, as_model(float_model))
+    rows = {r.name: r for r in inspect_models(float_model, equalized, samples).tensors}
+    plain_rows = {r.name: r for r in inspect_models(float_model, plain, samples).tensors}
+    for name in ("ca", "cd", "cc"):  # expand (rows scaled), depthwise (filters and rows), project (columns)
+        assert rows[name].weights.sqnr_db > max(plain_rows[name].weights.sqnr_db, 25.0)
 
 
 def test_cli_no_equalize_flag(tmp_path, images):

@@ -520,29 +520,45 @@ def _with_equalized_channels(
 ) -> tuple[ir.Model, dict[str, np.ndarray], str, tuple[ir.Model, list[FloatNode], str, str] | None]:
     """`prepared` with its layer pairs equalized (eq. 35) where the model built from it, with nearest
     codes, agrees better with float on the calibration samples by EQUALIZATION_MARGIN_DB; else `prepared`.
-    Returns the model, tensor name -> the factors its channels were multiplied by ({} where not kept),
-    what was measured, and the model returned built with nearest codes (as _static_with_gates returns it;
-    None where nothing was built). Ranges are read on the samples after the ones the choice is measured
-    on, where there are enough."""
-    pairs = find_pairs(prepared.graph)
+    Weights on one grid per tensor have their own equalization (eq. 35c) built as well, and the better of
+    the two is the one weighed against `prepared`. Returns the model, tensor name -> the factors its channels
+    were multiplied by ({} where not kept), what was measured, and the model returned built with nearest
+    codes (as _static_with_gates returns it; None where nothing was built). Ranges are read on the samples
+    after the ones the choice is measured on, where there are enough."""
+    by_weights = scheme.weights.granularity is Granularity.PER_TENSOR
+    pairs = find_pairs(prepared.graph, dense=by_weights)
     if not pairs:
         return prepared, {}, "", None
     names = list(dict.fromkeys(pair.measured.name for pair in pairs))
     ranges = channel_ranges(prepared, names, _held_out_from_checks(samples), threads)
-    equalized = ir.from_proto(ir.to_proto(prepared))
-    factors = equalize_channels(equalized.graph, ranges)
-    if not factors:
+    candidates = []  # (how, equalized model, its factors)
+    for weights in (False, True) if by_weights else (False,):
+        equalized = ir.from_proto(ir.to_proto(prepared))
+        factors = equalize_channels(equalized.graph, ranges, weights=weights)
+        if factors:
+            candidates.append(("weights, eq. 35c" if weights else "eq. 35", equalized, factors))
+    if not candidates:
         return prepared, {}, "", None
-    plain = _static_with_gates(ir.from_proto(ir.to_proto(prepared)), scheme, samples, method, weight_range,
-                               threads, show_progress, target=target)
-    balanced = _static_with_gates(ir.from_proto(ir.to_proto(equalized)), scheme, samples, method, weight_range,
+
+    def built(model: ir.Model) -> tuple[ir.Model, list[FloatNode], str, str]:
+        return _static_with_gates(ir.from_proto(ir.to_proto(model)), scheme, samples, method, weight_range,
                                   threads, show_progress, target=target)
-    plain_db, balanced_db = _float_agreement_db([plain[0], balanced[0]], prepared, samples, threads)
-    keep = balanced_db >= plain_db + EQUALIZATION_MARGIN_DB
+
+    plain = built(prepared)
+    balanced = [built(equalized) for _, equalized, _ in candidates]
+    plain_db, *balanced_db = _float_agreement_db([plain[0], *(b[0] for b in balanced)], prepared, samples, threads)
+    best = int(np.argmax(balanced_db))
+    how, equalized, factors = candidates[best]
+    keep = balanced_db[best] >= plain_db + EQUALIZATION_MARGIN_DB
     pairs_moved = len({pair.producer.name for pair in pairs if pair.between[0].name in factors})
-    text = (f"{pairs_moved} layer pairs equalized (eq. 35): {balanced_db:.1f} dB output SQNR on the calibration "
-            f"samples, {plain_db:.1f} dB as they were: {'equalization kept' if keep else 'not kept'}")
-    return (equalized, factors, text, balanced) if keep else (prepared, {}, text, plain)
+    if len(candidates) == 1:
+        text = (f"{pairs_moved} layer pairs equalized ({how}): {balanced_db[0]:.1f} dB output SQNR on the "
+                f"calibration samples, {plain_db:.1f} dB as they were: {'equalization kept' if keep else 'not kept'}")
+    else:
+        measured = ", ".join(f"{db:.1f} dB ({name})" for (name, _, _), db in zip(candidates, balanced_db))
+        text = (f"layer pairs equalized: {measured} output SQNR on the calibration samples, {plain_db:.1f} dB as "
+                f"they were: {f'equalization kept ({how}, {pairs_moved} pairs)' if keep else 'not kept'}")
+    return (equalized, factors, text, balanced[best]) if keep else (prepared, {}, text, plain)
 
 
 def _metric_drop(reference: ir.Model, samples: Samples, threads: int,

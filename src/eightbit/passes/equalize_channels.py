@@ -1,12 +1,14 @@
-"""Cross-layer equalization of the tensor before a depthwise convolution (docs/quantization.md, eq. 35, 35b).
+"""Cross-layer equalization of the tensor between two convolutions (docs/quantization.md, eq. 35, 35b, 35c).
 
 Rule: P -> f... -> C, with P a Conv or Gemm with constant weights, f a chain of ops that commute with
 a positive per-channel scale (Relu, LeakyRelu, MaxPool, AveragePool; Mul by a positive constant;
 Add of a constant, which is scaled with the channels; constants varying along the channel axis
 only; at most one HardSwish, which becomes a gate of per-channel slope), each tensor read by the
 next op only, and C a depthwise Conv (one input channel per filter) with a constant weight reading
-P's channels. P's output channel i is multiplied by s_i and C's filters on channel i divided by it:
-the float model computes the same function, and the tensors between them fit their one grid better.
+P's channels; for weights on one grid per tensor (eq. 35c), C may also be a Conv of one group. P's
+output channel i is multiplied by s_i and C's weights on channel i divided by it: the float model
+computes the same function, and the tensors between them (eq. 35, 35b), or the weights (eq. 35c), fit
+their one grid better.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from eightbit.passes.output_channels import (
     output_channels,
     set_constant,
 )
-from eightbit.quant.equalization import equalizing_factors, swish_equalizing_factors
+from eightbit.quant.equalization import equalizing_factors, swish_equalizing_factors, weight_equalizing_factors
 
 HOMOGENEOUS = ("Relu", "LeakyRelu", "MaxPool", "AveragePool")
 PRODUCERS = ("Conv", "Gemm")
@@ -61,6 +63,11 @@ class Pair:
     between: list[ir.Value]
 
     @property
+    def dense(self) -> bool:
+        """Whether C mixes the channels (a convolution of one group) rather than filtering each alone."""
+        return constant_array(self.consumer.inputs[1]).shape[1] > 1
+
+    @property
     def swish(self) -> ir.Node | None:
         """The HardSwish between P and C, if one is (eq. 35b)."""
         return next((v.producer() for v in self.between[1:] if v.producer().op_type == "HardSwish"), None)
@@ -79,21 +86,26 @@ class Pair:
         return measured
 
 
-def _depthwise_weight(node: ir.Node) -> np.ndarray | None:
+def _consumer_weight(node: ir.Node, dense: bool) -> tuple[np.ndarray, int] | None:
+    """(weight, channels read) of a Conv that can be C: constant float weights and a non-constant input, one
+    input channel per filter (depthwise), or, where `dense`, also one group."""
     weight = float_weight(node) if node.op_type == "Conv" else None
-    if weight is None or weight.ndim < 3 or weight.shape[1] != 1:
+    if weight is None or weight.ndim < 3 or constant_array(node.inputs[0]) is not None:
         return None
-    return weight if constant_array(node.inputs[0]) is None else None
+    if weight.shape[1] == 1:
+        return weight, attribute(node, "group", 1)
+    return (weight, weight.shape[1]) if dense and attribute(node, "group", 1) == 1 else None
 
 
-def find_pairs(graph: ir.Graph) -> list[Pair]:
-    """Every P -> f... -> C the rule allows, in graph order."""
+def find_pairs(graph: ir.Graph, dense: bool = False) -> list[Pair]:
+    """Every P -> f... -> C the rule allows, in graph order; C of one group too where `dense` (eq. 35c)."""
     pairs = []
     for consumer in graph:
-        weight = _depthwise_weight(consumer)
-        if weight is None:
+        found = _consumer_weight(consumer, dense)
+        if found is None:
             continue
-        channels, rank = attribute(consumer, "group", 1), weight.ndim
+        weight, channels = found
+        rank = weight.ndim
         between = [consumer.inputs[0]]
         node = between[0].producer()
         swishes = 0
@@ -130,20 +142,38 @@ def equalize(graph: ir.Graph, pair: Pair, factors: np.ndarray, taken: set[str]) 
             graph.insert_after(node, new)
             replace_output(graph, node.outputs[0], result)
             graph.remove(node, safe=True)
+    if pair.dense:
+        set_constant(graph, pair.consumer, 1, (weight / per_channel).astype(np.float32), taken)
+        return
     groups = weight.shape[0] // factors.size  # filters per input channel (the depth multiplier)
     per_filter = np.repeat(factors, groups).reshape((-1,) + (1,) * (weight.ndim - 1))
     set_constant(graph, pair.consumer, 1, (weight / per_filter).astype(np.float32), taken)
 
 
-def equalize_channels(graph: ir.Graph, ranges: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Equalize every pair whose measured tensor has `ranges` (eq. 35); returns tensor name -> the factors
-    its channels were multiplied by, for every tensor that changed."""
+def _weight_ranges(pair: Pair, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The largest |weight| of P's output channel i and of C's weights on channel i, for each channel i."""
+    producer = float_weight(pair.producer)
+    if pair.producer.op_type == "Gemm" and not attribute(pair.producer, "transB", 0):
+        producer = producer.T  # (outputs, inputs)
+    consumer = constant_array(pair.consumer.inputs[1])
+    per_channel = np.moveaxis(consumer, 1, 0) if pair.dense else consumer
+    return (np.abs(producer.reshape(producer.shape[0], -1)).max(axis=1),
+            np.abs(per_channel.reshape(channels, -1)).max(axis=1))
+
+
+def equalize_channels(graph: ir.Graph, ranges: dict[str, tuple[np.ndarray, np.ndarray]],
+                      weights: bool = False) -> dict[str, np.ndarray]:
+    """Equalize every pair whose measured tensor has `ranges` (eq. 35, 35b), or, where `weights` (weights on one
+    grid per tensor), the weights of every pair, C of one group included (eq. 35c); returns tensor name -> the
+    factors its channels were multiplied by, for every tensor that changed."""
     taken: set[str] = set()
     scaled: dict[str, np.ndarray] = {}
-    for pair in find_pairs(graph):
+    for pair in find_pairs(graph, dense=weights):
         if pair.measured.name not in ranges:
             continue
-        if pair.swish is None:
+        if weights:
+            factors = weight_equalizing_factors(*_weight_ranges(pair, ranges[pair.measured.name][0].size))
+        elif pair.swish is None:
             factors = equalizing_factors(*ranges[pair.measured.name])
         else:
             weight = constant_array(pair.consumer.inputs[1]).astype(np.float64)

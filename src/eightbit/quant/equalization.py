@@ -1,11 +1,13 @@
-"""Cross-layer equalization before a depthwise convolution (docs/quantization.md, eq. 35).
+"""Cross-layer equalization (docs/quantization.md, eq. 35-35c).
 
 A linear op P, a positively homogeneous function f (Relu, LeakyRelu, pooling: f(s·x) = s·f(x) for
 s > 0) and a depthwise convolution C compute C(f(P(x))). Multiplying P's output channel i by s_i and
 C's filter i by 1/s_i computes the same function. Per-channel weight grids make both weight tensors
 indifferent to s; what changes is the tensor between them, which has one grid for all its channels:
 a channel whose range is a tenth of the largest uses a tenth of the grid's steps. Scaled to fill
-the grid, it is rounded ten times more finely relative to its values.
+the grid, it is rounded ten times more finely relative to its values. Where weights have one grid per
+tensor (the po2 scheme), the weights are what the factors balance instead (eq. 35c), and C may also be a
+convolution that mixes the channels.
 """
 
 from __future__ import annotations
@@ -52,3 +54,15 @@ def swish_equalizing_factors(low: np.ndarray, high: np.ndarray, filter_power: np
 
     _, best = min((noise(level) for level in np.unique(high[live])), key=lambda pair: pair[0])
     return best.astype(np.float32)
+
+
+def weight_equalizing_factors(producer_range: np.ndarray, consumer_range: np.ndarray) -> np.ndarray:
+    """Per channel, s_i = sqrt(r2_i / r1_i) within [1/MAX_FACTOR, MAX_FACTOR], for weights on one grid per tensor
+    (eq. 35c, Nagel et al. 2019): P's output channel i, whose weights reach r1_i, times s_i and C's weights on
+    channel i, reaching r2_i, divided by it leave both at sqrt(r1_i · r2_i), so that no channel's weights are
+    a few codes of a grid another channel spans. Channels whose weights are all zero on either side keep 1."""
+    r1 = np.asarray(producer_range, np.float64)
+    r2 = np.asarray(consumer_range, np.float64)
+    live = (r1 > 0) & (r2 > 0)
+    ratio = np.sqrt(np.where(live, r2, 1.0) / np.where(live, r1, 1.0))
+    return np.where(live, np.clip(ratio, 1.0 / MAX_FACTOR, MAX_FACTOR), 1.0).astype(np.float32)

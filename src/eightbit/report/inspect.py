@@ -344,16 +344,20 @@ def _scale_of_input(value: ir.Value) -> float | None:
 
 def _equalized_weight(original: ir.Node, weight: np.ndarray, equalized: dict[str, np.ndarray]) -> np.ndarray:
     """The float model's `weight` of `original` in the units the quantized model holds it in, once equalization
-    (eq. 35) scaled the channels around it: its output channels times the factors of the tensor it writes, and, for
-    a depthwise convolution, its filters divided by those of the tensor it reads."""
+    (eq. 35) scaled the channels around it: its output channels times the factors of the tensor it writes, and
+    its filters (depthwise) or columns (one group, eq. 35c) divided by those of the tensor it reads."""
     written = equalized.get(original.outputs[0].name)
     axis = weight_axis(original)
     if written is not None and written.size == weight.shape[axis]:
         weight = weight * written.reshape([-1 if i == axis else 1 for i in range(weight.ndim)])
     read = equalized.get(original.inputs[0].name) if original.inputs else None
-    if read is not None and original.op_type == "Conv" and weight.shape[1] == 1 and weight.shape[0] % read.size == 0:
+    if read is None or original.op_type != "Conv":
+        return weight
+    if weight.shape[1] == 1 and weight.shape[0] % read.size == 0:
         per_filter = np.repeat(read, weight.shape[0] // read.size)  # depth multiplier filters per channel
-        weight = weight / per_filter.reshape((-1,) + (1,) * (weight.ndim - 1))
+        return weight / per_filter.reshape((-1,) + (1,) * (weight.ndim - 1))
+    if weight.shape[1] == read.size:  # a convolution of one group: its columns (eq. 35c)
+        return weight / read.reshape((1, -1) + (1,) * (weight.ndim - 2))
     return weight
 
 
