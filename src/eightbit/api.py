@@ -76,7 +76,7 @@ from eightbit.passes.channel_shuffle import ChannelShuffleAsGather
 from eightbit.passes.constants import constant_array
 from eightbit.passes.correct_biases import correct_biases
 from eightbit.passes.dynamic import MEASURED_CHOICES, DynamicChoices, QuantizeDynamically
-from eightbit.passes.equalize_channels import equalize_channels, find_pairs
+from eightbit.passes.equalize_channels import equalize_channels, equalize_weights, find_pairs
 from eightbit.passes.fuse_activation import FuseActivations, name_after_activations
 from eightbit.passes.hard_gates import HardGatesAsConvolutions
 from eightbit.passes.insert_qdq import InsertQDQ, QParams, activation_qparams
@@ -529,14 +529,16 @@ def _with_equalized_channels(
     pairs = find_pairs(prepared.graph, dense=by_weights)
     if not pairs:
         return prepared, {}, "", None
-    names = list(dict.fromkeys(pair.measured.name for pair in pairs))
-    ranges = channel_ranges(prepared, names, _held_out_from_checks(samples), threads)
     candidates = []  # (how, equalized model, its factors)
-    for weights in (False, True) if by_weights else (False,):
+    names = list(dict.fromkeys(pair.measured.name for pair in find_pairs(prepared.graph)))
+    if names:  # eq. 35 reads the ranges of the tensors before depthwise convolutions; eq. 35c, weights only
+        ranges = channel_ranges(prepared, names, _held_out_from_checks(samples), threads)
         equalized = ir.from_proto(ir.to_proto(prepared))
-        factors = equalize_channels(equalized.graph, ranges, weights=weights)
-        if factors:
-            candidates.append(("weights, eq. 35c" if weights else "eq. 35", equalized, factors))
+        candidates.append(("eq. 35", equalized, equalize_channels(equalized.graph, ranges)))
+    if by_weights:
+        equalized = ir.from_proto(ir.to_proto(prepared))
+        candidates.append(("weights, eq. 35c", equalized, equalize_weights(equalized.graph)))
+    candidates = [candidate for candidate in candidates if candidate[2]]
     if not candidates:
         return prepared, {}, "", None
 

@@ -14,6 +14,7 @@ their one grid better.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import onnx_ir as ir
@@ -150,7 +151,7 @@ def equalize(graph: ir.Graph, pair: Pair, factors: np.ndarray, taken: set[str]) 
     set_constant(graph, pair.consumer, 1, (weight / per_filter).astype(np.float32), taken)
 
 
-def _weight_ranges(pair: Pair, channels: int) -> tuple[np.ndarray, np.ndarray]:
+def _weight_ranges(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
     """The largest |weight| of P's output channel i and of C's weights on channel i, for each channel i."""
     producer = float_weight(pair.producer)
     if pair.producer.op_type == "Gemm" and not attribute(pair.producer, "transB", 0):
@@ -158,27 +159,17 @@ def _weight_ranges(pair: Pair, channels: int) -> tuple[np.ndarray, np.ndarray]:
     consumer = constant_array(pair.consumer.inputs[1])
     per_channel = np.moveaxis(consumer, 1, 0) if pair.dense else consumer
     return (np.abs(producer.reshape(producer.shape[0], -1)).max(axis=1),
-            np.abs(per_channel.reshape(channels, -1)).max(axis=1))
+            np.abs(per_channel.reshape(producer.shape[0], -1)).max(axis=1))
 
 
-def equalize_channels(graph: ir.Graph, ranges: dict[str, tuple[np.ndarray, np.ndarray]],
-                      weights: bool = False) -> dict[str, np.ndarray]:
-    """Equalize every pair whose measured tensor has `ranges` (eq. 35, 35b), or, where `weights` (weights on one
-    grid per tensor), the weights of every pair, C of one group included (eq. 35c); returns tensor name -> the
-    factors its channels were multiplied by, for every tensor that changed."""
+def _equalize_all(graph: ir.Graph, pairs: list[Pair],
+                  factors_of: Callable[[Pair], np.ndarray]) -> dict[str, np.ndarray]:
+    """Equalize each of `pairs` in turn by `factors_of(pair)`, read as it comes (after the pairs before it);
+    returns tensor name -> the factors its channels were multiplied by, for every tensor that changed."""
     taken: set[str] = set()
     scaled: dict[str, np.ndarray] = {}
-    for pair in find_pairs(graph, dense=weights):
-        if pair.measured.name not in ranges:
-            continue
-        if weights:
-            factors = weight_equalizing_factors(*_weight_ranges(pair, ranges[pair.measured.name][0].size))
-        elif pair.swish is None:
-            factors = equalizing_factors(*ranges[pair.measured.name])
-        else:
-            weight = constant_array(pair.consumer.inputs[1]).astype(np.float64)
-            per_channel = weight.reshape(ranges[pair.measured.name][0].size, -1)
-            factors = swish_equalizing_factors(*ranges[pair.measured.name], np.square(per_channel).sum(axis=1))
+    for pair in pairs:
+        factors = factors_of(pair)
         if np.all(factors == 1.0):
             continue
         names = [value.name for value in pair.between]
@@ -186,3 +177,24 @@ def equalize_channels(graph: ir.Graph, ranges: dict[str, tuple[np.ndarray, np.nd
         for name in names:
             scaled[name] = factors
     return scaled
+
+
+def equalize_channels(graph: ir.Graph, ranges: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Equalize every pair whose measured tensor has `ranges` (eq. 35, 35b); returns tensor name -> the factors
+    its channels were multiplied by, for every tensor that changed."""
+
+    def factors_of(pair: Pair) -> np.ndarray:
+        low, high = ranges[pair.measured.name]
+        if pair.swish is None:
+            return equalizing_factors(low, high)
+        weight = constant_array(pair.consumer.inputs[1]).astype(np.float64)
+        return swish_equalizing_factors(low, high, np.square(weight.reshape(low.size, -1)).sum(axis=1))
+
+    return _equalize_all(graph, [pair for pair in find_pairs(graph) if pair.measured.name in ranges], factors_of)
+
+
+def equalize_weights(graph: ir.Graph) -> dict[str, np.ndarray]:
+    """Balance the weights of every pair, C of one group included, for weights on one grid per tensor (eq. 35c);
+    returns what equalize_channels returns."""
+    return _equalize_all(graph, find_pairs(graph, dense=True),
+                         lambda pair: weight_equalizing_factors(*_weight_ranges(pair)))
