@@ -18,7 +18,8 @@ from eightbit.calibrate.means import channel_means
 from eightbit.config import DEFAULT_THREADS, IntegerFormat
 from eightbit.datasets import Samples
 from eightbit.metadata import BIAS_CORRECTION_KEY
-from eightbit.passes.constants import constant_array, single_consumer
+from eightbit.passes.constants import constant_array
+from eightbit.passes.hard_gates import is_gate_ramp
 from eightbit.quant.bias_correction import corrected_bias_codes
 from eightbit.report.progress import progress_bar
 
@@ -38,18 +39,6 @@ def _bias_codes(node: ir.Node) -> tuple[ir.Value, ir.Value] | None:
     return codes, scale
 
 
-def _computes_a_gate(node: ir.Node) -> bool:
-    """Whether only a Clip to [0, 1] reads `node`'s output: the ramp of a hard gate (passes/hard_gates.py). Its bias
-    places the ramp; the mean error of its unclipped output lies mostly where the clip makes it vanish (its input's
-    grid stops at the gate's cutoff, eq. 8a), and moving the bias by it would move the ramp for every value."""
-    reader = single_consumer(node.outputs[0])
-    if reader is None or reader.op_type != "Clip" or len(reader.inputs) < 3:
-        return False
-    low, high = (constant_array(value) if value is not None else None for value in reader.inputs[1:3])
-    return low is not None and high is not None and low.size == high.size == 1 and float(low) == 0.0 \
-        and float(high) == 1.0
-
-
 def correct_biases(
     quantized: ir.Model, reference: ir.Model, samples: Samples, bias_format: IntegerFormat,
     threads: int = DEFAULT_THREADS, show_progress: bool = False,
@@ -58,8 +47,11 @@ def correct_biases(
     returns the names of the nodes whose bias codes moved, and records by how much in the model's
     metadata (BIAS_CORRECTION_KEY). Means are taken over `samples`: the float model's in one pass, the
     quantized model's once per corrected node."""
+    # A gate's ramp (passes/hard_gates.py) keeps its bias: the bias places the ramp, and the mean error of its
+    # unclipped output lies mostly where the clip makes it vanish (its input's grid stops at the gate's cutoff,
+    # eq. 8a); moved by that mean, the ramp would move for every value.
     originals = {node.name: node for node in reference.graph
-                 if node.name and node.op_type in CORRECTED_OPS and not _computes_a_gate(node)}
+                 if node.name and node.op_type in CORRECTED_OPS and not is_gate_ramp(node)}
     targets = [node for node in quantized.graph if node.op_type in CORRECTED_OPS and node.name in originals
                and originals[node.name].op_type == node.op_type and _bias_codes(node) is not None]
     if not targets:

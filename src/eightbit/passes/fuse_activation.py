@@ -17,7 +17,8 @@ CLAMP = "eightbit.clamp"
 FUSED_NAME = "eightbit.fused_name"
 
 
-def _bounds(node: ir.Node) -> tuple[float, float] | None:
+def clamp_bounds(node: ir.Node) -> tuple[float, float] | None:
+    """[0, b] where `node` is Relu (b infinite) or Clip(0, b) with constant bounds, else None."""
     if node.op_type == "Relu":
         return 0.0, math.inf
     if node.op_type == "Clip" and len(node.inputs) >= 2:
@@ -54,7 +55,7 @@ class FuseActivations(ir.passes.InPlacePass):
         for node in list(graph):
             if node.domain not in ("", "ai.onnx"):
                 continue
-            bounds = _bounds(node)
+            bounds = clamp_bounds(node)
             value = node.inputs[0] if node.inputs else None
             producer = value.producer() if value is not None else None
             if bounds is None or producer is None or single_consumer(value) is not node:

@@ -14,8 +14,15 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.passes.constants import add_initializer, attribute, constant_array, replace_output, unique_name
-from eightbit.passes.fuse_activation import CLAMP
+from eightbit.passes.constants import (
+    add_initializer,
+    attribute,
+    constant_array,
+    replace_output,
+    single_consumer,
+    unique_name,
+)
+from eightbit.passes.fuse_activation import CLAMP, clamp_bounds
 
 HARD_SWISH = (1 / 6, 0.5)  # hard-swish(x) = x · clip(x / 6 + 1/2, 0, 1): the gate's slope and offset
 
@@ -88,6 +95,12 @@ def gate_form(graph: ir.Graph, node: ir.Node, x: ir.Value, alpha: np.ndarray, be
     multiply = ir.node("Mul", [x, clip.outputs[0]], name=node.name)
     multiply.outputs[0].dtype, multiply.outputs[0].shape = ir.DataType.FLOAT, x.shape
     return [*new, multiply], multiply.outputs[0]
+
+
+def is_gate_ramp(node: ir.Node) -> bool:
+    """Whether only a Clip to [0, 1] reads `node`'s output: the affine ramp of a gate as gate_form writes it."""
+    reader = single_consumer(node.outputs[0])
+    return reader is not None and reader.op_type == "Clip" and clamp_bounds(reader) == (0.0, 1.0)
 
 
 def _swish_gate_slopes(node: ir.Node, x: ir.Value) -> np.ndarray | None:
