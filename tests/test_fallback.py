@@ -13,7 +13,17 @@ import eightbit
 from eightbit.api import fallback_of, float_nodes_of
 from eightbit.backends import OrtSession
 from eightbit.cli import main
-from eightbit.fallback import Budget, Fallback, fallback_from_dict, fewest_meeting
+from eightbit.fallback import (
+    FROM_THE_INPUT,
+    MOST_HARMFUL_FIRST,
+    Budget,
+    Fallback,
+    Harm,
+    fallback_from_dict,
+    fewest_meeting,
+    in_search_order,
+    searched_prefixes,
+)
 from eightbit.ir import as_model
 from eightbit.report.metrics import sqnr_db
 from test_cli import assert_refused, run_cli, unchanged
@@ -40,6 +50,41 @@ def test_fewest_meeting_reports_the_most_it_could_keep_when_nothing_meets_the_bu
     count, measured, _ = fewest_meeting(lambda value: value >= 100.0, 8, lambda count: 10.0 - abs(count - 2),
                                         standing=lambda value: value)
     assert (count, measured) == (2, 10.0)
+
+
+def _harms(*impacts):
+    """Groups named g0, g1, ... in graph order, with these single-group impacts."""
+    return [Harm((f"g{i}",), (f"node{i}",), impact) for i, impact in enumerate(impacts)]
+
+
+def test_search_orders_rank_by_harm_or_keep_the_graph_order_up_to_half_the_grids():
+    harms = _harms(0.5, -0.2, 2.0, 0.0, 1.0, 0.1)
+    assert [h.tensors[0] for h in in_search_order(harms, MOST_HARMFUL_FIRST)] == ["g2", "g4", "g0", "g5"]
+    assert [h.tensors[0] for h in in_search_order(harms, FROM_THE_INPUT)] == ["g0", "g1", "g2"]
+
+
+def test_the_search_goes_on_from_the_input_where_the_most_harmful_groups_fall_short():
+    # Error that enters early is carried by every later layer: here the model meets the budget once its first
+    # three grids are float, whatever their single impacts, and keeping the "most harmful" ones never does.
+    harms = _harms(-0.1, 0.0, 0.2, 1.5, 1.0, 0.8, 0.1, 0.1)
+    measured = []
+
+    def measure(order, kept):
+        measured.append((order, len(kept)))
+        first = {f"g{i}" for i in range(3)}
+        return 20.0 + (6.0 if first <= {h.tensors[0] for h in kept} else 0.1 * len(kept))
+
+    order, kept, value, probes = searched_prefixes(harms, Budget.min_sqnr(25.0), measure)
+    assert order == FROM_THE_INPUT and [h.tensors[0] for h in kept] == ["g0", "g1", "g2"] and value == 26.0
+    assert probes == len(set(measured)) and {o for o, _ in measured} == {MOST_HARMFUL_FIRST, FROM_THE_INPUT}
+    # where the most harmful groups meet it, the search stops there
+    order, kept, _, _ = searched_prefixes(harms, Budget.min_sqnr(20.15), measure)
+    assert order == MOST_HARMFUL_FIRST and [h.tensors[0] for h in kept] == ["g3", "g4"]
+    # out of reach in both orders: the prefix measured closest
+    order, kept, value, _ = searched_prefixes(harms, Budget.min_sqnr(40.0), measure)
+    assert value == 26.0 and order == FROM_THE_INPUT
+    assert searched_prefixes(_harms(-1.0), Budget.min_sqnr(40.0), measure)[0] == FROM_THE_INPUT
+    assert searched_prefixes([], Budget.min_sqnr(40.0), measure) is None
 
 
 @pytest.fixture
@@ -140,6 +185,7 @@ def test_fallbacks_stored_before_max_drop_still_read():
            "kept": [{"tensors": ["rb"], "nodes": ["conv_b"], "impact_db": 4.0}], "latency_ms": None}
     fallback = fallback_from_dict(old)
     assert fallback.budget == Budget.min_sqnr(20.0) and fallback.met and fallback.after == 21.0
+    assert fallback.order == MOST_HARMFUL_FIRST
     assert fallback_from_dict(fallback.as_dict()) == fallback
     assert isinstance(fallback, Fallback) and not Budget.max_drop(1.0).meets(1.5)
 

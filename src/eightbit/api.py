@@ -49,7 +49,15 @@ from eightbit.datasets import (
     samples_from_arrays,
 )
 from eightbit.errors import InputError
-from eightbit.fallback import Budget, Fallback, fallback_from_dict, fewest_meeting, ranked_harms
+from eightbit.fallback import (
+    FROM_THE_INPUT,
+    Budget,
+    Fallback,
+    Harm,
+    fallback_from_dict,
+    measured_harms,
+    searched_prefixes,
+)
 from eightbit.ir import as_model, check_output_path, save_model
 from eightbit.isa import cpu_features
 from eightbit.metadata import (
@@ -396,16 +404,24 @@ def _static_rounding_measured(
     return (*nearest, None, f"{measured}: nearest kept")
 
 
+def _kept_float_reason(budget: Budget, harm: Harm, order: str, count: int) -> str:
+    """Why a node the budget search keeps float stays float (its FloatNode reason)."""
+    head = f"kept float for {budget.flag} {budget.limit:g} {budget.unit}: "
+    if order == FROM_THE_INPUT:
+        return f"{head}{', '.join(harm.tensors)} among the first {count} tensor grids from the input"
+    return f"{head}quantizing {', '.join(harm.tensors)} cost {harm.impact_db:.2f} dB"
+
+
 def _static_within_budget(
     prepared: ir.Model, scheme: Scheme, samples: Samples, method: Calibration, weight_range: str, threads: int,
     show_progress: bool, budget: Budget, measured: Callable[[ir.Model], float],
     moments: dict[str, np.ndarray] | None = None,
     built: tuple[ir.Model, list[FloatNode], str, str] | None = None, target: str = DEFAULT_TARGET,
 ) -> tuple[tuple[ir.Model, list[FloatNode], str, str], Fallback]:
-    """`_static_with_gates`, with the fewest, most harmful tensor grids kept float (their producers and
-    readers float nodes) for `measured` (a model -> its measure on the calibration samples) to meet
-    `budget` (docs/quantization.md, section 11b). `built`: the all-quantized model, where the caller has
-    it already (as _static_with_gates returns it)."""
+    """`_static_with_gates`, with the fewest tensor grids kept float (their producers and readers float nodes)
+    for `measured` (a model -> its measure on the calibration samples) to meet `budget`: the most harmful
+    first or, where no count of those meets it, the first from the input (docs/quantization.md, section 11b).
+    `built`: the all-quantized model, where the caller has it already (as _static_with_gates returns it)."""
     if built is None:
         built = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress,
                                    moments=moments, target=target)
@@ -413,28 +429,28 @@ def _static_within_budget(
     if budget.meets(before):
         return built, Fallback(budget, before, before, [], 1)
     batches = list(itertools.islice(samples.batches(), WEIGHT_RANGE_CHECK_BATCHES))
-    harms = ranked_harms(built[0], prepared, batches, threads, show_progress)
-    if not harms:
-        return built, Fallback(budget, before, before, [], 1)
-    candidates: dict[int, tuple[ir.Model, list[FloatNode], str, str]] = {}
+    harms = measured_harms(built[0], prepared, batches, threads, show_progress)
+    candidates: dict[tuple[str, int], tuple[ir.Model, list[FloatNode], str, str]] = {}
 
-    def measure(count: int) -> float:
+    def measure(order: str, harms: list[Harm]) -> float:
         kept: dict[str, str] = {}
-        for harm in harms[:count]:
-            reason = (f"kept float for {budget.flag} {budget.limit:g} {budget.unit}: quantizing "
-                      f"{', '.join(harm.tensors)} cost {harm.impact_db:.2f} dB")
+        for harm in harms:
+            reason = _kept_float_reason(budget, harm, order, len(harms))
             kept.update({name: reason for name in harm.nodes if name not in kept})
         # The weight range the all-quantized model took: measured anew on a partly float model, an 8-bit
         # range that saturates where the samples do not show it could win.
-        candidates[count] = _static_with_gates(prepared, scheme, samples, method, built[3], threads, False, kept,
-                                               moments, target=target)
-        return measured(candidates[count][0])
+        candidates[order, len(harms)] = _static_with_gates(prepared, scheme, samples, method, built[3], threads,
+                                                           False, kept, moments, target=target)
+        return measured(candidates[order, len(harms)][0])
 
-    count, after, probes = fewest_meeting(budget.meets, len(harms), measure, budget.standing)
+    found = searched_prefixes(harms, budget, measure)
+    if found is None:
+        return built, Fallback(budget, before, before, [], 1)
+    order, kept, after, probes = found
     if not budget.meets(after) and budget.standing(before) >= budget.standing(after):
         return built, Fallback(budget, before, before, [], probes + 1)  # no model measured better than all int8
-    chosen = candidates[count]
-    fallback = Fallback(budget, before, after, harms[:count], probes + 1)
+    chosen = candidates[order, len(kept)]
+    fallback = Fallback(budget, before, after, kept, probes + 1, order=order)
     latency = latency_side_by_side(built[0], chosen[0], samples.single_feed(), threads, target)
     fallback.latency_ms = (latency.first_ms, latency.second_ms)
     return chosen, fallback

@@ -1,15 +1,19 @@
-"""Keeping the most harmful quantized tensors in float until a model meets a budget: an output-SQNR
-floor (--min-sqnr) or the most a task metric may drop (--max-drop) (docs/quantization.md, section 11b).
+"""Keeping quantized tensors in float until a model meets a budget: an output-SQNR floor (--min-sqnr)
+or the most a task metric may drop (--max-drop) (docs/quantization.md, section 11b).
 
 Harm is measured, not guessed: for every group of activations sharing one grid, how much the
 worst output SQNR (pre-softmax, eq. 14) rises when that group alone stays float
-(report.inspect.grid_impacts). The groups are taken worst first; the fewest that meet the budget
-are found by doubling, then bisection, each step a real model measured on the samples.
+(report.inspect.grid_impacts). The groups are taken in two orders, each a prefix kept float: the most
+harmful first, then, where no prefix of that order meets the budget, the order the graph computes them
+in (error that enters early is carried, and often amplified, by every layer after it). In each order
+the fewest that meet the budget are found by doubling, then bisection, each step a real model
+measured on the samples.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -58,6 +62,15 @@ class Budget:
         return -value if self.flag == "--max-drop" else value
 
 
+# The orders the groups are kept float in, each searched for its shortest prefix that meets the budget.
+MOST_HARMFUL_FIRST = "most harmful first"
+FROM_THE_INPUT = "from the input"
+SEARCH_ORDERS = (MOST_HARMFUL_FIRST, FROM_THE_INPUT)
+# The search from the input keeps at most this share of the grids float: past it, the model would be a
+# float model in all but name.
+FROM_THE_INPUT_AT_MOST = 0.5
+
+
 @dataclasses.dataclass
 class Fallback:
     """What a budget search found: the measure (in the budget's unit) before and after."""
@@ -68,6 +81,7 @@ class Fallback:
     kept: list[Harm]
     probes: int  # models built and measured
     latency_ms: tuple[float, float] | None = None  # (all quantized, with the kept nodes float), side by side
+    order: str = MOST_HARMFUL_FIRST  # the order `kept` is a prefix of (SEARCH_ORDERS)
 
     @property
     def met(self) -> bool:
@@ -89,9 +103,9 @@ class Fallback:
                     f"better ({budget.measures}: {self.after:.1f} {budget.unit} on the calibration samples, "
                     f"{self.probes} models measured)")
         verdict = "met" if self.met else "NOT met even"
-        text = (f"{head}: {verdict} with {len(self.kept_nodes)} nodes kept float for {len(self.kept)} tensor grids "
-                f"({budget.measures}: {self.before:.1f} -> {self.after:.1f} {budget.unit} on the calibration "
-                f"samples, {self.probes} models measured)")
+        text = (f"{head}: {verdict} with {len(self.kept_nodes)} nodes kept float for {len(self.kept)} tensor "
+                f"grids, {self.order} ({budget.measures}: {self.before:.1f} -> {self.after:.1f} {budget.unit} on "
+                f"the calibration samples, {self.probes} models measured)")
         if self.latency_ms is not None:
             quantized, kept = self.latency_ms
             text += f"; latency {quantized:.2f} -> {kept:.2f} ms ({kept / quantized:.2f}x)"
@@ -101,7 +115,7 @@ class Fallback:
         return {
             "flag": self.budget.flag, "limit": self.budget.limit, "unit": self.budget.unit,
             "measures": self.budget.measures, "before": round(self.before, 3), "after": round(self.after, 3),
-            "met": self.met, "probes": self.probes,
+            "met": self.met, "probes": self.probes, "order": self.order,
             "kept": [{"tensors": list(h.tensors), "nodes": list(h.nodes), "impact_db": round(h.impact_db, 3)}
                      for h in self.kept],
             "latency_ms": None if self.latency_ms is None else
@@ -122,6 +136,7 @@ def fallback_from_dict(data: dict) -> Fallback:
         budget, before, after,
         [Harm(tuple(h["tensors"]), tuple(h["nodes"]), h["impact_db"]) for h in data["kept"]], data["probes"],
         None if latency is None else (latency["all_quantized"], latency["with_float_nodes"]),
+        data.get("order", MOST_HARMFUL_FIRST),
     )
 
 
@@ -159,12 +174,13 @@ def _float_constants_from(reference: ir.Model) -> Callable[[ir.Model, list[Quant
     return restore
 
 
-def ranked_harms(
+def measured_harms(
     quantized_model: ir.Model, reference: ir.Model, batches: list[dict[str, np.ndarray]],
     threads: int = DEFAULT_THREADS, show_progress: bool = False,
 ) -> list[Harm]:
-    """Every group of `quantized_model`'s activations whose float keeping raises the worst output SQNR
-    vs `reference` on `batches`, worst (largest rise) first."""
+    """Every group of `quantized_model`'s activations sharing a grid, in the order the graph computes them
+    (by the first of its tensors), with how much keeping it float alone raises the worst output SQNR vs
+    `reference` on `batches` (zero or less where it does not)."""
     quantized = quantized_activations(quantized_model)
     expected_values = compared_values(reference)
     expected_names = {output: value.name for output, value in expected_values.items()}
@@ -174,13 +190,22 @@ def ranked_harms(
     _, impacts = grid_impacts(quantized_model, quantized, batches, expected, expected_names, threads, show_progress,
                               also=_float_constants_from(reference))
     harms = []
-    for impact in impacts:
-        if not impact.impact_db > 0:
-            continue
+    for impact in sorted(impacts, key=lambda impact: min(impact.members)):
         members = [quantized[i] for i in impact.members]
         names = tuple(node.name for node in _nodes_touching(members) if node.name)
         harms.append(Harm(tuple(m.source.name for m in members), names, impact.impact_db))
-    return sorted(harms, key=lambda harm: -harm.impact_db)
+    return harms
+
+
+def in_search_order(harms: list[Harm], order: str) -> list[Harm]:
+    """`harms` (as measured_harms gives them) as the search keeps them float in `order`: the most harmful
+    first (only those whose float keeping gains anything), or from the input (the first
+    FROM_THE_INPUT_AT_MOST of them)."""
+    if order == MOST_HARMFUL_FIRST:
+        return sorted([harm for harm in harms if harm.impact_db > 0], key=lambda harm: -harm.impact_db)
+    if order == FROM_THE_INPUT:
+        return harms[:math.ceil(len(harms) * FROM_THE_INPUT_AT_MOST)]
+    raise ValueError(f"unknown search order {order!r}")
 
 
 def fewest_meeting(meets: Callable[[float], bool], available: int, measure: Callable[[int], float],
@@ -209,3 +234,31 @@ def fewest_meeting(meets: Callable[[float], bool], available: int, measure: Call
         else:
             low = middle
     return high, measured[high], len(measured)
+
+
+def searched_prefixes(
+    harms: list[Harm], budget: Budget, measure: Callable[[str, list[Harm]], float],
+) -> tuple[str, list[Harm], float, int] | None:
+    """The shortest prefix, in the first of SEARCH_ORDERS that has one, of `harms` (as measured_harms gives
+    them) whose keeping float meets `budget`; where no order has one, the prefix measured closest to it.
+    `measure(order, kept)` builds and measures the model with `kept` float. Returns (order, kept, its measure,
+    models measured), or None where no order has anything to keep float."""
+    searched: list[tuple[str, list[Harm], float]] = []
+    probes = 0
+    for order in SEARCH_ORDERS:
+        ordered = in_search_order(harms, order)
+        if not ordered:
+            continue
+
+        def measure_count(count: int, order: str = order, ordered: list[Harm] = ordered) -> float:
+            return measure(order, ordered[:count])
+
+        count, value, used = fewest_meeting(budget.meets, len(ordered), measure_count, budget.standing)
+        probes += used
+        searched.append((order, ordered[:count], value))
+        if budget.meets(value):
+            break
+    if not searched:
+        return None
+    order, kept, value = max(searched, key=lambda found: budget.standing(found[2]))
+    return order, kept, value, probes
