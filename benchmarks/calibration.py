@@ -16,14 +16,9 @@ from pathlib import Path
 
 import eightbit
 from benchmarks.models import ALL_MODELS
-from benchmarks.run import _fmt, build_cases, evaluate, ort_quantize
+from benchmarks.run import agreement_cells, build_cases, evaluate, ort_quantize
 from benchmarks.sections import table_harness
 from eightbit.config import CALIBRATION_METHODS
-
-
-def _cell(result) -> str:
-    return f"{_fmt(result.sqnr_db)} / {_fmt(result.pre_softmax_sqnr_db)} / {_fmt(result.task, 4)}"
-
 
 # The second table: the measured choice of methods per tensor against the default, with every other
 # default on (weight rounding measured, bias correction), as a user would run them.
@@ -42,11 +37,11 @@ def run(names: list[str]) -> list[str]:
                                   weight_rounding="nearest", bias_correction=False, equalization=False,
                                   speed_check=False,
                                   output=path)
-                cells.append(_cell(evaluate(case, case.path, path, folder, time_it=False)))
+                cells.append(agreement_cells(evaluate(case, case.path, path, folder, time_it=False)))
             peer = folder / "ort.onnx"
             try:
                 ort_quantize(case, peer)
-                cells.append(_cell(evaluate(case, case.path, peer, folder, time_it=False)))
+                cells.append(agreement_cells(evaluate(case, case.path, peer, folder, time_it=False)))
             except Exception as error:  # the peer failing is a result too
                 cells.append(f"failed: {str(error).splitlines()[0][:80]}")
             rows.append(f"| {case.name} | " + " | ".join(cells) + " |")
@@ -58,7 +53,8 @@ def run(names: list[str]) -> list[str]:
                 eightbit.quantize(case.path, {case.input_name: case.calibration}, calibrate=method,
                                   speed_check=False, output=path)
                 seconds = time.perf_counter() - start
-                cells.append(f"{_cell(evaluate(case, case.path, path, folder, time_it=False))} ({seconds:.0f} s)")
+                result = evaluate(case, case.path, path, folder, time_it=False)
+                cells.append(f"{agreement_cells(result)} ({seconds:.0f} s)")
             default_rows.append(f"| {case.name} | " + " | ".join(cells) + " |")
             print(default_rows[-1], flush=True)
     return [

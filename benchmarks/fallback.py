@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import eightbit
-from benchmarks.run import _fmt, build_cases, evaluate
+from benchmarks.run import agreement_cells, build_cases, evaluate
 from benchmarks.sections import table_harness
 from eightbit import api
 
@@ -30,7 +30,8 @@ def _search(model) -> str:
     if fallback is None:
         return "– | –"
     verdict = "met" if fallback.met else "NOT met"
-    kept = (f"{verdict}: {len(fallback.kept)} grids, {fallback.order}, {len(fallback.kept_nodes)} nodes float"
+    grids = f"{len(fallback.kept)} grid{'s' if len(fallback.kept) > 1 else ''}"
+    kept = (f"{verdict}: {grids}, {fallback.order}, {len(fallback.kept_nodes)} nodes float"
             if fallback.kept else f"{verdict}: nothing kept float")
     return f"{kept} | {fallback.before:.1f} -> {fallback.after:.1f}"
 
@@ -47,8 +48,7 @@ def run(names: list[str]) -> list[str]:
                 seconds = time.perf_counter() - start
                 result = evaluate(case, case.path, out, Path(scratch))
                 rows.append(f"| {case.name} | {'none' if budget is None else f'{budget:g} dB'} | {_search(model)} | "
-                            f"{_fmt(result.sqnr_db)} / {_fmt(result.pre_softmax_sqnr_db)} / "
-                            f"{_fmt(result.task, 4)} | {result.float_ms:.2f} / {result.int8_ms:.2f} | "
+                            f"{agreement_cells(result)} | {result.float_ms:.2f} / {result.int8_ms:.2f} | "
                             f"**{result.speedup:.2f}x** | {seconds:.0f} s |")
                 print(rows[-1], flush=True)
     return ["| model | --min-sqnr | search | calibration SQNR dB before -> after | held out: output SQNR dB / "

@@ -16,17 +16,13 @@ import time
 from pathlib import Path
 
 import eightbit
-from benchmarks.run import _fmt, build_cases, evaluate
+from benchmarks.run import agreement_cells, build_cases, evaluate
 from benchmarks.sections import table_harness
 from eightbit import api
 from eightbit.backends import OrtSession
 from eightbit.report.latency import interleaved
 
 DEFAULT_MODELS = ["ppocr_det", "ppocr_cls", "digits", "squeezenet"]
-
-
-def _cells(result) -> str:
-    return f"{_fmt(result.sqnr_db)} / {_fmt(result.pre_softmax_sqnr_db)} / {_fmt(result.task, 4)}"
 
 
 def _side_by_side(first: Path, second: Path, feed: dict):
@@ -49,7 +45,7 @@ def run(names: list[str]) -> list[str]:
             after = evaluate(case, case.path, tuned, Path(scratch), time_it=False)
             latency = _side_by_side(given, tuned, {case.input_name: case.evaluation[0]})
             kept = "kept" if report["kept"] else "not kept"
-            rows.append(f"| {case.name} | {_cells(before)} | {_cells(after)} | "
+            rows.append(f"| {case.name} | {agreement_cells(before)} | {agreement_cells(after)} | "
                         f"{report['sqnr_before_db']:.1f} -> {report['sqnr_after_db']:.1f} ({kept}) | "
                         f"{report['codes_changed']} | {seconds:.0f} s | "
                         f"{latency.first_ms:.2f} / {latency.second_ms:.2f} |")

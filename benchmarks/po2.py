@@ -19,7 +19,7 @@ import numpy as np
 
 import eightbit
 from benchmarks.models import ALL_MODELS
-from benchmarks.run import _fmt, build_cases, evaluate
+from benchmarks.run import _fmt, agreement_cells, build_cases, evaluate
 from benchmarks.sections import table_harness
 from eightbit.api import WEIGHT_RANGE_KEY, bias_saturation_of, load_samples
 from eightbit.backends import ReferenceSession
@@ -55,8 +55,7 @@ def run(names: list[str]) -> list[str]:
                                                 speed_check=False, output=path))
                 result = evaluate(case, case.path, path, folder, time_it=False)
                 seven = models[-1].metadata_props[WEIGHT_RANGE_KEY].startswith("7-bit")
-                cells.append(f"{_fmt(result.sqnr_db)} / {_fmt(result.pre_softmax_sqnr_db)} / {_fmt(result.task, 4)}"
-                             + (" (7-bit w)" if seven else ""))
+                cells.append(agreement_cells(result) + (" (7-bit w)" if seven else ""))
             model = models[1]
             evaluation = case.evaluation if case.metric == "accuracy" else case.evaluation[:16]
             agreement = backend_agreement(model, load_samples({case.input_name: evaluation}, model)).overall()

@@ -189,6 +189,11 @@ def _fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
     return f"{value:.{digits}f}{suffix}"
 
 
+def agreement_cells(result: Result) -> str:
+    """Output SQNR dB / pre-softmax SQNR dB / task figure: the cell the side tables give a model."""
+    return f"{_fmt(result.sqnr_db)} / {_fmt(result.pre_softmax_sqnr_db)} / {_fmt(result.task, 4)}"
+
+
 def _task_label(case: Case) -> str:
     return {"iou": "text-map IoU", "top1": "top-1 agreement", "accuracy": "accuracy (float {:.2%})",
             "sqnr": ""}[case.metric]

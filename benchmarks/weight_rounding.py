@@ -15,7 +15,7 @@ from pathlib import Path
 
 import eightbit
 from benchmarks.models import ALL_MODELS
-from benchmarks.run import _fmt, build_cases, evaluate
+from benchmarks.run import agreement_cells, build_cases, evaluate
 from benchmarks.sections import table_harness
 from eightbit.api import WEIGHT_RANGE_KEY
 
@@ -40,8 +40,7 @@ def run(names: list[str]) -> list[str]:
                 if rounding == "auto":
                     note = model.metadata_props[WEIGHT_RANGE_KEY]
                     taken = " (gptq)" if "chosen codes taken" in note else " (nearest)"
-                cells.append(f"{_fmt(result.sqnr_db)} / {_fmt(result.pre_softmax_sqnr_db)} / "
-                             f"{_fmt(result.task, 4)}{taken}")
+                cells.append(agreement_cells(result) + taken)
             rows.append(f"| {case.name} | {' | '.join(cells)} |")
             print(rows[-1], flush=True)
     header = " | ".join(f"{scheme}, {rounding}" for scheme, rounding in VARIANTS)

@@ -728,8 +728,9 @@ def quantize(
     `calibrate`: how activation ranges are chosen (CALIBRATION_METHODS; default: the scheme's); "auto"
     (static schemes, with calibration samples) chooses one method per tensor by the output error each
     causes, and returns the default's model where that is not measured better (docs/quantization.md,
-    section 6a). `min_sqnr` (static schemes): keep the fewest, most harmful tensors float until the worst output
-    SQNR (pre-softmax) on the calibration samples is at least this many dB; what was kept, and
+    section 6a). `min_sqnr` (static schemes): keep the fewest tensors float (the most harmful first, else the
+    first from the input; docs/quantization.md, section 11b) until the worst output SQNR (pre-softmax) on the
+    calibration samples is at least this many dB; what was kept, and
     what it cost in latency, is stored in the metadata (fallback_of). `max_drop` instead: until
     `metric(outputs, float_outputs)` (higher is better; the first output over every calibration sample,
     stacked; default: top-1 agreement with float, in %) is at most this much below its float value

@@ -384,9 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "and float models in the --target runtime and keep float the nodes slower in int8 "
                                "here, where the whole model then runs faster)")
     quantize.add_argument("--min-sqnr", type=float, metavar="DB",
-                          help="keep the fewest, most harmful tensors in float until the worst output SQNR "
-                               "(pre-softmax) on the calibration samples is at least DB; reports which nodes and "
-                               "what they cost in latency (static schemes)")
+                          help="keep the fewest tensors in float (the most harmful first, else the first from the "
+                               "input) until the worst output SQNR (pre-softmax) on the calibration samples is at "
+                               "least DB; reports which nodes and what they cost in latency (static schemes)")
     quantize.add_argument("--max-drop", type=float, metavar="POINTS",
                           help="keep the fewest, most harmful tensors in float until top-1 agreement with the float "
                                "model (argmax of the first output's last axis) on every calibration sample is at "
