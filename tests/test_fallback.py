@@ -1,4 +1,5 @@
-"""--min-sqnr and --max-drop: the fewest, most harmful tensors kept float until the budget holds."""
+"""--min-sqnr and --max-drop: the fewest tensors kept float (most harmful first, else from the input) until the
+budget holds."""
 
 from __future__ import annotations
 

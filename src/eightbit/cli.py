@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "input) until the worst output SQNR (pre-softmax) on the calibration samples is at "
                                "least DB; reports which nodes and what they cost in latency (static schemes)")
     quantize.add_argument("--max-drop", type=float, metavar="POINTS",
-                          help="keep the fewest, most harmful tensors in float until top-1 agreement with the float "
+                          help="keep the fewest tensors in float (as --min-sqnr) until top-1 agreement with the float "
                                "model (argmax of the first output's last axis) on every calibration sample is at "
                                "most POINTS percentage points below 100; reports like --min-sqnr (static schemes)")
     quantize.add_argument("--eval", help="held-out samples for the report (default: the first "
