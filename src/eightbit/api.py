@@ -432,16 +432,16 @@ def _static_within_budget(
     harms = measured_harms(built[0], prepared, batches, threads, show_progress)
     candidates: dict[tuple[str, int], tuple[ir.Model, list[FloatNode], str, str]] = {}
 
-    def measure(order: str, harms: list[Harm]) -> float:
+    def measure(order: str, kept_groups: list[Harm]) -> float:
         kept: dict[str, str] = {}
-        for harm in harms:
-            reason = _kept_float_reason(budget, harm, order, len(harms))
+        for harm in kept_groups:
+            reason = _kept_float_reason(budget, harm, order, len(kept_groups))
             kept.update({name: reason for name in harm.nodes if name not in kept})
         # The weight range the all-quantized model took: measured anew on a partly float model, an 8-bit
         # range that saturates where the samples do not show it could win.
-        candidates[order, len(harms)] = _static_with_gates(prepared, scheme, samples, method, built[3], threads,
-                                                           False, kept, moments, target=target)
-        return measured(candidates[order, len(harms)][0])
+        candidates[order, len(kept_groups)] = _static_with_gates(prepared, scheme, samples, method, built[3],
+                                                                 threads, False, kept, moments, target=target)
+        return measured(candidates[order, len(kept_groups)][0])
 
     found = searched_prefixes(harms, budget, measure)
     if found is None:
@@ -546,7 +546,7 @@ def _with_equalized_channels(
     if not pairs:
         return prepared, {}, "", None
     candidates = []  # (how, equalized model, its factors)
-    names = list(dict.fromkeys(pair.measured.name for pair in find_pairs(prepared.graph)))
+    names = list(dict.fromkeys(pair.measured.name for pair in pairs if not pair.dense))
     if names:  # eq. 35 reads the ranges of the tensors before depthwise convolutions; eq. 35c, weights only
         ranges = channel_ranges(prepared, names, _held_out_from_checks(samples), threads)
         equalized = ir.from_proto(ir.to_proto(prepared))

@@ -143,12 +143,21 @@ def equalize(graph: ir.Graph, pair: Pair, factors: np.ndarray, taken: set[str]) 
             graph.insert_after(node, new)
             replace_output(graph, node.outputs[0], result)
             graph.remove(node, safe=True)
-    if pair.dense:
-        set_constant(graph, pair.consumer, 1, (weight / per_channel).astype(np.float32), taken)
-        return
-    groups = weight.shape[0] // factors.size  # filters per input channel (the depth multiplier)
-    per_filter = np.repeat(factors, groups).reshape((-1,) + (1,) * (weight.ndim - 1))
-    set_constant(graph, pair.consumer, 1, (weight / per_filter).astype(np.float32), taken)
+    set_constant(graph, pair.consumer, 1, divided_on_read_channels(weight, factors), taken)
+
+
+def divided_on_read_channels(weight: np.ndarray, factors: np.ndarray) -> np.ndarray | None:
+    """A convolution's `weight` (float32) with its weights on input channel i divided by factors[i]: each
+    channel's filters for a depthwise one (as many as its depth multiplier), each column for one of one
+    group; None for any other layout."""
+    factors = factors.astype(np.float32)
+    if weight.shape[1] == 1 and weight.shape[0] % factors.size == 0:
+        per_channel = np.repeat(factors, weight.shape[0] // factors.size).reshape((-1,) + (1,) * (weight.ndim - 1))
+    elif weight.shape[1] == factors.size:
+        per_channel = factors.reshape((1, -1) + (1,) * (weight.ndim - 2))
+    else:
+        return None
+    return (weight / per_channel).astype(np.float32)
 
 
 def _weight_ranges(pair: Pair) -> tuple[np.ndarray, np.ndarray]:

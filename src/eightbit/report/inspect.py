@@ -42,6 +42,7 @@ from eightbit.ir import as_model
 from eightbit.metadata import BIAS_KEY, EQUALIZATION_KEY
 from eightbit.passes.constants import add_initializer, constant_array, replace_output, unique_name
 from eightbit.passes.correct_biases import without_bias_corrections
+from eightbit.passes.equalize_channels import divided_on_read_channels
 from eightbit.plan.ops import OP_RULES, OutputRange, weight_axis
 from eightbit.prepare import prepare
 from eightbit.quant import dequantize, quantize
@@ -353,12 +354,8 @@ def _equalized_weight(original: ir.Node, weight: np.ndarray, equalized: dict[str
     read = equalized.get(original.inputs[0].name) if original.inputs else None
     if read is None or original.op_type != "Conv":
         return weight
-    if weight.shape[1] == 1 and weight.shape[0] % read.size == 0:
-        per_filter = np.repeat(read, weight.shape[0] // read.size)  # depth multiplier filters per channel
-        return weight / per_filter.reshape((-1,) + (1,) * (weight.ndim - 1))
-    if weight.shape[1] == read.size:  # a convolution of one group: its columns (eq. 35c)
-        return weight / read.reshape((1, -1) + (1,) * (weight.ndim - 2))
-    return weight
+    divided = divided_on_read_channels(weight, read)
+    return weight if divided is None else divided
 
 
 def _weights(node: ir.Node, float_nodes: dict[str, ir.Node],
