@@ -14,6 +14,7 @@ import eightbit
 from eightbit.api import fallback_of, float_nodes_of
 from eightbit.backends import OrtSession
 from eightbit.cli import main
+from eightbit.config import DEFAULT_MIN_SQNR_DB, SCHEMES
 from eightbit.fallback import (
     FROM_THE_INPUT,
     MOST_HARMFUL_FIRST,
@@ -58,6 +59,23 @@ def _harms(*impacts):
     return [Harm((f"g{i}",), (f"node{i}",), impact) for i, impact in enumerate(impacts)]
 
 
+def test_the_fewest_grids_win_whichever_order_found_them():
+    harms = _harms(0.1, 0.2, 3.0, 2.0, 1.0, 0.5)
+    measured = []
+
+    def measure(order, kept):  # each grid from the input gains 2 dB, each of the most harmful ones 1 dB
+        measured.append((order, len(kept)))
+        return 20.0 + (2.0 if order == FROM_THE_INPUT else 1.0) * len(kept)
+
+    order, kept, value, probes = searched_prefixes(harms, Budget.min_sqnr(23.0), measure)
+    assert order == FROM_THE_INPUT and [h.tensors[0] for h in kept] == ["g0", "g1"] and value == 24.0
+    # the second order was searched below the first order's 3 grids only
+    assert max(count for o, count in measured if o == FROM_THE_INPUT) <= 2 and probes == len(set(measured))
+    # as many grids either way: the first order's
+    order, kept, _, _ = searched_prefixes(harms, Budget.min_sqnr(21.0), measure)
+    assert order == MOST_HARMFUL_FIRST and len(kept) == 1
+
+
 def test_search_orders_rank_by_harm_or_keep_the_graph_order_up_to_half_the_grids():
     harms = _harms(0.5, -0.2, 2.0, 0.0, 1.0, 0.1)
     assert [h.tensors[0] for h in in_search_order(harms, MOST_HARMFUL_FIRST)] == ["g2", "g4", "g0", "g5"]
@@ -78,7 +96,7 @@ def test_the_search_goes_on_from_the_input_where_the_most_harmful_groups_fall_sh
     order, kept, value, probes = searched_prefixes(harms, Budget.min_sqnr(25.0), measure)
     assert order == FROM_THE_INPUT and [h.tensors[0] for h in kept] == ["g0", "g1", "g2"] and value == 26.0
     assert probes == len(set(measured)) and {o for o, _ in measured} == {MOST_HARMFUL_FIRST, FROM_THE_INPUT}
-    # where the most harmful groups meet it, the search stops there
+    # where the most harmful groups meet it with fewer grids than any prefix from the input can, those
     order, kept, _, _ = searched_prefixes(harms, Budget.min_sqnr(20.15), measure)
     assert order == MOST_HARMFUL_FIRST and [h.tensors[0] for h in kept] == ["g3", "g4"]
     # out of reach in both orders: the prefix measured closest
@@ -131,6 +149,23 @@ def test_a_budget_out_of_reach_keeps_every_harmful_grid_float_and_says_so(images
     assert "NOT met" in fallback.summary()
 
 
+def test_the_eightbit_scheme_keeps_its_floor_unless_told_otherwise(images):
+    broken = chain_cnn(outlier=True)
+    floor = fallback_of(eightbit.quantize(broken, images))
+    assert floor.budget == Budget.min_sqnr(DEFAULT_MIN_SQNR_DB, floor=True)
+    assert floor.summary().startswith(f"--min-sqnr {DEFAULT_MIN_SQNR_DB:g} dB (the default floor): met")
+    assert fallback_from_dict(floor.as_dict()) == floor
+    assert SCHEMES["eightbit"].default_min_sqnr_db == DEFAULT_MIN_SQNR_DB
+    assert floor.before < DEFAULT_MIN_SQNR_DB and floor.met and floor.kept[0].tensors == ("rb",)
+    healthy = fallback_of(eightbit.quantize(chain_cnn(outlier=False), images))
+    assert healthy.met and healthy.kept == [] and "met with every node quantized" in healthy.summary()
+    # off, a budget of the caller's own, po2 (integer-only hardware), a scheme without fixed grids: no floor
+    assert fallback_of(eightbit.quantize(broken, images, min_sqnr=None)) is None
+    assert fallback_of(eightbit.quantize(broken, images, max_drop=100.0)).budget.flag == "--max-drop"
+    assert fallback_of(eightbit.quantize(broken, images, scheme="po2")) is None
+    assert fallback_of(eightbit.quantize(broken, images, scheme="dynamic")) is None
+
+
 def test_cli_min_sqnr_prints_what_was_kept_and_refuses_what_it_cannot_measure(tmp_path, images, capsys):
     source, data, out = tmp_path / "chain.onnx", tmp_path / "x.npz", tmp_path / "chain.int8.onnx"
     onnx.save(chain_cnn(outlier=True), source)
@@ -147,6 +182,11 @@ def test_cli_min_sqnr_prints_what_was_kept_and_refuses_what_it_cannot_measure(tm
                            "--min-sqnr", "30"), "--min-sqnr", "weights")
     assert_refused(run_cli("quantize", source, "--calibration", data, "-o", refused, "--min-sqnr", "nan"),
                    "--min-sqnr")
+    word = run_cli("quantize", source, "--calibration", data, "-o", refused, "--min-sqnr", "high")
+    assert word.returncode == 2 and "--min-sqnr: expected a number of dB, auto or off" in word.stderr
+    assert main(["quantize", str(source), "--calibration", str(data), "-o", str(out), "--min-sqnr", "off",
+                 "--json", "-q"]) == 0
+    assert "fallback" not in json.loads(capsys.readouterr().out)
     assert not refused.exists() and unchanged(source, before)
 
 

@@ -78,7 +78,7 @@ def test_auto_narrows_a_range_whose_tails_the_next_op_squashes():
     rng = np.random.default_rng(3)
     calibration = 3 * rng.standard_t(3, (32, 1, 3, 8, 8)).astype(np.float32)
     evaluation = 3 * rng.standard_t(3, (32, 1, 3, 8, 8)).astype(np.float32)
-    options = dict(weight_rounding="nearest", bias_correction=False, speed_check=False)
+    options = dict(weight_rounding="nearest", bias_correction=False, speed_check=False, min_sqnr=None)
     by_method = {method: eightbit.quantize(_squashed(), {"x": calibration}, calibrate=method, **options)
                  for method in ("minmax", "auto")}
     note = by_method["auto"].metadata_props[WEIGHT_RANGE_KEY]

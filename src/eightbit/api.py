@@ -127,6 +127,12 @@ def load_samples(data: DataLike, model: ir.Model, images: ImagePreprocessing | N
 WEIGHT_RANGE_CHECK_BATCHES = 8
 
 
+# --min-sqnr is measured on this many calibration batches (all of them where there are fewer): more than the
+# choices above, since it is a figure the model is held to, and one batch of 8 samples can read 10 dB off
+# another's (docs/quantization.md, section 11b).
+BUDGET_BATCHES = 64
+
+
 def _held_out_from_checks(samples: Samples) -> Samples:
     """The samples after the first WEIGHT_RANGE_CHECK_BATCHES batches, which _float_agreement_db measures on,
     where that leaves at least as many; else all of them. What is fitted on these is judged on others."""
@@ -136,9 +142,10 @@ def _held_out_from_checks(samples: Samples) -> Samples:
     return samples.take(WEIGHT_RANGE_CHECK_BATCHES * rows_per_batch, samples.count)
 
 
-def _float_agreement_db(models: list[ir.Model], reference: ir.Model, samples: Samples, threads: int) -> list[float]:
+def _float_agreement_db(models: list[ir.Model], reference: ir.Model, samples: Samples, threads: int,
+                        batches: int | None = WEIGHT_RANGE_CHECK_BATCHES) -> list[float]:
     """Worst SQNR (eq. 14) of each model's outputs (pre-softmax), as ONNX Runtime's fused kernels compute
-    them, vs `reference`'s."""
+    them, vs `reference`'s, on the first `batches` calibration batches (None: all of them)."""
     def session(model: ir.Model) -> tuple[OrtSession, list[str]]:
         compared = list(compared_values(model).values())
         return session_with_outputs(model, compared, threads), [v.name for v in compared]
@@ -147,7 +154,7 @@ def _float_agreement_db(models: list[ir.Model], reference: ir.Model, samples: Sa
     sessions = [session(model) for model in models]
     agreement = [[Agreement() for _ in expected_names] for _ in models]
     for index, feeds in enumerate(samples.batches()):
-        if index == WEIGHT_RANGE_CHECK_BATCHES:
+        if index == batches:
             break
         expected = expected_session.run(feeds, expected_names)
         for (quantized, names), per_output in zip(sessions, agreement):
@@ -420,7 +427,7 @@ def _static_within_budget(
 ) -> tuple[tuple[ir.Model, list[FloatNode], str, str], Fallback]:
     """`_static_with_gates`, with the fewest tensor grids kept float (their producers and readers float nodes)
     for `measured` (a model -> its measure on the calibration samples) to meet `budget`: the most harmful
-    first or, where no count of those meets it, the first from the input (docs/quantization.md, section 11b).
+    first or the first from the input, whichever meets it with fewer (docs/quantization.md, section 11b).
     `built`: the all-quantized model, where the caller has it already (as _static_with_gates returns it)."""
     if built is None:
         built = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress,
@@ -597,9 +604,23 @@ def _metric_drop(reference: ir.Model, samples: Samples, threads: int,
     return lambda model: best - float(metric(outputs(model), expected))
 
 
+def _min_sqnr_asked(min_sqnr: float | str | None, scheme: Scheme, samples: Samples | None,
+                    max_drop: float | None, model: ir.Model) -> float | None:
+    """The --min-sqnr limit in dB: as given or, for "auto", the scheme's floor where it has one, there are
+    calibration samples to measure on, no --max-drop and the model brings no grids of its own; else None."""
+    if not isinstance(min_sqnr, str):
+        return min_sqnr
+    if min_sqnr != "auto":
+        raise InputError(f"--min-sqnr takes a number of dB, auto or off, not {min_sqnr!r}")
+    if scheme.default_min_sqnr_db is None or samples is None or max_drop is not None or _gives_grids(model):
+        return None
+    return scheme.default_min_sqnr_db
+
+
 def _budget(min_sqnr: float | None, max_drop: float | None, metric: Callable | None, scheme: Scheme,
-            samples: Samples | None) -> Budget | None:
-    """The budget asked for, checked: one of the two, a static scheme, calibration samples, a finite limit."""
+            samples: Samples | None, floor: bool = False) -> Budget | None:
+    """The budget asked for, checked: one of the two, a static scheme, calibration samples, a finite limit.
+    `floor`: `min_sqnr` is the scheme's own."""
     if min_sqnr is None and max_drop is None:
         if metric is not None:
             raise InputError("a metric is what --max-drop measures; give max_drop too")
@@ -615,7 +636,7 @@ def _budget(min_sqnr: float | None, max_drop: float | None, metric: Callable | N
         raise InputError(f"{flag} must be a finite number{' of dB' if min_sqnr is not None else ', 0 or more'}, "
                          f"got {limit}")
     if min_sqnr is not None:
-        return Budget.min_sqnr(min_sqnr)
+        return Budget.min_sqnr(min_sqnr, floor)
     if metric is None:
         return Budget.max_drop(max_drop)
     return Budget.max_drop(max_drop, getattr(metric, "__name__", "the metric").replace("_", " "))
@@ -712,7 +733,7 @@ def quantize(
     output: str | os.PathLike | None = None,
     threads: int = DEFAULT_THREADS,
     show_progress: bool = False,
-    min_sqnr: float | None = None,
+    min_sqnr: float | str | None = "auto",
     max_drop: float | None = None,
     metric: Callable[[np.ndarray, np.ndarray], float] | None = None,
     bias_correction: bool = True,
@@ -728,10 +749,12 @@ def quantize(
     `calibrate`: how activation ranges are chosen (CALIBRATION_METHODS; default: the scheme's); "auto"
     (static schemes, with calibration samples) chooses one method per tensor by the output error each
     causes, and returns the default's model where that is not measured better (docs/quantization.md,
-    section 6a). `min_sqnr` (static schemes): keep the fewest tensors float (the most harmful first, else the
-    first from the input; docs/quantization.md, section 11b) until the worst output SQNR (pre-softmax) on the
-    calibration samples is at least this many dB; what was kept, and
-    what it cost in latency, is stored in the metadata (fallback_of). `max_drop` instead: until
+    section 6a). `min_sqnr` (static schemes): keep the fewest tensors float (the most harmful first or the
+    first from the input, whichever needs fewer; docs/quantization.md, section 11b) until the worst output
+    SQNR (pre-softmax) on the calibration samples is at least this many dB; what was kept, and what it cost
+    in latency, is stored in the metadata (fallback_of). "auto" (the default): the scheme's
+    floor (25 dB for eightbit, none for po2) where there are calibration samples and no `max_drop`; None:
+    no budget. `max_drop` instead: until
     `metric(outputs, float_outputs)` (higher is better; the first output over every calibration sample,
     stacked; default: top-1 agreement with float, in %) is at most this much below its float value
     metric(float_outputs, float_outputs). `bias_correction` (static schemes with calibration samples):
@@ -785,7 +808,9 @@ def quantize(
     model = as_model(model)
     samples = load_samples(calibration, model, images) if calibration is not None else None
     prepare(model)
-    budget = _budget(min_sqnr, max_drop, metric, scheme, samples)
+    asked_min_sqnr = min_sqnr
+    min_sqnr = _min_sqnr_asked(min_sqnr, scheme, samples, max_drop, model)
+    budget = _budget(min_sqnr, max_drop, metric, scheme, samples, floor=asked_min_sqnr == "auto")
     fallback = None
     checked = None
     given_weights = _gives_weight_grids(model)
@@ -815,7 +840,7 @@ def quantize(
         measured = _metric_drop(prepared, samples, threads, metric or top1_agreement_percent)
     else:
         def measured(candidate: ir.Model) -> float:
-            return _float_agreement_db([candidate], prepared, samples, threads)[0]
+            return _float_agreement_db([candidate], prepared, samples, threads, batches=BUDGET_BATCHES)[0]
     rounding = ""
     if scheme.kind is SchemeKind.STATIC and weight_rounding == "auto":
         *chosen, moments, rounding = _static_rounding_measured(
@@ -853,7 +878,7 @@ def quantize(
         # Measured once more as finished (codes, bias correction and all), against the default's model.
         with_minmax = quantize(
             source, samples, scheme=scheme, calibrate="minmax", weight_range=weight_range,
-            weight_rounding=asked_rounding, threads=threads, show_progress=show_progress, min_sqnr=min_sqnr,
+            weight_rounding=asked_rounding, threads=threads, show_progress=show_progress, min_sqnr=asked_min_sqnr,
             max_drop=max_drop, metric=metric, bias_correction=bias_correction, equalization=equalization,
             speed_check=speed_check, target=target)
         calibrate.finished_db = tuple(_float_agreement_db([with_minmax, model], prepared, samples, threads))

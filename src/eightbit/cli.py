@@ -16,6 +16,7 @@ from eightbit.config import (
     BACKENDS,
     BIAS_BITS,
     CALIBRATION_METHODS,
+    DEFAULT_MIN_SQNR_DB,
     DEFAULT_REPORT_SAMPLES,
     DEFAULT_SCHEME,
     DEFAULT_TARGET,
@@ -50,6 +51,16 @@ def _images(args: argparse.Namespace) -> ImagePreprocessing | None:
         height=args.size[0], width=args.size[1],
         mean=tuple(args.mean or (0.0,)), std=tuple(args.std or (1.0,)), layout=args.layout,
     )
+
+
+def _min_sqnr(text: str) -> float | str | None:
+    """--min-sqnr's value: dB, "auto" (the scheme's floor) or "off" (None: no budget)."""
+    if text in ("auto", "off"):
+        return None if text == "off" else text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of dB, auto or off, got {text!r}") from None
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
@@ -383,10 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="skip the speed check (by default, static schemes with --calibration profile the int8 "
                                "and float models in the --target runtime and keep float the nodes slower in int8 "
                                "here, where the whole model then runs faster)")
-    quantize.add_argument("--min-sqnr", type=float, metavar="DB",
-                          help="keep the fewest tensors in float (the most harmful first, else the first from the "
-                               "input) until the worst output SQNR (pre-softmax) on the calibration samples is at "
-                               "least DB; reports which nodes and what they cost in latency (static schemes)")
+    quantize.add_argument("--min-sqnr", type=_min_sqnr, default="auto", metavar="DB",
+                          help="keep the fewest tensors in float (the most harmful first, or the first from the "
+                               "input where that takes fewer) until the worst output SQNR (pre-softmax) on the "
+                               "calibration samples is at least DB; reports which nodes and what they cost in "
+                               f"latency (static schemes). Default: auto, {DEFAULT_MIN_SQNR_DB:g} dB for the eightbit "
+                               "scheme with --calibration and no --max-drop, none otherwise; off: no budget")
     quantize.add_argument("--max-drop", type=float, metavar="POINTS",
                           help="keep the fewest tensors in float (as --min-sqnr) until top-1 agreement with the float "
                                "model (argmax of the first output's last axis) on every calibration sample is at "

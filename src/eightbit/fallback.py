@@ -4,10 +4,10 @@ or the most a task metric may drop (--max-drop) (docs/quantization.md, section 1
 Harm is measured, not guessed: for every group of activations sharing one grid, how much the
 worst output SQNR (pre-softmax, eq. 14) rises when that group alone stays float
 (report.inspect.grid_impacts). The groups are taken in two orders, each a prefix kept float: the most
-harmful first, then, where no prefix of that order meets the budget, the order the graph computes them
-in (error that enters early is carried, and often amplified, by every layer after it). In each order
-the fewest that meet the budget are found by doubling, then bisection, each step a real model
-measured on the samples.
+harmful first, then the order the graph computes them in (error that enters early is carried, and
+often amplified, by every layer after it), searched below the count the first order needed. In each
+order the fewest that meet the budget are found by doubling, then bisection, each step a real model
+measured on the samples; the fewest of the two orders are kept float.
 """
 
 from __future__ import annotations
@@ -45,10 +45,11 @@ class Budget:
     limit: float
     unit: str
     measures: str
+    floor: bool = False  # the scheme's own (--min-sqnr auto), not the caller's
 
     @staticmethod
-    def min_sqnr(db: float) -> Budget:
-        return Budget("--min-sqnr", db, "dB", "worst output SQNR")
+    def min_sqnr(db: float, floor: bool = False) -> Budget:
+        return Budget("--min-sqnr", db, "dB", "worst output SQNR", floor)
 
     @staticmethod
     def max_drop(points: float, metric: str = "top-1 agreement with float") -> Budget:
@@ -94,7 +95,7 @@ class Fallback:
     def summary(self) -> str:
         """One line for the report."""
         budget = self.budget
-        head = f"{budget.flag} {budget.limit:g} {budget.unit}"
+        head = f"{budget.flag} {budget.limit:g} {budget.unit}" + (" (the default floor)" if budget.floor else "")
         if not self.kept and self.met:
             return (f"{head}: met with every node quantized ({budget.measures}: {self.after:.1f} {budget.unit} "
                     "on the calibration samples)")
@@ -103,8 +104,9 @@ class Fallback:
                     f"better ({budget.measures}: {self.after:.1f} {budget.unit} on the calibration samples, "
                     f"{self.probes} models measured)")
         verdict = "met" if self.met else "NOT met even"
-        text = (f"{head}: {verdict} with {len(self.kept_nodes)} nodes kept float for {len(self.kept)} tensor "
-                f"grids, {self.order} ({budget.measures}: {self.before:.1f} -> {self.after:.1f} {budget.unit} on "
+        grids = f"{len(self.kept)} tensor grid{'s' if len(self.kept) != 1 else ''}"
+        text = (f"{head}: {verdict} with {len(self.kept_nodes)} nodes kept float for {grids}, {self.order} "
+                f"({budget.measures}: {self.before:.1f} -> {self.after:.1f} {budget.unit} on "
                 f"the calibration samples, {self.probes} models measured)")
         if self.latency_ms is not None:
             quantized, kept = self.latency_ms
@@ -114,7 +116,8 @@ class Fallback:
     def as_dict(self) -> dict:
         return {
             "flag": self.budget.flag, "limit": self.budget.limit, "unit": self.budget.unit,
-            "measures": self.budget.measures, "before": round(self.before, 3), "after": round(self.after, 3),
+            "measures": self.budget.measures, "floor": self.budget.floor,
+            "before": round(self.before, 3), "after": round(self.after, 3),
             "met": self.met, "probes": self.probes, "order": self.order,
             "kept": [{"tensors": list(h.tensors), "nodes": list(h.nodes), "impact_db": round(h.impact_db, 3)}
                      for h in self.kept],
@@ -130,7 +133,7 @@ def fallback_from_dict(data: dict) -> Fallback:
     if "budget_db" in data:
         budget, before, after = Budget.min_sqnr(data["budget_db"]), data["before_db"], data["after_db"]
     else:
-        budget = Budget(data["flag"], data["limit"], data["unit"], data["measures"])
+        budget = Budget(data["flag"], data["limit"], data["unit"], data["measures"], data.get("floor", False))
         before, after = data["before"], data["after"]
     return Fallback(
         budget, before, after,
@@ -239,26 +242,31 @@ def fewest_meeting(meets: Callable[[float], bool], available: int, measure: Call
 def searched_prefixes(
     harms: list[Harm], budget: Budget, measure: Callable[[str, list[Harm]], float],
 ) -> tuple[str, list[Harm], float, int] | None:
-    """The shortest prefix, in the first of SEARCH_ORDERS that has one, of `harms` (as measured_harms gives
-    them) whose keeping float meets `budget`; where no order has one, the prefix measured closest to it.
-    `measure(order, kept)` builds and measures the model with `kept` float. Returns (order, kept, its measure,
-    models measured), or None where no order has anything to keep float."""
+    """The shortest prefix of `harms` (as measured_harms gives them), in either of SEARCH_ORDERS, whose keeping
+    float meets `budget` (the first order's, where both meet it with as many groups); where no order has one,
+    the prefix measured closest to it. Each order after the first is searched only for fewer groups than one
+    already found. `measure(order, kept)` builds and measures the model with `kept` float. Returns (order, kept,
+    its measure, models measured), or None where no order has anything to keep float."""
     searched: list[tuple[str, list[Harm], float]] = []
     probes = 0
     for order in SEARCH_ORDERS:
         ordered = in_search_order(harms, order)
-        if not ordered:
+        meeting = [len(kept) for _, kept, value in searched if budget.meets(value)]
+        most = min([len(ordered), *(count - 1 for count in meeting)])
+        if most < 1:
             continue
 
         def measure_count(count: int, order: str = order, ordered: list[Harm] = ordered) -> float:
             return measure(order, ordered[:count])
 
-        count, value, used = fewest_meeting(budget.meets, len(ordered), measure_count, budget.standing)
+        count, value, used = fewest_meeting(budget.meets, most, measure_count, budget.standing)
         probes += used
         searched.append((order, ordered[:count], value))
-        if budget.meets(value):
-            break
     if not searched:
         return None
-    order, kept, value = max(searched, key=lambda found: budget.standing(found[2]))
+    met = [found for found in searched if budget.meets(found[2])]
+    if met:
+        order, kept, value = min(met, key=lambda found: len(found[1]))
+    else:
+        order, kept, value = max(searched, key=lambda found: budget.standing(found[2]))
     return order, kept, value, probes
