@@ -64,7 +64,7 @@ Made by `{command}` (see benchmarks/finetune.py). The default int8 model (`eight
 default flags, 32 calibration samples) and the same model after `eightbit finetune` with its
 defaults on those 32 samples (300 steps; docs/quantization.md, section 12a). Model cells: output
 SQNR dB / pre-softmax SQNR dB / task (text-map IoU for ppocr_det, top-1 agreement with float for
-ppocr_cls on 200 lines, accuracy for digits, float 99.44%), on the evaluation samples of
+ppocr_cls on 1000 lines, accuracy for digits, float 99.44%), on the evaluation samples of
 benchmarks/run.py, which fine-tuning never saw. Held-out calibration SQNR: on the quarter of the
 32 that fine-tuning held out to choose its result. Latency: both int8 models in ONNX Runtime,
 interleaved, medians (the graph is unchanged, so any difference is noise).

@@ -52,7 +52,7 @@ def run(names: list[str]) -> list[str]:
                 models.append(eightbit.quantize(case.path, {case.input_name: case.calibration}, scheme=scheme,
                                                 weight_granularity=granularity, weight_rounding="nearest",
                                                 bias_correction=False, equalization=equalization,
-                                                speed_check=False, output=path))
+                                                speed_check=False, min_sqnr=None, output=path))
                 result = evaluate(case, case.path, path, folder, time_it=False)
                 seven = models[-1].metadata_props[WEIGHT_RANGE_KEY].startswith("7-bit")
                 cells.append(agreement_cells(result) + (" (7-bit w)" if seven else ""))
@@ -85,8 +85,8 @@ VNNI only: `--weight-range auto` measured that its fused 8-bit kernels (u8 x s8 
 saturate and chose 7-bit weights; per-channel po2 weights use every weight code and meet that
 saturation most often. Per-channel po2 weights win where channels differ in range (ppocr_cls,
 ppocr_det, squeezenet) and can lose a bit of precision where they do not (the light zoo's random
-weights). Weight codes rounded to nearest, biases not corrected (`--weight-rounding nearest
---no-bias-correction --no-speed-check`) in every column; channels not equalized (`--no-equalize`) but in
+weights). Weight codes rounded to nearest, biases not corrected, no budget (`--weight-rounding nearest
+--no-bias-correction --no-speed-check --min-sqnr off`) in every column; channels not equalized (`--no-equalize`) but in
 the column that says so, po2's default: per-tensor weights balanced between each pair of layers (eq. 35c)
 and activations equalized (eq. 35), each built, and the better kept where it measures 0.5 dB better on
 the calibration samples than neither. The last three columns are of po2 without equalization.
