@@ -127,10 +127,14 @@ def load_samples(data: DataLike, model: ir.Model, images: ImagePreprocessing | N
 WEIGHT_RANGE_CHECK_BATCHES = 8
 
 
-# --min-sqnr is measured on this many calibration batches (all of them where there are fewer): more than the
-# choices above, since it is a figure the model is held to, and one batch of 8 samples can read 10 dB off
-# another's (docs/quantization.md, section 11b).
-BUDGET_BATCHES = 64
+# --min-sqnr is measured on the batches holding this many calibration samples (all of them where there are
+# fewer): more than the choices above are on where samples come one to a batch, since it is a figure the model
+# is held to, and 8 samples can read 10 dB off 8 others (docs/quantization.md, section 11b).
+BUDGET_SAMPLES = 64
+
+
+def _rows_per_batch(samples: Samples) -> int:
+    return 1 if samples.per_sample else samples.batch
 
 
 def _held_out_from_checks(samples: Samples) -> Samples:
@@ -138,8 +142,7 @@ def _held_out_from_checks(samples: Samples) -> Samples:
     where that leaves at least as many; else all of them. What is fitted on these is judged on others."""
     if samples.number_of_batches() < 2 * WEIGHT_RANGE_CHECK_BATCHES:
         return samples
-    rows_per_batch = 1 if samples.per_sample else samples.batch
-    return samples.take(WEIGHT_RANGE_CHECK_BATCHES * rows_per_batch, samples.count)
+    return samples.take(WEIGHT_RANGE_CHECK_BATCHES * _rows_per_batch(samples), samples.count)
 
 
 def _float_agreement_db(models: list[ir.Model], reference: ir.Model, samples: Samples, threads: int,
@@ -839,8 +842,10 @@ def quantize(
     elif max_drop is not None:
         measured = _metric_drop(prepared, samples, threads, metric or top1_agreement_percent)
     else:
+        budget_batches = math.ceil(BUDGET_SAMPLES / _rows_per_batch(samples))
+
         def measured(candidate: ir.Model) -> float:
-            return _float_agreement_db([candidate], prepared, samples, threads, batches=BUDGET_BATCHES)[0]
+            return _float_agreement_db([candidate], prepared, samples, threads, batches=budget_batches)[0]
     rounding = ""
     if scheme.kind is SchemeKind.STATIC and weight_rounding == "auto":
         *chosen, moments, rounding = _static_rounding_measured(
