@@ -146,9 +146,9 @@ def _held_out_from_checks(samples: Samples) -> Samples:
 
 
 def _float_agreement_db(models: list[ir.Model], reference: ir.Model, samples: Samples, threads: int,
-                        batches: int | None = WEIGHT_RANGE_CHECK_BATCHES) -> list[float]:
+                        batches: int = WEIGHT_RANGE_CHECK_BATCHES) -> list[float]:
     """Worst SQNR (eq. 14) of each model's outputs (pre-softmax), as ONNX Runtime's fused kernels compute
-    them, vs `reference`'s, on the first `batches` calibration batches (None: all of them)."""
+    them, vs `reference`'s, on the first `batches` calibration batches."""
     def session(model: ir.Model) -> tuple[OrtSession, list[str]]:
         compared = list(compared_values(model).values())
         return session_with_outputs(model, compared, threads), [v.name for v in compared]
