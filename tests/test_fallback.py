@@ -14,7 +14,7 @@ import eightbit
 from eightbit.api import fallback_of, float_nodes_of
 from eightbit.backends import OrtSession
 from eightbit.cli import main
-from eightbit.config import DEFAULT_MIN_SQNR_DB, SCHEMES
+from eightbit.config import DEFAULT_MIN_SQNR_DB, DEFAULT_MIN_SQNR_DB_CLASSES, SCHEMES
 from eightbit.fallback import (
     FROM_THE_INPUT,
     MOST_HARMFUL_FIRST,
@@ -164,6 +164,24 @@ def test_the_eightbit_scheme_keeps_its_floor_unless_told_otherwise(images):
     assert fallback_of(eightbit.quantize(broken, images, max_drop=100.0)).budget.flag == "--max-drop"
     assert fallback_of(eightbit.quantize(broken, images, scheme="po2")) is None
     assert fallback_of(eightbit.quantize(broken, images, scheme="dynamic")) is None
+
+
+def _with_softmax(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with its one output put through a Softmax: class probabilities."""
+    output = model.graph.output[0]
+    model.graph.node.append(onnx.helper.make_node("Softmax", [output.name], ["probabilities"], axis=-1))
+    output.name = "probabilities"
+    return model
+
+
+def test_a_classifier_is_held_to_the_floor_for_class_probabilities(images):
+    classifier = _with_softmax(chain_cnn(outlier=True))
+    floor = fallback_of(eightbit.quantize(classifier, images))
+    assert floor.budget == Budget.min_sqnr(DEFAULT_MIN_SQNR_DB_CLASSES, floor=True)
+    assert SCHEMES["eightbit"].default_min_sqnr_db_classes == DEFAULT_MIN_SQNR_DB_CLASSES > DEFAULT_MIN_SQNR_DB
+    assert floor.met and floor.after >= DEFAULT_MIN_SQNR_DB_CLASSES > floor.before
+    # the same layers without the softmax: the floor for other outputs
+    assert fallback_of(eightbit.quantize(chain_cnn(outlier=True), images)).budget.limit == DEFAULT_MIN_SQNR_DB
 
 
 def test_cli_min_sqnr_prints_what_was_kept_and_refuses_what_it_cannot_measure(tmp_path, images, capsys):

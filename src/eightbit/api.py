@@ -607,16 +607,24 @@ def _metric_drop(reference: ir.Model, samples: Samples, threads: int,
     return lambda model: best - float(metric(outputs(model), expected))
 
 
+def _gives_class_probabilities(model: ir.Model) -> bool:
+    """Whether any output of `model` is made by a (Log)Softmax, so that agreement is measured on its input."""
+    return any(value.name != name for name, value in compared_values(model).items())
+
+
 def _min_sqnr_asked(min_sqnr: float | str | None, scheme: Scheme, samples: Samples | None,
                     max_drop: float | None, model: ir.Model) -> float | None:
-    """The --min-sqnr limit in dB: as given or, for "auto", the scheme's floor where it has one, there are
-    calibration samples to measure on, no --max-drop and the model brings no grids of its own; else None."""
+    """The --min-sqnr limit in dB: as given or, for "auto", the scheme's floor (its floor for class
+    probabilities where an output is a softmax's) where it has one, there are calibration samples to measure
+    on, no --max-drop and the model brings no grids of its own; else None."""
     if not isinstance(min_sqnr, str):
         return min_sqnr
     if min_sqnr != "auto":
         raise InputError(f"--min-sqnr takes a number of dB, auto or off, not {min_sqnr!r}")
     if scheme.default_min_sqnr_db is None or samples is None or max_drop is not None or _gives_grids(model):
         return None
+    if scheme.default_min_sqnr_db_classes is not None and _gives_class_probabilities(model):
+        return scheme.default_min_sqnr_db_classes
     return scheme.default_min_sqnr_db
 
 
@@ -755,9 +763,9 @@ def quantize(
     section 6a). `min_sqnr` (static schemes): keep the fewest tensors float (the most harmful first or the
     first from the input, whichever needs fewer; docs/quantization.md, section 11b) until the worst output
     SQNR (pre-softmax) on the calibration samples is at least this many dB; what was kept, and what it cost
-    in latency, is stored in the metadata (fallback_of). "auto" (the default): the scheme's
-    floor (25 dB for eightbit, none for po2) where there are calibration samples and no `max_drop`; None:
-    no budget. `max_drop` instead: until
+    in latency, is stored in the metadata (fallback_of). "auto" (the default): the scheme's floor (eightbit:
+    25 dB, 30 dB where an output is a softmax's; po2: none) where there are calibration samples and no
+    `max_drop`; None: no budget. `max_drop` instead: until
     `metric(outputs, float_outputs)` (higher is better; the first output over every calibration sample,
     stacked; default: top-1 agreement with float, in %) is at most this much below its float value
     metric(float_outputs, float_outputs). `bias_correction` (static schemes with calibration samples):
