@@ -17,8 +17,8 @@ import onnx_ir.passes.common as common_passes
 from eightbit.backends import OrtSession
 from eightbit.backends.onnxruntime import session_with_outputs
 from eightbit.backends.openvino import openvino_available
-from eightbit.calibrate import collect_ranges
 from eightbit.calibrate.means import channel_means, channel_ranges
+from eightbit.calibrate.memo import memo_for
 from eightbit.calibrate.moments import input_moments, weighted_nodes
 from eightbit.calibrate.per_tensor import SEARCH_BATCHES, PerTensorCalibration, search_methods
 from eightbit.calibrate.runner import collect_candidate_ranges
@@ -260,8 +260,8 @@ def _static(
                                                                       show_progress, scheme.activations))
                 ranges.update(method.ranges(unknown))
             else:
-                ranges.update(collect_ranges(prepared, unknown, samples, method, threads,
-                                             show_progress, scheme.activations))
+                ranges.update(memo_for(samples).ranges(prepared, unknown, method, threads, show_progress,
+                                                       scheme.activations))
         chosen = scheme if value_bits is None else scheme.with_weight_bits(value_bits)
         qparams = activation_qparams(plan, ranges, chosen)
         name_after_activations(model.graph)
