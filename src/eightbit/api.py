@@ -94,6 +94,7 @@ from eightbit.passes.resize_channels_first import ResizeChannelsFirst
 from eightbit.plan import FloatNode, Plan, make_plan
 from eightbit.plan.float_outputs import with_float_outputs
 from eightbit.prepare import prepare
+from eightbit.quant.rounding import InputMoments
 from eightbit.report.metrics import Agreement, compared_values, top1_agreement_percent
 
 ModelLike = ir.Model | str | os.PathLike  # or an onnx.ModelProto
@@ -403,7 +404,7 @@ def _static_rounding_measured(
     if nearest is None:
         nearest = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress,
                                      target=target)
-    moments: dict[str, np.ndarray] = {}
+    moments = InputMoments()
     chosen = _static_with_gates(prepared, scheme, samples, method, weight_range, threads, show_progress,
                                 moments=moments, moment_samples=_held_out_from_checks(samples), target=target)
     nearest_db, chosen_db = _float_agreement_db([nearest[0], chosen[0]], prepared, samples, threads)
@@ -830,7 +831,7 @@ def quantize(
     if weight_rounding == "auto" and scheme.kind is SchemeKind.WEIGHTS_ONLY:
         weight_rounding = "gptq"  # measured: eq. 34 gains on every model whose activations stay float
     # Node name -> second moments of its inputs: filled once, read by every model built below.
-    moments = {} if weight_rounding == "gptq" and samples is not None else None
+    moments = InputMoments() if weight_rounding == "gptq" and samples is not None else None
     prepared = model
     equalized: dict[str, np.ndarray] = {}
     equalization_note = ""

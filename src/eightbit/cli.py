@@ -8,10 +8,9 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from eightbit import api
+from eightbit import __version__
 from eightbit.config import (
     BACKENDS,
     BIAS_BITS,
@@ -29,9 +28,13 @@ from eightbit.config import (
     WEIGHT_ROUNDINGS,
     scheme_named,
 )
-from eightbit.datasets import ImagePreprocessing
 from eightbit.errors import InputError
-from eightbit.ir import check_output_path, load_model, save_model, write_atomically
+
+if TYPE_CHECKING:
+    from eightbit.datasets import ImagePreprocessing
+
+# Only what builds the parser is imported up front, so that --help and --version answer at once: each
+# command imports the modules it runs (onnx, onnx_ir and ONNX Runtime take a second or more to load).
 
 
 def _add_image_options(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +46,8 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _images(args: argparse.Namespace) -> ImagePreprocessing | None:
+    from eightbit.datasets import ImagePreprocessing
+
     if args.size is None:
         if args.mean is not None or args.std is not None:
             raise InputError("--mean/--std need --size H W (they describe an image folder)")
@@ -68,6 +73,8 @@ def _show_progress(args: argparse.Namespace) -> bool:
 
 
 def _quantize(args: argparse.Namespace) -> int:
+    from eightbit import api
+    from eightbit.ir import check_output_path, load_model, save_model
     from eightbit.report.compare import compare_models, file_size
     from eightbit.report.tables import comparison_table, float_nodes_table, print_tables
 
@@ -139,7 +146,11 @@ def _quantize(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from eightbit import api
     from eightbit.backends import open_session
+    from eightbit.ir import check_output_path, load_model, write_atomically
 
     output = Path(args.output)
     check_output_path(output, args.model, args.data)
@@ -158,6 +169,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    from eightbit import api
+    from eightbit.ir import check_output_path, save_model
     output = check_output_path(args.output, args.float_model, args.quantized_model, args.data)
     model = api.finetune(args.float_model, args.quantized_model, args.data, steps=args.steps,
                          augment=not args.no_augment, images=_images(args), threads=args.threads,
@@ -176,6 +189,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from eightbit import api
+    from eightbit.ir import load_model
     from eightbit.report.compare import compare_models, file_size
     from eightbit.report.tables import comparison_table, print_tables
 
@@ -196,6 +211,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from eightbit import api
+    from eightbit.ir import check_output_path, load_model, write_atomically
     from eightbit.report.inspect import inspect_models
     from eightbit.report.tables import db_text, inspection_table, print_tables
 
@@ -236,6 +253,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from eightbit import api
+    from eightbit.ir import check_output_path, load_model, write_atomically
     from eightbit.report.bench import bench, bench_markdown
     from eightbit.report.tables import bench_table, print_tables
 
@@ -280,6 +299,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from eightbit import api
+    from eightbit.ir import load_model
     from eightbit.report.explain import explain
     from eightbit.report.tables import explain_tables, print_tables
 
@@ -309,6 +330,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _export_int(args: argparse.Namespace) -> int:
     from eightbit.backends.export import export_int
+    from eightbit.ir import check_output_path, load_model
 
     output = check_output_path(args.output, args.model)
     description = export_int(load_model(args.model), output)
@@ -343,6 +365,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eightbit", description="Float ONNX models in, 8-bit ONNX models out.")
+    parser.add_argument("--version", action="version", version=f"eightbit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="on an internal error, print its full trace")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def common(sub: argparse.ArgumentParser) -> None:
@@ -526,6 +550,26 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as error:
         print(f"eightbit: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("eightbit: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as error:  # anything else is ours to fix: one line, the trace kept for the report
+        if args.debug:
+            raise
+        trace = _write_trace()
+        print(f"eightbit: internal error (a bug in eightbit, not in your input): {type(error).__name__}: "
+              f"{str(error).splitlines()[0] if str(error) else ''}; the full trace is in {trace} "
+              "(--debug prints it)", file=sys.stderr)
+        return 1
+
+
+def _write_trace() -> str:
+    """The current exception's trace, in a new file under the temporary folder; its path."""
+    import traceback
+
+    with tempfile.NamedTemporaryFile("w", prefix="eightbit-trace-", suffix=".txt", delete=False) as file:
+        traceback.print_exc(file=file)
+    return file.name
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from eightbit.plan import OP_RULES, OpRule, Plan
 from eightbit.plan.ops import weight_axis
 from eightbit.plan.planner import data_input_indices
 from eightbit.quant import choose_qparams, quantize_bias
+from eightbit.quant.rounding import InputMoments
 from eightbit.quant.saturation import hard_sigmoid_live_range, hard_swish_live_range, sigmoid_live_range
 from eightbit.quant.weights import least_weight_scale
 
@@ -145,8 +146,10 @@ class InsertQDQ(ir.passes.InPlacePass):
                  moments: dict[str, np.ndarray] | None = None) -> None:
         super().__init__()
         self.plan, self.qparams, self.scheme = plan, qparams, scheme
-        # Node name -> its inputs' second moments: those nodes' weight codes are chosen by eq. 34.
+        # Node name -> its inputs' second moments: those nodes' weight codes are chosen by eq. 34 (once for
+        # every build that shares an InputMoments).
         self.moments = moments or {}
+        self.known_codes = moments.codes if isinstance(moments, InputMoments) else None
         # Node name -> (bias values clipped to scheme.bias_bits, bias values), for the report.
         self.bias_saturation: dict[str, tuple[int, int]] = {}
 
@@ -231,7 +234,7 @@ class InsertQDQ(ir.passes.InPlacePass):
         """Weight codes chosen by eq. 34 from the node's input moments, on the grid eq. 6 gives."""
         input_scale = float(np.max(self._scale_of(node.inputs[0])))
         return rounded_constant(graph, node, value, array, self.moments[node.name], self.scheme.weights, axis,
-                                taken, input_scale, least)
+                                taken, input_scale, least, self.known_codes)
 
     def _bias(self, graph: ir.Graph, node: ir.Node, index: int, weight_scale: np.ndarray | None,
               taken: set[str]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import onnx_ir as ir
 
@@ -44,10 +46,28 @@ def rounded_codes(
 def rounded_constant(
     graph: ir.Graph, node: ir.Node, value: ir.Value, array: np.ndarray, moments: np.ndarray, fmt: IntegerFormat,
     axis: int | None, taken: set[str], input_scale: float = 0.0, least_scale: np.ndarray | None = None,
+    known: dict[tuple, np.ndarray] | None = None,
 ) -> tuple[ir.Value, np.ndarray]:
     """Integer initializer + DequantizeLinear standing in for `node`'s weight `value`, on the grid eq. 6
     gives (per channel along `axis`, or per tensor; no scale below `least_scale`, eq. 7a), codes chosen
-    by eq. 34. Returns (value, scale)."""
+    by eq. 34 (or taken from `known`, where the same weight, grid and input scale were rounded on the same
+    H before; new codes are added to it). Returns (value, scale)."""
     scale, zero_point = weight_qparams(array, fmt, axis, least_scale)
-    codes = rounded_codes(node, array, moments, scale, zero_point, fmt, input_scale)
+    key = _codes_key(node, array, scale, zero_point, fmt, input_scale)
+    codes = known.get(key) if known is not None else None
+    if codes is None:
+        codes = rounded_codes(node, array, moments, scale, zero_point, fmt, input_scale)
+        if known is not None:
+            known[key] = codes
     return dequantized_codes(graph, value, codes, scale, zero_point, axis, node, taken), scale
+
+
+def _codes_key(node: ir.Node, array: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, fmt: IntegerFormat,
+               input_scale: float) -> tuple:
+    """Everything eq. 34's codes of `node` depend on besides its H: its weight and grid, and its input's scale."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (array, scale, zero_point):
+        part = np.ascontiguousarray(part)
+        digest.update(str((part.dtype, part.shape)).encode())
+        digest.update(part.tobytes())
+    return node.name, weight_axis(node), fmt, float(input_scale), digest.digest()

@@ -22,6 +22,20 @@ DAMPING = 0.01
 BLOCK = 128
 
 
+class InputMoments(dict):
+    """Node name -> H of its inputs (as input_moments gives them), and the weight codes eq. 34 chose from them.
+
+    One quantize call builds the same float model many times (each measured choice, each probe of a budget's
+    search), and a node's codes depend only on its weight, its H, its grid and its input's scale: `codes`
+    keeps them by those (passes/weight_rounding.py), so each is chosen once a call. A rewrite that changes
+    the weights (equalization) gets moments of its own.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.codes: dict[tuple, np.ndarray] = {}
+
+
 def _nearest(column: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, fmt: IntegerFormat) -> np.ndarray:
     return np.clip(np.rint(column / scale) + zero_point, fmt.qmin, fmt.qmax)
 
