@@ -34,8 +34,8 @@ from eightbit.backends.onnxruntime import session_with_outputs
 from eightbit.demo import shipped_digits
 from eightbit.ir import load_model
 from eightbit.isa import cpu_features
-from eightbit.report.latency import interleaved
-from eightbit.report.metrics import Agreement, compared_values
+from eightbit.measure.latency import interleaved
+from eightbit.measure.metrics import Agreement, compared_values
 
 DATA = Path(eightbit.__file__).parent / "data"
 MODELS = ["digits_transformer", "digits_lstm", "ppocr_rec"]

@@ -20,7 +20,7 @@ from benchmarks.run import agreement_cells, build_cases, evaluate
 from benchmarks.sections import table_harness
 from eightbit import api
 from eightbit.backends import OrtSession
-from eightbit.report.latency import interleaved
+from eightbit.measure.latency import interleaved
 
 DEFAULT_MODELS = ["ppocr_det", "ppocr_cls", "digits", "squeezenet"]
 

@@ -23,8 +23,8 @@ from eightbit.backends import OrtSession
 from eightbit.backends.onnxruntime import runtime_version
 from eightbit.backends.openvino import OpenVinoSession, openvino_version
 from eightbit.isa import cpu_features
-from eightbit.report.latency import interleaved_medians
-from eightbit.report.metrics import Agreement
+from eightbit.measure.latency import interleaved_medians
+from eightbit.measure.metrics import Agreement
 
 MODELS = ["ppocr_det", "ppocr_cls", "shufflenet", "squeezenet"]
 COLUMNS = ("OpenVINO f32", "OpenVINO int8 (made for ONNX Runtime)", "OpenVINO int8 (--target openvino)",

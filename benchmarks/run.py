@@ -36,8 +36,8 @@ from eightbit.backends.peer import quantize_with_onnxruntime
 from eightbit.demo import shipped_digits, shipped_model
 from eightbit.ir import load_model
 from eightbit.isa import cpu_features
-from eightbit.report.latency import interleaved
-from eightbit.report.metrics import Agreement, compared_values
+from eightbit.measure.latency import interleaved
+from eightbit.measure.metrics import Agreement, compared_values
 
 CALIBRATION, EVALUATION = 32, 16
 CLS_EVALUATION = 1000

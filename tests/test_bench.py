@@ -106,16 +106,16 @@ def test_explain_names_listed_float_nodes_that_run_as_integer_kernels(tmp_path, 
     """A model made before the speed check knew of ONNX Runtime's fusion lists conv2 (between two grids) as
     float; the runtime quantizes its weights itself and runs it as QLinearConv, and explain says so."""
     from conftest import small_cnn
-    from eightbit import api
+    from eightbit.measure.latency import LatencyPair
     from eightbit.never_slower import SlowerNode
-    from eightbit.report.latency import LatencyPair
+    from eightbit.pipeline.steps import speed
 
-    monkeypatch.setattr(api, "slower_in_int8", lambda *args, **kwargs: [SlowerNode("conv2", "Conv", 500.0, 100.0)])
-    monkeypatch.setattr(api, "run_as_integer", lambda *args, **kwargs: [])  # as that speed check did
-    monkeypatch.setattr(api, "latency_side_by_side", lambda *args, **kwargs: LatencyPair(2.0, 1.0))
+    monkeypatch.setattr(speed, "slower_in_int8", lambda *args, **kwargs: [SlowerNode("conv2", "Conv", 500.0, 100.0)])
+    monkeypatch.setattr(speed, "run_as_integer", lambda *args, **kwargs: [])  # as that speed check did
+    monkeypatch.setattr(speed, "latency_side_by_side", lambda *args, **kwargs: LatencyPair(2.0, 1.0))
     data = np.random.default_rng(1).normal(0, 1, (16, 3, 16, 16)).astype(np.float32)
     int8_path = tmp_path / "q.onnx"
-    eightbit.quantize(small_cnn(), {"x": data}, output=int8_path)
+    eightbit.quantize(small_cnn(), {"x": data}, output=int8_path, speed_check=True)
     monkeypatch.undo()
     result = explain(int8_path, runs=2)
     assert "conv2" in {node.name for node in result.float_nodes}

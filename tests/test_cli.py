@@ -54,8 +54,8 @@ def test_quantize_table_report(cnn_path, cnn_data, out):
 
 
 def test_quantize_says_when_the_int8_model_ran_slower(cnn_path, cnn_data, out, capsys, monkeypatch):
+    from eightbit.measure.latency import LatencyPair
     from eightbit.report import compare
-    from eightbit.report.latency import LatencyPair
 
     measured, timings = compare.compare_models, {}
 

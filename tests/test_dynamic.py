@@ -19,9 +19,10 @@ from eightbit.backends.reference import ReferenceSession
 from eightbit.cli import main
 from eightbit.demo import shipped_digits
 from eightbit.isa import CpuFeatures
+from eightbit.measure.metrics import sqnr_db
+from eightbit.pipeline.steps import dynamic as dynamic_step
 from eightbit.quant.affine import quantize_at_run_time
 from eightbit.quant.bias_correction import conv_output_shift, matmul_output_shift
-from eightbit.report.metrics import sqnr_db
 
 DATA = Path(str(resources.files("eightbit") / "data"))
 
@@ -87,7 +88,7 @@ def test_convolutions_follow_the_measurement_and_biases_are_corrected(digits, tm
 
 @pytest.mark.parametrize("flags, offset", [({"avx2"}, True), ({"avx2", "avx512_vnni"}, False)])
 def test_weight_codes_follow_the_cpu(monkeypatch, flags, offset):
-    monkeypatch.setattr(api, "cpu_features", lambda: CpuFeatures("x86_64", frozenset(flags)))
+    monkeypatch.setattr(dynamic_step, "cpu_features", lambda: CpuFeatures("x86_64", frozenset(flags)))
     model = api.quantize(DATA / "digits_transformer.onnx", scheme="dynamic")
     weights = [v.const_value.numpy() for v in model.graph.initializers.values()
                if v.name.endswith("weight_quantized")]

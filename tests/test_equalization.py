@@ -14,6 +14,7 @@ from eightbit.backends import OrtSession
 from eightbit.backends.onnxruntime import session_with_outputs
 from eightbit.calibrate.means import channel_ranges
 from eightbit.ir import as_model
+from eightbit.measure.metrics import sqnr_db
 from eightbit.metadata import EQUALIZATION_KEY
 from eightbit.passes.equalize_channels import equalize_channels, equalize_weights, find_pairs
 from eightbit.prepare import prepare
@@ -25,7 +26,6 @@ from eightbit.quant.equalization import (
     weight_equalizing_factors,
 )
 from eightbit.report.inspect import inspect_models
-from eightbit.report.metrics import sqnr_db
 from test_cli import run_cli
 
 

@@ -27,7 +27,7 @@ from eightbit.fallback import (
     searched_prefixes,
 )
 from eightbit.ir import as_model
-from eightbit.report.metrics import sqnr_db
+from eightbit.measure.metrics import sqnr_db
 from test_cli import assert_refused, run_cli, unchanged
 from test_inspect import chain_cnn
 
@@ -130,7 +130,7 @@ def test_the_outlier_layer_is_kept_float_to_meet_the_budget(images, held_out):
     assert untouched.met and untouched.kept == [] and untouched.after == untouched.before
     budget = untouched.before + 6.0
 
-    model = eightbit.quantize(broken, images, min_sqnr=budget, bias_correction=False)
+    model = eightbit.quantize(broken, images, min_sqnr=budget, bias_correction=False, effort="max")
     fallback = fallback_of(model)
     assert fallback.met and fallback.after >= budget > fallback.before
     assert fallback.kept[0].tensors == ("rb",) and fallback.kept[0].impact_db > 3.0
@@ -140,6 +140,10 @@ def test_the_outlier_layer_is_kept_float_to_meet_the_budget(images, held_out):
     # The budget was measured on the calibration samples; held-out samples gain too.
     assert _output_sqnr(broken, model, held_out) > _output_sqnr(broken, within, held_out) + 3.0
     assert "met with" in fallback.summary() and "latency" in fallback.summary()
+    # The fast search keeps grids from the input, measures no single grid's harm and times nothing.
+    fast = fallback_of(eightbit.quantize(broken, images, min_sqnr=budget, bias_correction=False))
+    assert fast.met and fast.after >= budget and fast.order == FROM_THE_INPUT and fast.latency_ms is None
+    assert all(harm.impact_db is None for harm in fast.kept) and "latency" not in fast.summary()
 
 
 def test_a_budget_out_of_reach_keeps_every_harmful_grid_float_and_says_so(images):
@@ -156,7 +160,7 @@ def test_the_eightbit_scheme_keeps_its_floor_unless_told_otherwise(images):
     assert floor.summary().startswith(f"--min-sqnr {DEFAULT_MIN_SQNR_DB:g} dB (the default floor): met")
     assert fallback_from_dict(floor.as_dict()) == floor
     assert SCHEMES["eightbit"].default_min_sqnr_db == DEFAULT_MIN_SQNR_DB
-    assert floor.before < DEFAULT_MIN_SQNR_DB and floor.met and floor.kept[0].tensors == ("rb",)
+    assert floor.before < DEFAULT_MIN_SQNR_DB and floor.met and floor.kept and floor.order == FROM_THE_INPUT
     healthy = fallback_of(eightbit.quantize(chain_cnn(outlier=False), images))
     assert healthy.met and healthy.kept == [] and "met with every node quantized" in healthy.summary()
     # off, a budget of the caller's own, po2 (integer-only hardware), a scheme without fixed grids: no floor
@@ -189,7 +193,7 @@ def test_cli_min_sqnr_prints_what_was_kept_and_refuses_what_it_cannot_measure(tm
     onnx.save(chain_cnn(outlier=True), source)
     np.savez(data, **images)
     assert main(["quantize", str(source), "--calibration", str(data), "-o", str(out), "--min-sqnr", "300",
-                 "--json", "-q"]) == 0
+                 "--effort", "max", "--json", "-q"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["fallback"]["met"] is False and report["fallback"]["kept"][0]["tensors"] == ["rb"]
 
@@ -216,7 +220,7 @@ def test_max_drop_keeps_float_what_a_user_metric_needs(images):
     loose = fallback_of(eightbit.quantize(broken, images, max_drop=1e9, metric=mean_error))
     assert loose.met and loose.kept == [] and loose.before > 0  # the drop from float's 0
     limit = loose.before / 4
-    model = eightbit.quantize(broken, images, max_drop=limit, metric=mean_error)
+    model = eightbit.quantize(broken, images, max_drop=limit, metric=mean_error, effort="max")
     fallback = fallback_of(model)
     assert fallback.met and fallback.after <= limit < fallback.before and fallback.kept[0].tensors == ("rb",)
     assert "--max-drop" in {node.name: node.reason for node in float_nodes_of(model)}["conv_b"]

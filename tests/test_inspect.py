@@ -15,10 +15,10 @@ from conftest import make_model, tensor, value_info
 from eightbit.api import load_samples
 from eightbit.backends import OrtSession
 from eightbit.ir import as_model
+from eightbit.measure.metrics import sqnr_db
 from eightbit.metadata import BIAS_CORRECTION_KEY
 from eightbit.passes.hard_gates import HardGatesAsConvolutions
 from eightbit.report.inspect import inspect_models
-from eightbit.report.metrics import sqnr_db
 from test_cli import assert_refused, run_cli, unchanged
 
 OUTLIER = 1000.0

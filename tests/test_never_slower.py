@@ -10,6 +10,7 @@ from eightbit.cli import main
 from eightbit.errors import InputError
 from eightbit.ir import as_model, load_model
 from eightbit.never_slower import SlowerNode, SpeedCheck, node_times, run_as_integer
+from eightbit.pipeline.steps import speed
 from eightbit.prepare import prepare
 
 
@@ -31,20 +32,23 @@ def test_every_convolution_kernel_is_traced_to_its_node_in_float_and_in_int8():
 
 
 def test_the_check_is_recorded_in_the_model_and_read_back():
-    model = eightbit.quantize(small_cnn(), _calibration())
+    model = eightbit.quantize(small_cnn(), _calibration(), speed_check=True)
     check = api.speed_check_of(model)
     assert check is not None
     assert SpeedCheck.from_dict(json.loads(json.dumps(check.as_dict()))) == check
     assert check.summary().startswith("speed check: ")
     assert api.speed_check_of(eightbit.quantize(small_cnn(), _calibration(), speed_check=False)) is None
+    # timed, so off by default (the model must not depend on the machine's load) and on at --effort max
+    assert api.speed_check_of(eightbit.quantize(small_cnn(), _calibration())) is None
+    assert api.speed_check_of(eightbit.quantize(small_cnn(), _calibration(), effort="max")) is not None
 
 
 def test_a_slower_node_stays_float_only_where_the_whole_model_then_runs_faster(monkeypatch):
     """Which nodes are slower is the profile's to say; given one, the rebuild and the timed decision are real.
     The Gemm gives the model's float output (eq. 7c), so float it reads a grid and writes none."""
     slower = [SlowerNode("fc", "Gemm", 500.0, 100.0), SlowerNode("maxpool", "MaxPool", 300.0, 50.0)]
-    monkeypatch.setattr(api, "slower_in_int8", lambda *args, **kwargs: list(slower))
-    model = eightbit.quantize(small_cnn(), _calibration())
+    monkeypatch.setattr(speed, "slower_in_int8", lambda *args, **kwargs: list(slower))
+    model = eightbit.quantize(small_cnn(), _calibration(), speed_check=True)
     check = api.speed_check_of(model)
     assert [node.name for node in check.candidates] == ["fc"]  # MaxPool moves codes: never a candidate
     assert check.fused_anyway == ()
@@ -60,11 +64,11 @@ def test_a_slower_node_stays_float_only_where_the_whole_model_then_runs_faster(m
 
 def test_a_model_rebuilt_with_float_nodes_says_how_its_weight_range_was_chosen(monkeypatch):
     """The rebuild is handed the weight range already chosen; its note is the first build's, not "as asked"."""
-    from eightbit.report.latency import LatencyPair
+    from eightbit.measure.latency import LatencyPair
 
-    monkeypatch.setattr(api, "slower_in_int8", lambda *args, **kwargs: [SlowerNode("fc", "Gemm", 500.0, 100.0)])
-    monkeypatch.setattr(api, "latency_side_by_side", lambda *args, **kwargs: LatencyPair(2.0, 1.0))
-    model = eightbit.quantize(small_cnn(), _calibration())
+    monkeypatch.setattr(speed, "slower_in_int8", lambda *args, **kwargs: [SlowerNode("fc", "Gemm", 500.0, 100.0)])
+    monkeypatch.setattr(speed, "latency_side_by_side", lambda *args, **kwargs: LatencyPair(2.0, 1.0))
+    model = eightbit.quantize(small_cnn(), _calibration(), speed_check=True)
     assert api.speed_check_of(model).taken and "fc" in {node.name for node in api.float_nodes_of(model)}
     unchecked = eightbit.quantize(small_cnn(), _calibration(), speed_check=False)
     def weight_range(quantized):  # the note's first clauses; weight codes and biases follow
@@ -76,8 +80,8 @@ def test_a_model_rebuilt_with_float_nodes_says_how_its_weight_range_was_chosen(m
 def test_a_node_the_runtime_fuses_between_two_grids_is_not_kept_float(monkeypatch):
     """conv2 reads a grid the residual Add reads too and writes one the Add needs: left float, ONNX Runtime
     quantizes its weights itself and runs it as QLinearConv, so it stays integer with the plan's own weights."""
-    monkeypatch.setattr(api, "slower_in_int8", lambda *args, **kwargs: [SlowerNode("conv2", "Conv", 500.0, 100.0)])
-    model = eightbit.quantize(small_cnn(), _calibration())
+    monkeypatch.setattr(speed, "slower_in_int8", lambda *args, **kwargs: [SlowerNode("conv2", "Conv", 500.0, 100.0)])
+    model = eightbit.quantize(small_cnn(), _calibration(), speed_check=True)
     check = api.speed_check_of(model)
     assert check.fused_anyway == ("conv2",)
     assert check.candidates == [] and not check.taken and check.int8_ms is None
@@ -100,9 +104,15 @@ def test_run_as_integer_names_the_float_nodes_the_runtime_fuses():
 def test_cli_reports_the_check_and_can_skip_it(cnn_path, cnn_data, tmp_path, capsys):
     out = tmp_path / "q.onnx"
     assert main(["quantize", str(cnn_path), "-o", str(out), "--calibration", str(cnn_data), "-q", "--json"]) == 0
+    assert "speed_check" not in json.loads(capsys.readouterr().out)  # timed: asked for, or --effort max
+    assert main(["quantize", str(cnn_path), "-o", str(out), "--calibration", str(cnn_data), "-q", "--speed-check",
+                 "--json"]) == 0
+    assert "speed_check" in json.loads(capsys.readouterr().out)
+    assert main(["quantize", str(cnn_path), "-o", str(out), "--calibration", str(cnn_data), "-q", "--effort", "max",
+                 "--json"]) == 0
     assert "speed_check" in json.loads(capsys.readouterr().out)
     assert main(["quantize", str(cnn_path), "-o", str(out), "--calibration", str(cnn_data), "-q",
-                 "--no-speed-check", "--json"]) == 0
+                 "--effort", "max", "--no-speed-check", "--json"]) == 0
     assert "speed_check" not in json.loads(capsys.readouterr().out)
     assert api.speed_check_of(load_model(out)) is None
 
@@ -130,7 +140,7 @@ def test_openvino_target_keeps_the_plain_forms_and_checks_speed_in_openvino():
     for net, x_shape, ort_form in ((_upsampling_net(), (8, 1, 3, 10, 10), "Reshape"),
                                    (_gated_net("HardSigmoid"), (8, 1, 3, 8, 8), "HardSigmoid")):
         calibration = {"x": np.random.default_rng(5).normal(size=x_shape).astype(np.float32)}
-        for_openvino = eightbit.quantize(net, calibration, target="openvino")
+        for_openvino = eightbit.quantize(net, calibration, target="openvino", speed_check=True)
         for_ort = eightbit.quantize(net, calibration, speed_check=False)
         openvino_kinds = [node.op_type for node in for_openvino.graph]
         ort_kinds = [node.op_type for node in for_ort.graph]

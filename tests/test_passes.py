@@ -395,9 +395,13 @@ def test_hard_swish_input_grid_is_narrowed_alike_in_both_forms():
     """x enters a gate-form hard-swish only through x * gate(x): below -3 the product is 0 whatever x is, so
     its grid can stop at -3 (eq. 8a), as the float HardSwish op's input grid does."""
     from eightbit import api
-    from eightbit.config import scheme_named
+    from eightbit.calibrate.memo import RangeMemo
     from eightbit.ir import as_model
+    from eightbit.measure.context import Measure
     from eightbit.passes.hard_gates import HardGatesAsConvolutions, swish_product
+    from eightbit.pipeline.job import Job
+    from eightbit.pipeline.options import QuantizeOptions, WeightRange, resolve
+    from eightbit.pipeline.static import build_static
 
     data = 4 * np.random.default_rng(4).normal(size=(16, 1, 3, 8, 8)).astype(np.float32)
     grids = {}
@@ -408,7 +412,9 @@ def test_hard_swish_input_grid_is_narrowed_alike_in_both_forms():
             a = next(v for n in prepared.graph for v in n.outputs if v.name == "a")
             assert swish_product(a) is not None and swish_product(a).op_type == "Mul"
         samples = api.load_samples({"x": data}, prepared)
-        model = api._static(prepared, scheme_named("eightbit"), samples, "minmax", "7bit", 1, False)[0]
+        options = resolve(QuantizeOptions(weight_range="7bit", threads=1, equalization=False), prepared, samples)
+        job = Job(prepared, options, samples, Measure(samples, 1), "minmax", RangeMemo(samples))
+        model = build_static(job, prepared, WeightRange.SEVEN_BIT).model
         quantize = next(n for n in model.graph if n.op_type == "QuantizeLinear" and n.inputs[0].name == "a")
         scale, zero_point = (float(quantize.inputs[i].const_value.numpy()) for i in (1, 2))
         grids[gated] = (-zero_point * scale, (255 - zero_point) * scale, scale)
@@ -471,6 +477,7 @@ def test_resize_between_walls_computes_the_same():
 def test_quantized_resize_runs_on_codes_channels_first_with_the_same_outputs(monkeypatch):
     from eightbit.backends import ReferenceSession
     from eightbit.backends.onnxruntime import profile_kernels
+    from eightbit.pipeline import static as static_module
 
     calibration = {"x": np.random.default_rng(4).normal(size=(8, 1, 3, 10, 10)).astype(np.float32)}
     sample = {"x": calibration["x"][0]}
@@ -478,7 +485,7 @@ def test_quantized_resize_runs_on_codes_channels_first_with_the_same_outputs(mon
     resizes = [k for k in profile_kernels(walled, sample) if k.op_type == "Resize"]
     assert len(resizes) == 1 and resizes[0].input_types[0] == "uint8"
     assert resizes[0].input_shapes[0] == (1, 16, 10, 10)  # channels-first, on codes
-    monkeypatch.setattr(eightbit.api, "ResizeChannelsFirst", lambda: (lambda model: None))
+    monkeypatch.setattr(static_module, "ResizeChannelsFirst", lambda: (lambda model: None))
     plain = eightbit.quantize(_upsampling_net(), calibration, speed_check=False)
     assert "Reshape" not in ops(plain)
     np.testing.assert_array_equal(run(walled, sample)[0], run(plain, sample)[0])

@@ -14,8 +14,8 @@ from eightbit.calibrate import collect_ranges
 from eightbit.calibrate.per_tensor import probe_model
 from eightbit.calibrate.runner import collect_candidate_ranges
 from eightbit.errors import InputError
+from eightbit.measure.metrics import sqnr_db
 from eightbit.metadata import WEIGHT_RANGE_KEY
-from eightbit.report.metrics import sqnr_db
 
 STATIC_METHODS = ("minmax", "percentile", "mse", "entropy")
 

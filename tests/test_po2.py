@@ -21,10 +21,10 @@ from eightbit.cli import main
 from eightbit.config import ACTIVATIONS_S8_PO2, WEIGHTS_S8_PO2
 from eightbit.demo import shipped_digits, shipped_model
 from eightbit.isa import cpu_features
+from eightbit.measure.metrics import sqnr_db
 from eightbit.quant import choose_qparams
 from eightbit.quant.power_of_two import CANDIDATES, covering_exponent, histogram_range, weight_scales
 from eightbit.report.agreement import backend_agreement
-from eightbit.report.metrics import sqnr_db
 
 FINITE = st.floats(-100, 100, allow_nan=False, width=32)
 # Magnitudes whose covering power of two is a normal float32 (scales are floored at 2^-126).

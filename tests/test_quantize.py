@@ -12,8 +12,8 @@ from eightbit.api import float_nodes_of
 from eightbit.backends import OrtSession, ReferenceSession
 from eightbit.backends.onnxruntime import executed_op_types
 from eightbit.errors import InputError
+from eightbit.measure.metrics import sqnr_db
 from eightbit.plan.float_outputs import CARRIES_FLOAT
-from eightbit.report.metrics import sqnr_db
 
 
 def outputs(path_or_model, x):
@@ -111,7 +111,7 @@ def test_seven_bit_weights_agree_with_unfused_semantics_on_any_cpu(cnn_path, sam
 
 def test_digits_demo_model_keeps_its_accuracy():
     from eightbit.demo import CALIBRATION_SAMPLES, shipped_digits, shipped_model
-    from eightbit.report.metrics import top1_accuracy
+    from eightbit.measure.metrics import top1_accuracy
 
     digits = shipped_digits()
     model = eightbit.quantize(shipped_model(), {"image": digits.x_train[:CALIBRATION_SAMPLES]})

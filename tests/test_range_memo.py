@@ -7,7 +7,7 @@ import onnx_ir as ir
 import eightbit
 from eightbit.api import fallback_of, load_samples
 from eightbit.calibrate import memo as memo_module
-from eightbit.calibrate.memo import RangeMemo, memo_for
+from eightbit.calibrate.memo import RangeMemo
 from eightbit.calibrate.runner import collect_ranges
 from eightbit.config import ACTIVATIONS_U8
 from eightbit.ir import as_model
@@ -33,9 +33,6 @@ def test_a_memo_collects_each_range_once_and_gives_what_collecting_gives(images)
     assert memo.ranges(other, names, "minmax", 1, False, ACTIVATIONS_U8) != memo.ranges(
         model, names, "minmax", 1, False, ACTIVATIONS_U8)
     assert memo.runs == 3
-    # the latest memo serves its own sample set only
-    assert memo_for(samples) is memo_for(samples)
-    assert memo_for(load_samples(images, model)) is not memo_for(samples)
 
 
 def test_the_budget_search_calibrates_once_per_float_model(images, monkeypatch):  # noqa: F811

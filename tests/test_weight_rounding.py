@@ -21,6 +21,7 @@ from eightbit.config import IntegerFormat
 from eightbit.datasets import input_specs, samples_from_arrays
 from eightbit.ir import as_model
 from eightbit.passes.weight_rounding import rounded_codes
+from eightbit.pipeline.options import MARGIN_DB
 from eightbit.quant.rounding import error_feedback_codes, output_error
 
 S7 = IntegerFormat(bits=8, signed=True, symmetric=True, narrow=True, value_bits=7)
@@ -188,7 +189,7 @@ def test_static_default_measures_both_roundings_and_keeps_the_better(tmp_path):
                       r"(-?[\d.]+) dB: (chosen codes taken|nearest kept)", note)
     assert found, note
     chosen_db, nearest_db, verdict = float(found[1]), float(found[2]), found[3]
-    assert (verdict == "chosen codes taken") == (chosen_db >= nearest_db + api.GPTQ_MARGIN_DB)
+    assert (verdict == "chosen codes taken") == (chosen_db >= nearest_db + MARGIN_DB)
     # the model kept is the one measured: rebuilt with that rounding forced, the same bytes
     forced = api.quantize(path, calibration, weight_rounding="gptq" if verdict.startswith("chosen") else "nearest",
                           speed_check=False)

@@ -16,11 +16,13 @@ from eightbit.config import (
     BIAS_BITS,
     CALIBRATION_METHODS,
     DEFAULT_MIN_SQNR_DB,
+    DEFAULT_MIN_SQNR_DB_CLASSES,
     DEFAULT_REPORT_SAMPLES,
     DEFAULT_SCHEME,
     DEFAULT_TARGET,
     DEFAULT_THREADS,
     DEFAULT_WEIGHT_RANGE,
+    EFFORTS,
     SCHEMES,
     TARGETS,
     WEIGHT_GRANULARITIES,
@@ -75,20 +77,21 @@ def _show_progress(args: argparse.Namespace) -> bool:
 def _quantize(args: argparse.Namespace) -> int:
     from eightbit import api
     from eightbit.ir import check_output_path, load_model, save_model
+    from eightbit.pipeline.options import QuantizeOptions
     from eightbit.report.compare import compare_models, file_size
     from eightbit.report.tables import comparison_table, float_nodes_table, print_tables
 
     source, output = Path(args.model), Path(args.output)
     check_output_path(output, source)
     images = _images(args)
-    model = api.quantize(
-        source, args.calibration, scheme=args.scheme, calibrate=args.calibrate,
-        weight_range=args.weight_range, bias_bits=args.bias_bits, weight_granularity=args.weight_granularity,
-        weight_rounding=args.weight_rounding, images=images, threads=args.threads,
-        show_progress=_show_progress(args), min_sqnr=args.min_sqnr, max_drop=args.max_drop,
-        bias_correction=not args.no_bias_correction,
-        equalization=not args.no_equalize, speed_check=not args.no_speed_check, target=args.target,
+    options = QuantizeOptions(
+        scheme=args.scheme, calibrate=args.calibrate, weight_range=args.weight_range, bias_bits=args.bias_bits,
+        weight_granularity=args.weight_granularity, weight_rounding=args.weight_rounding, min_sqnr_db=args.min_sqnr,
+        max_drop_points=args.max_drop, bias_correction=not args.no_bias_correction,
+        equalization=not args.no_equalize, speed_check=args.speed_check, target=args.target, effort=args.effort,
+        threads=args.threads, show_progress=_show_progress(args),
     )
+    model = api.quantize_with(source, args.calibration, options, images=images)
     float_nodes = api.float_nodes_of(model)
     fallback = api.fallback_of(model)
     checked = api.speed_check_of(model)
@@ -414,16 +417,27 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the runtime the model is made for (static schemes): its fast graph forms, and its "
                                "profiles for the speed check (default: ort, ONNX Runtime; openvino needs OpenVINO "
                                "installed for the speed check)")
-    quantize.add_argument("--no-speed-check", action="store_true",
-                          help="skip the speed check (by default, static schemes with --calibration profile the int8 "
-                               "and float models in the --target runtime and keep float the nodes slower in int8 "
-                               "here, where the whole model then runs faster)")
+    quantize.add_argument("--effort", choices=EFFORTS, default="fast",
+                          help="fast (default): each measured choice built and measured once, a budget met by the "
+                               "fewest tensors kept float from the input, nothing timed, so the same input and flags "
+                               "give the same file on any CPU of the same instruction set; max: every choice "
+                               "measured anew for each candidate, a budget also searched by each tensor's own harm, "
+                               "and the speed check on (slower; timed, so its choices follow the machine's load)")
+    speed = quantize.add_mutually_exclusive_group()
+    speed.add_argument("--speed-check", dest="speed_check", action="store_true", default=None,
+                       help="profile the int8 and float models in the --target runtime and keep float the nodes "
+                            "slower in int8 here, where the whole model is then timed faster (static schemes with "
+                            "--calibration; timed, so the result follows the machine's load; on with --effort max)")
+    speed.add_argument("--no-speed-check", dest="speed_check", action="store_false",
+                       help="no speed check, even with --effort max")
     quantize.add_argument("--min-sqnr", type=_min_sqnr, default="auto", metavar="DB",
-                          help="keep the fewest tensors in float (the most harmful first, or the first from the "
-                               "input where that takes fewer) until the worst output SQNR (pre-softmax) on the "
-                               "calibration samples is at least DB; reports which nodes and what they cost in "
-                               f"latency (static schemes). Default: auto, {DEFAULT_MIN_SQNR_DB:g} dB for the eightbit "
-                               "scheme with --calibration and no --max-drop, none otherwise; off: no budget")
+                          help="keep the fewest tensors in float (the first from the input; with --effort max also "
+                               "the most harmful first, where that takes fewer) until the worst output SQNR "
+                               "(pre-softmax) on the calibration samples is at least DB, and report which nodes "
+                               f"(static schemes). Default: auto, {DEFAULT_MIN_SQNR_DB:g} dB for the eightbit scheme "
+                               f"({DEFAULT_MIN_SQNR_DB_CLASSES:g} dB where an output is a softmax's) with "
+                               "--calibration and no --max-drop, none otherwise; where the default cannot be met, the "
+                               "all-integer model is written and the report says what to try; off: no budget")
     quantize.add_argument("--max-drop", type=float, metavar="POINTS",
                           help="keep the fewest tensors in float (as --min-sqnr) until top-1 agreement with the float "
                                "model (argmax of the first output's last axis) on every calibration sample is at "

@@ -170,7 +170,9 @@ CALIBRATION_METHODS = ("minmax", "percentile", "mse", "entropy", "auto")
 # measured, gptq gains on every model where the activations stay float; where they are quantized
 # too the gain is mixed, so the static schemes measure.
 WEIGHT_ROUNDINGS = ("auto", "gptq", "nearest")
-DEFAULT_WEIGHT_ROUNDING = {False: "auto", True: "gptq"}
+
+# How hard quantize searches (--effort; eightbit.pipeline.options.Effort): fast and deterministic by default.
+EFFORTS = ("fast", "max")
 
 # Where `run` and `compare` execute a model: ONNX Runtime, or the integer reference kernels.
 BACKENDS = ("ort", "reference")

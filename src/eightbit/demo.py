@@ -15,8 +15,8 @@ from eightbit import api
 from eightbit.backends import OrtSession
 from eightbit.config import DEFAULT_THREADS
 from eightbit.ir import load_model
+from eightbit.measure.metrics import top1_accuracy
 from eightbit.report.compare import compare_models, file_size
-from eightbit.report.metrics import top1_accuracy
 
 CALIBRATION_SAMPLES = 256
 INPUT_NAME = "image"

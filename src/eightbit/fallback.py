@@ -21,19 +21,19 @@ import onnx_ir as ir
 
 from eightbit.backends.onnxruntime import session_with_outputs
 from eightbit.config import DEFAULT_THREADS
+from eightbit.measure.metrics import compared_values
 from eightbit.passes.constants import add_initializer, constant_array, unique_name
-from eightbit.report.inspect import QuantizedActivation, grid_impacts, quantized_activations
-from eightbit.report.metrics import compared_values
+from eightbit.report.inspect import QuantizedActivation, grid_impacts, quantized_activations, shared_grids
 
 
 @dataclasses.dataclass(frozen=True)
 class Harm:
     """Tensors sharing one grid, the nodes that must stay float for them to stay float (their producers
-    and readers), and how much the worst output SQNR rose with them in float."""
+    and readers), and how much the worst output SQNR rose with them in float (None: not measured)."""
 
     tensors: tuple[str, ...]
     nodes: tuple[str, ...]
-    impact_db: float
+    impact_db: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +83,10 @@ class Fallback:
     probes: int  # models built and measured
     latency_ms: tuple[float, float] | None = None  # (all quantized, with the kept nodes float), side by side
     order: str = MOST_HARMFUL_FIRST  # the order `kept` is a prefix of (SEARCH_ORDERS)
+    # Where a floor was missed and the all-integer model returned: the measure closest to the budget that the
+    # search reached, and how many grids it kept float for it.
+    closest: float | None = None
+    closest_grids: int = 0
 
     @property
     def met(self) -> bool:
@@ -99,6 +103,13 @@ class Fallback:
         if not self.kept and self.met:
             return (f"{head}: met with every node quantized ({budget.measures}: {self.after:.1f} {budget.unit} "
                     "on the calibration samples)")
+        if not self.kept and self.closest is not None:
+            return (f"{head}: NOT met; the all-integer model is returned ({budget.measures}: {self.after:.1f} "
+                    f"{budget.unit} on the calibration samples): keeping float up to {self.closest_grids} tensor "
+                    f"grids, {self.order}, reached {self.closest:.1f} {budget.unit} at best ({self.probes} models "
+                    "measured). To close the gap: `eightbit inspect FLOAT INT8 --data SAMPLES --impact` names the "
+                    "tensors that cost most; --effort max searches harder; `eightbit finetune` fits the codes to "
+                    "the float model")
         if not self.kept:
             return (f"{head}: NOT met, and every node kept quantized: no model with tensors kept float measured "
                     f"better ({budget.measures}: {self.after:.1f} {budget.unit} on the calibration samples, "
@@ -119,8 +130,9 @@ class Fallback:
             "measures": self.budget.measures, "floor": self.budget.floor,
             "before": round(self.before, 3), "after": round(self.after, 3),
             "met": self.met, "probes": self.probes, "order": self.order,
-            "kept": [{"tensors": list(h.tensors), "nodes": list(h.nodes), "impact_db": round(h.impact_db, 3)}
-                     for h in self.kept],
+            "closest": None if self.closest is None else round(self.closest, 3), "closest_grids": self.closest_grids,
+            "kept": [{"tensors": list(h.tensors), "nodes": list(h.nodes),
+                      "impact_db": None if h.impact_db is None else round(h.impact_db, 3)} for h in self.kept],
             "latency_ms": None if self.latency_ms is None else
             {"all_quantized": round(self.latency_ms[0], 4), "with_float_nodes": round(self.latency_ms[1], 4)},
         }
@@ -139,7 +151,7 @@ def fallback_from_dict(data: dict) -> Fallback:
         budget, before, after,
         [Harm(tuple(h["tensors"]), tuple(h["nodes"]), h["impact_db"]) for h in data["kept"]], data["probes"],
         None if latency is None else (latency["all_quantized"], latency["with_float_nodes"]),
-        data.get("order", MOST_HARMFUL_FIRST),
+        data.get("order", MOST_HARMFUL_FIRST), data.get("closest"), data.get("closest_grids", 0),
     )
 
 
@@ -200,6 +212,19 @@ def measured_harms(
     return harms
 
 
+def grid_groups(quantized_model: ir.Model) -> list[Harm]:
+    """Every group of `quantized_model`'s activations sharing a grid, in the order the graph computes them (by
+    the first of its tensors), as measured_harms gives them but with no harm measured: what a search from the
+    input needs."""
+    quantized = quantized_activations(quantized_model)
+    harms = []
+    for group in sorted(shared_grids(quantized), key=min):
+        members = [quantized[i] for i in group]
+        names = tuple(node.name for node in _nodes_touching(members) if node.name)
+        harms.append(Harm(tuple(m.source.name for m in members), names))
+    return harms
+
+
 def in_search_order(harms: list[Harm], order: str) -> list[Harm]:
     """`harms` (as measured_harms gives them) as the search keeps them float in `order`: the most harmful
     first (only those whose float keeping gains anything), or from the input (the first
@@ -241,16 +266,18 @@ def fewest_meeting(meets: Callable[[float], bool], available: int, measure: Call
 
 def searched_prefixes(
     harms: list[Harm], budget: Budget, measure: Callable[[str, list[Harm]], float],
+    orders: tuple[str, ...] = SEARCH_ORDERS, at_most: int | None = None,
 ) -> tuple[str, list[Harm], float, int] | None:
-    """The shortest prefix of `harms` (as measured_harms gives them), in either of SEARCH_ORDERS, whose keeping
-    float meets `budget` (the first order's, where both meet it with as many groups); where no order has one,
-    the prefix measured closest to it. Each order after the first is searched only for fewer groups than one
-    already found. `measure(order, kept)` builds and measures the model with `kept` float. Returns (order, kept,
-    its measure, models measured), or None where no order has anything to keep float."""
+    """The shortest prefix of `harms` (as measured_harms gives them), in any of `orders` (SEARCH_ORDERS), whose
+    keeping float meets `budget` (the first order's, where two meet it with as many groups); where no order has
+    one, the prefix measured closest to it. No prefix is longer than `at_most` groups. Each order after the first
+    is searched only for fewer groups than one already found. `measure(order, kept)` builds and measures the model
+    with `kept` float. Returns (order, kept, its measure, models measured), or None where no order has anything to
+    keep float."""
     searched: list[tuple[str, list[Harm], float]] = []
     probes = 0
-    for order in SEARCH_ORDERS:
-        ordered = in_search_order(harms, order)
+    for order in orders:
+        ordered = in_search_order(harms, order)[:at_most]
         meeting = [len(kept) for _, kept, value in searched if budget.meets(value)]
         most = min([len(ordered), *(count - 1 for count in meeting)])
         if most < 1:

@@ -26,8 +26,8 @@ import onnx_ir as ir
 from eightbit.backends.onnxruntime import KernelTime, OrtSession, is_integer_kernel, profile_kernels
 from eightbit.backends.openvino import OpenVinoSession, profile_layers
 from eightbit.ir import save_model
+from eightbit.measure.latency import LatencyPair, interleaved
 from eightbit.plan.ops import OP_RULES, OutputRange
-from eightbit.report.latency import LatencyPair, interleaved
 
 # A candidate's integer kernel takes at least this many times its float kernel's time, and at least
 # this many microseconds more: below that, a profile's noise decides.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import weakref
 
@@ -66,16 +65,3 @@ class RangeMemo:
             known.update(collect_ranges(model, missing, samples, method, threads, show_progress, fmt))
             self.runs += 1
         return {name: known[name] for name in names}
-
-
-_LATEST: contextvars.ContextVar[RangeMemo | None] = contextvars.ContextVar("eightbit_range_memo", default=None)
-
-
-def memo_for(samples: Samples) -> RangeMemo:
-    """The memo of `samples`: the latest one, where it was made for this very sample set (the builds of one
-    quantize call all calibrate on one), else a new one that takes its place."""
-    memo = _LATEST.get()
-    if memo is None or not memo.holds(samples):
-        memo = RangeMemo(samples)
-        _LATEST.set(memo)
-    return memo

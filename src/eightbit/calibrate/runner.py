@@ -14,9 +14,9 @@ from eightbit.calibrate.minmax import MinMaxObserver
 from eightbit.config import DEFAULT_THREADS, IntegerFormat
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
+from eightbit.measure.progress import progress_bar
 from eightbit.quant import power_of_two
 from eightbit.quant.clipping import entropy_range, mse_range, percentile_range
-from eightbit.report.progress import progress_bar
 
 Observer = MinMaxObserver | HistogramObserver
 

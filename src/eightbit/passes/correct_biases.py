@@ -17,11 +17,11 @@ import onnx_ir as ir
 from eightbit.calibrate.means import channel_means
 from eightbit.config import DEFAULT_THREADS, IntegerFormat
 from eightbit.datasets import Samples
+from eightbit.measure.progress import progress_bar
 from eightbit.metadata import BIAS_CORRECTION_KEY
 from eightbit.passes.constants import constant_array
 from eightbit.passes.hard_gates import is_gate_ramp
 from eightbit.quant.bias_correction import corrected_bias_codes
-from eightbit.report.progress import progress_bar
 
 CORRECTED_OPS = ("Conv", "Gemm")
 

@@ -13,10 +13,10 @@ from eightbit import api
 from eightbit.backends import OrtSession, ReferenceSession
 from eightbit.config import DEFAULT_THREADS, scheme_named
 from eightbit.demo import CALIBRATION_SAMPLES, INPUT_NAME, shipped_digits, shipped_model
+from eightbit.measure.metrics import top1_accuracy
 from eightbit.qat import digits as digits_cnn
 from eightbit.qat.export import export
 from eightbit.qat.prepare import prepare
-from eightbit.report.metrics import top1_accuracy
 
 # Fine-tuning from the shipped float weights: the same recipe for every scheme and for the float control.
 EPOCHS = 10

@@ -30,9 +30,9 @@ from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
 from eightbit.ir import as_model
+from eightbit.measure.metrics import Agreement, compared_values
+from eightbit.measure.progress import progress_bar
 from eightbit.qat.qdq_graph import QdqGraph
-from eightbit.report.metrics import Agreement, compared_values
-from eightbit.report.progress import progress_bar
 
 FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE)
 
@@ -138,7 +138,7 @@ def finetune(float_model: str, quantized: onnx.ModelProto, samples: Samples,
 class Fitting:
     """One fine-tuning run: the float model as teacher, the quantized one as a learnable PyTorch graph.
 
-    Both are compared where the report compares them (report/metrics.compared_values): each float
+    Both are compared where the report compares them (measure/metrics.compared_values): each float
     output, or the input of the softmax that makes it, whose saturation would hide differences."""
 
     def __init__(self, float_model: str, quantized: onnx.ModelProto, training: list[dict[str, np.ndarray]],

@@ -19,7 +19,7 @@ from eightbit.backends.reference import QuantizeStep, ReferenceSession
 from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import Samples
 from eightbit.ir import as_model
-from eightbit.report.progress import progress_bar
+from eightbit.measure.progress import progress_bar
 
 
 @dataclasses.dataclass

@@ -26,11 +26,11 @@ from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
 from eightbit.isa import cpu_features
+from eightbit.measure.latency import interleaved_medians
+from eightbit.measure.metrics import Agreement
+from eightbit.measure.progress import progress_bar
 from eightbit.report.compare import file_size
-from eightbit.report.latency import interleaved_medians
 from eightbit.report.memory import SessionMemory, memory_supported, session_memory
-from eightbit.report.metrics import Agreement
-from eightbit.report.progress import progress_bar
 
 BASELINE = "float, ONNX Runtime"
 

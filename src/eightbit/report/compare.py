@@ -13,9 +13,9 @@ from eightbit.backends import OrtSession, open_session
 from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
-from eightbit.report.latency import LatencyPair, interleaved
-from eightbit.report.metrics import Agreement
-from eightbit.report.progress import progress_bar
+from eightbit.measure.latency import LatencyPair, interleaved
+from eightbit.measure.metrics import Agreement
+from eightbit.measure.progress import progress_bar
 
 
 @dataclasses.dataclass

@@ -28,9 +28,9 @@ from eightbit.datasets import input_specs
 from eightbit.errors import InputError
 from eightbit.ir import load_model
 from eightbit.isa import cpu_features
+from eightbit.measure.latency import interleaved
 from eightbit.never_slower import SlowerNode, SpeedCheck, integer_kernel_nodes, kernel_base_name, slower_in_int8
 from eightbit.plan import FloatNode
-from eightbit.report.latency import interleaved
 
 _CONVERSIONS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
 _CODES = ("uint8", "int8")

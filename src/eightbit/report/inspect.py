@@ -39,6 +39,8 @@ from eightbit.config import DEFAULT_THREADS, IntegerFormat
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
 from eightbit.ir import as_model
+from eightbit.measure.metrics import Agreement, compared_values
+from eightbit.measure.progress import progress_bar
 from eightbit.metadata import BIAS_KEY, EQUALIZATION_KEY
 from eightbit.passes.constants import add_initializer, constant_array, replace_output, unique_name
 from eightbit.passes.correct_biases import without_bias_corrections
@@ -47,8 +49,6 @@ from eightbit.plan.ops import OP_RULES, OutputRange, weight_axis
 from eightbit.prepare import prepare
 from eightbit.quant import dequantize, quantize
 from eightbit.quant.saturation import SATURATING_ACTIVATIONS, saturating_activation
-from eightbit.report.metrics import Agreement, compared_values
-from eightbit.report.progress import progress_bar
 
 # Axis of an activation's channels (NCHW, and [N, features] for 2-D tensors).
 CHANNEL_AXIS = 1
@@ -418,7 +418,7 @@ def _describe(quantized: list[QuantizedActivation], model: ir.Model, float_nodes
     return reports
 
 
-def _shared_grids(quantized: list[QuantizedActivation]) -> list[list[int]]:
+def shared_grids(quantized: list[QuantizedActivation]) -> list[list[int]]:
     """Indices of `quantized` grouped by the grid they share: a data-movement op (or a Relu/Clip)
     whose output carries its input's grid passes codes through, so leaving one of them float
     alone changes nothing; they are left float together."""
@@ -521,7 +521,7 @@ def grid_impacts(
     baseline = worst_db(model)
     proto = ir.to_proto(model)
     impacts = []
-    groups = _shared_grids(quantized)
+    groups = shared_grids(quantized)
     for group in progress_bar(groups, len(groups), "impact", show_progress):
         variant = _bypassed(proto, [quantized[i] for i in group])
         if also is not None:

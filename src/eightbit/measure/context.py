@@ -1,0 +1,67 @@
+"""One quantize call's measurements: the float model's outputs on the calibration batches, computed once.
+
+Every measured decision compares a few candidate models with the float one on the same calibration batches
+(the worst output SQNR, pre-softmax, eq. 14). The float model's side of that comparison is the same for every
+decision, so it is run once per float model and batch count and kept here for the call; a candidate costs one
+session and one pass over the batches.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from eightbit.backends.onnxruntime import OrtSession, session_with_outputs
+from eightbit.datasets import Samples
+from eightbit.measure.metrics import Agreement, compared_values
+
+# The choices measured on the calibration samples (weight range, codes, gates, equalization, bias correction)
+# are measured on this many of their batches.
+CHECK_BATCHES = 8
+
+
+def _session(model: ir.Model, threads: int) -> tuple[OrtSession, list[str]]:
+    """A session of `model` that gives its compared values (pre-softmax where a softmax ends it), and their names."""
+    compared = list(compared_values(model).values())
+    return session_with_outputs(model, compared, threads), [value.name for value in compared]
+
+
+class Measure:
+    """The calibration samples of one quantize call, and the float outputs every candidate is measured against.
+
+    Kept by (float model, batch count) for the call; the float model is held, so it stays the one meant.
+    """
+
+    def __init__(self, samples: Samples, threads: int) -> None:
+        self.samples, self.threads = samples, threads
+        self._expected: dict[tuple[int, int], tuple[ir.Model, list[str], list[dict]]] = {}
+
+    def _float_outputs(self, reference: ir.Model, batches: int) -> tuple[list[str], list[dict]]:
+        key = (id(reference), batches)
+        if key not in self._expected:
+            session, names = _session(reference, self.threads)
+            outputs = []
+            for index, feeds in enumerate(self.samples.batches()):
+                if index == batches:
+                    break
+                outputs.append(session.run(feeds, names))
+            session.close()
+            self._expected[key] = (reference, names, outputs)
+        _, names, outputs = self._expected[key]
+        return names, outputs
+
+    def worst_sqnr_db(self, models: list[ir.Model], reference: ir.Model,
+                      batches: int = CHECK_BATCHES) -> list[float]:
+        """Worst SQNR (eq. 14) of each model's outputs (pre-softmax), as ONNX Runtime's fused kernels compute
+        them, vs `reference`'s, on the first `batches` calibration batches."""
+        expected_names, expected = self._float_outputs(reference, batches)
+        worst = []
+        for model in models:
+            session, names = _session(model, self.threads)
+            metrics = [Agreement() for _ in names]
+            for feeds, wanted in zip(self.samples.batches(), expected):
+                got = session.run(feeds, names)
+                for metric, name, expected_name in zip(metrics, names, expected_names):
+                    metric.add(wanted[expected_name], got[name])
+            session.close()
+            worst.append(min(metric.sqnr_db for metric in metrics))
+        return worst

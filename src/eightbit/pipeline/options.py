@@ -1,0 +1,291 @@
+"""What a quantize call was asked (QuantizeOptions) and everything that follows from it, fixed before any work
+(Resolved): the one home of quantize's defaults and of the margin its measured choices are held to.
+
+The command line maps its flags onto QuantizeOptions one to one, and the Python API takes the same values.
+resolve() checks every option against the others, the model and the samples, so that a bad combination is
+refused before anything is built, and turns each "auto" or default into the value it stands for, with the
+reason where it is not plain from the options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import os
+from collections.abc import Callable
+
+import numpy as np
+import onnx_ir as ir
+
+from eightbit.config import (
+    BIAS_BITS,
+    CALIBRATION_METHODS,
+    DEFAULT_SCHEME,
+    DEFAULT_THREADS,
+    WEIGHT_GRANULARITIES,
+    Granularity,
+    Scheme,
+    SchemeKind,
+    scheme_named,
+)
+from eightbit.datasets import Samples
+from eightbit.errors import InputError
+from eightbit.fallback import Budget
+from eightbit.measure.metrics import compared_values
+from eightbit.passes.read_qdq import given_grid
+
+# A measured choice (weight codes, equalization, bias correction, per-tensor ranges) is taken where it raises
+# the worst output SQNR on the calibration samples by at least this much; one that only speeds the model up
+# (hard-swish as gates, run-time quantization of the dynamic scheme) where it lowers it by at most this much.
+MARGIN_DB = 0.5
+# More runtime threads than this per CPU only slow a run down, and each takes memory of its own.
+MOST_THREADS_PER_CPU = 4
+
+
+class Effort(enum.Enum):
+    """How hard quantize searches (docs/quantization.md, section 11).
+
+    FAST (the default): every measured choice is one candidate built and measured once; a budget keeps float
+    the fewest grids from the input, each probe built with the choices the all-integer model took; nothing is
+    timed, so the model written depends only on the input, the options and the CPU's instruction set.
+    MAX: every choice is measured anew wherever it could change (each budget probe decides its hard-swish form
+    again), a budget's search also ranks every grid by its own harm and tries the most harmful first, and the
+    speed check times the model in the target runtime (its verdict follows the machine's load).
+    """
+
+    FAST = "fast"
+    MAX = "max"
+
+
+class Target(enum.Enum):
+    """The runtime a model is made for (docs/quantization.md, sections 6b and 11c)."""
+
+    ORT = "ort"
+    OPENVINO = "openvino"
+
+
+class WeightRange(enum.Enum):
+    """FULL: codes in [-127, 127]; SEVEN_BIT: [-63, 63], exact on x86 CPUs without VNNI; AUTO: full where this
+    CPU multiplies u8 x s8 exactly, else measured (docs/quantization.md, section 4)."""
+
+    AUTO = "auto"
+    FULL = "full"
+    SEVEN_BIT = "7bit"
+
+
+class WeightRounding(enum.Enum):
+    """NEAREST: eq. 5; GPTQ: codes chosen from the layer's calibration inputs (eq. 34); AUTO: both built, eq. 34's
+    kept where measured better (docs/quantization.md, section 2a)."""
+
+    AUTO = "auto"
+    GPTQ = "gptq"
+    NEAREST = "nearest"
+
+
+def _member(kind: type[enum.Enum], value, flag: str) -> enum.Enum:
+    """`value` as a member of `kind` (a member, or its value as the command line spells it)."""
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(str(member.value) for member in kind)
+        raise InputError(f"unknown {flag} {value!r}; choose one of: {choices}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeOptions:
+    """What quantize is asked, as given (the command line's flags, one field each; strings or members)."""
+
+    scheme: str | Scheme = DEFAULT_SCHEME
+    calibrate: str | None = None  # CALIBRATION_METHODS; None: the scheme's
+    weight_range: str | WeightRange = WeightRange.AUTO
+    bias_bits: int | None = None
+    weight_granularity: str | None = None
+    weight_rounding: str | WeightRounding | None = None  # None: the scheme's
+    min_sqnr_db: float | str | None = "auto"  # dB, "auto" (the scheme's floor), "off" or None (no budget)
+    max_drop_points: float | None = None
+    metric: Callable[[np.ndarray, np.ndarray], float] | None = None
+    bias_correction: bool = True
+    equalization: bool = True
+    speed_check: bool | None = None  # None: the effort's (MAX: on; FAST: off, as it times the model)
+    target: str | Target = Target.ORT
+    effort: str | Effort = Effort.FAST
+    threads: int = DEFAULT_THREADS
+    show_progress: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """Every option of one quantize call with its default, "auto" and combination worked out."""
+
+    scheme: Scheme
+    calibrate: str  # a CALIBRATION_METHODS name; "auto" only for a static scheme with samples
+    weight_range: WeightRange
+    weight_rounding: WeightRounding  # AUTO only for a static scheme with samples
+    budget: Budget | None
+    metric: Callable[[np.ndarray, np.ndarray], float] | None
+    bias_correction: bool  # resolved: a static scheme, samples, weights not given
+    equalization: bool  # resolved: a static scheme, samples, no grids given
+    speed_check: bool  # resolved: a static scheme with samples
+    target: Target
+    effort: Effort
+    threads: int
+    show_progress: bool
+
+    @property
+    def static(self) -> bool:
+        return self.scheme.kind is SchemeKind.STATIC
+
+
+def gives_weight_grids(model: ir.Model) -> bool:
+    """Whether a weight of `model` comes with its own grid (a QDQ model's): its codes are kept."""
+    return any(given_grid(value) is not None for value in model.graph.initializers.values())
+
+
+def model_values(graph: ir.Graph):
+    """Every value of `graph`: its inputs, initializers and node outputs."""
+    yield from graph.inputs
+    yield from graph.initializers.values()
+    for node in graph:
+        yield from node.outputs
+
+
+def gives_grids(model: ir.Model) -> bool:
+    """Whether any tensor of `model` comes with its own grid (a QDQ model): its ranges are not ours to move."""
+    return any(given_grid(value) is not None for value in model_values(model.graph))
+
+
+def _scheme(options: QuantizeOptions) -> Scheme:
+    """The scheme named, with the bias width and weight granularity asked."""
+    scheme = options.scheme
+    if not isinstance(scheme, Scheme):
+        try:
+            scheme = scheme_named(scheme)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+    if options.bias_bits is not None:
+        if options.bias_bits not in BIAS_BITS:
+            raise InputError(f"bias width {options.bias_bits} is not offered; choose one of: "
+                             f"{', '.join(map(str, BIAS_BITS))}")
+        scheme = dataclasses.replace(scheme, bias_bits=options.bias_bits)
+    if options.weight_granularity is not None:
+        if options.weight_granularity not in WEIGHT_GRANULARITIES:
+            raise InputError(f"unknown weight granularity {options.weight_granularity!r}; choose one of: "
+                             f"{', '.join(WEIGHT_GRANULARITIES)}")
+        weights = dataclasses.replace(scheme.weights, granularity=Granularity(options.weight_granularity))
+        scheme = dataclasses.replace(scheme, weights=weights)
+    return scheme
+
+
+def _rounding(options: QuantizeOptions, scheme: Scheme, samples: Samples | None,
+              model: ir.Model) -> WeightRounding:
+    """The weight rounding asked, or the scheme's: GPTQ for weights only (measured: eq. 34 gains on every model
+    whose activations stay float), AUTO for the static schemes; NEAREST where there is nothing to choose codes
+    from, no stored activation grid (dynamic), or the model gives its own weight codes."""
+    asked = None if options.weight_rounding is None else _member(WeightRounding, options.weight_rounding,
+                                                                  "weight rounding")
+    dynamic = scheme.kind is SchemeKind.DYNAMIC
+    if asked is WeightRounding.GPTQ and (samples is None or dynamic):
+        raise InputError("--weight-rounding gptq chooses codes from calibration inputs: it needs --calibration and "
+                         "the eightbit, po2 or weights scheme")
+    if samples is None or dynamic or gives_weight_grids(model):
+        return WeightRounding.NEAREST
+    if scheme.kind is SchemeKind.WEIGHTS_ONLY and asked in (None, WeightRounding.AUTO):
+        return WeightRounding.GPTQ
+    return asked or WeightRounding.AUTO
+
+
+def _calibration_method(options: QuantizeOptions, scheme: Scheme, samples: Samples | None) -> str:
+    method = options.calibrate or scheme.default_calibration
+    if method not in CALIBRATION_METHODS:
+        raise InputError(f"unknown calibration method {method!r}; choose one of: {', '.join(CALIBRATION_METHODS)}")
+    if method == "auto" and scheme.kind is SchemeKind.STATIC and samples is None:
+        raise InputError("--calibrate auto measures each tensor's methods on calibration samples: pass "
+                         "--calibration samples.npz")
+    return method
+
+
+def _min_sqnr_db(options: QuantizeOptions, scheme: Scheme, samples: Samples | None,
+                 model: ir.Model) -> tuple[float | None, bool]:
+    """The --min-sqnr limit in dB, and whether it is the scheme's floor: as given or, for "auto", the scheme's
+    floor (its floor for class probabilities where an output is a softmax's) where it has one, there are
+    calibration samples to measure on, no --max-drop and the model brings no grids of its own."""
+    asked = options.min_sqnr_db
+    if not isinstance(asked, str):
+        return asked, False
+    if asked == "off":
+        return None, False
+    if asked != "auto":
+        raise InputError(f"--min-sqnr takes a number of dB, auto or off, not {asked!r}")
+    if scheme.default_min_sqnr_db is None or samples is None or options.max_drop_points is not None \
+            or gives_grids(model):
+        return None, True
+    classes = any(value.name != name for name, value in compared_values(model).items())
+    if scheme.default_min_sqnr_db_classes is not None and classes:
+        return scheme.default_min_sqnr_db_classes, True
+    return scheme.default_min_sqnr_db, True
+
+
+def _budget(options: QuantizeOptions, scheme: Scheme, samples: Samples | None, model: ir.Model) -> Budget | None:
+    """The budget asked for, checked: one of the two, a static scheme, calibration samples, a finite limit."""
+    min_sqnr, floor = _min_sqnr_db(options, scheme, samples, model)
+    max_drop, metric = options.max_drop_points, options.metric
+    if min_sqnr is None and max_drop is None:
+        if metric is not None:
+            raise InputError("a metric is what --max-drop measures; give max_drop too")
+        return None
+    if min_sqnr is not None and max_drop is not None:
+        raise InputError("--min-sqnr and --max-drop are two budgets for the same search; give one of them")
+    flag, limit = ("--min-sqnr", min_sqnr) if min_sqnr is not None else ("--max-drop", max_drop)
+    if scheme.kind is not SchemeKind.STATIC:
+        raise InputError(f"{flag} applies to the static schemes (eightbit, po2), not to {scheme.name!r}")
+    if samples is None:
+        raise InputError(f"{flag} measures the model on calibration samples; pass --calibration samples.npz")
+    if not math.isfinite(limit) or (max_drop is not None and max_drop < 0):
+        raise InputError(f"{flag} must be a finite number{' of dB' if min_sqnr is not None else ', 0 or more'}, "
+                         f"got {limit}")
+    if min_sqnr is not None:
+        return Budget.min_sqnr(min_sqnr, floor)
+    if metric is None:
+        return Budget.max_drop(max_drop)
+    return Budget.max_drop(max_drop, getattr(metric, "__name__", "the metric").replace("_", " "))
+
+
+def check_options(options: QuantizeOptions) -> None:
+    """What can be checked before the model is read: the names of every enumerated option, and the threads."""
+    _member(Target, options.target, "target")
+    _member(Effort, options.effort, "effort")
+    _member(WeightRange, options.weight_range, "weight range")
+    if options.weight_rounding is not None:
+        _member(WeightRounding, options.weight_rounding, "weight rounding")
+    most = MOST_THREADS_PER_CPU * (os.cpu_count() or 1)
+    if not 1 <= options.threads <= most:
+        raise InputError(f"--threads {options.threads}: give 1 to {most} ({MOST_THREADS_PER_CPU} per CPU here)")
+
+
+def resolve(options: QuantizeOptions, model: ir.Model, samples: Samples | None) -> Resolved:
+    """Every option of a quantize call of `model` (prepared) on `samples` worked out, or InputError naming the
+    option to change."""
+    check_options(options)
+    scheme = _scheme(options)
+    static = scheme.kind is SchemeKind.STATIC
+    effort = _member(Effort, options.effort, "effort")
+    with_samples = samples is not None
+    speed_check = options.speed_check if options.speed_check is not None else effort is Effort.MAX
+    return Resolved(
+        scheme=scheme,
+        calibrate=_calibration_method(options, scheme, samples),
+        weight_range=_member(WeightRange, options.weight_range, "weight range"),
+        weight_rounding=_rounding(options, scheme, samples, model),
+        budget=_budget(options, scheme, samples, model),
+        metric=options.metric,
+        bias_correction=options.bias_correction and static and with_samples and not gives_weight_grids(model),
+        equalization=options.equalization and static and with_samples and not gives_grids(model),
+        speed_check=speed_check and static and with_samples,
+        target=_member(Target, options.target, "target"),
+        effort=effort,
+        threads=options.threads,
+        show_progress=options.show_progress,
+    )

@@ -1,0 +1,40 @@
+"""Biases corrected for each layer's mean output error (eq. 7b), kept where the output agrees better with
+float (docs/quantization.md, section 2)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import onnx_ir as ir
+
+from eightbit.fallback import Fallback
+from eightbit.passes.correct_biases import correct_biases
+from eightbit.pipeline.job import Build, Job, taken
+from eightbit.pipeline.static import held_out_from_checks
+
+
+def with_corrected_biases(job: Job, built: Build, measured: Callable[[ir.Model], float] | None,
+                          fallback: Fallback | None) -> tuple[Build, str]:
+    """`built` with its biases corrected by eq. 7b where that raises the worst output SQNR on the calibration
+    samples by MARGIN_DB (and keeps a budget `built` met, or brings one it misses no further from it, by the
+    budget's `measured`); and what was measured, in words. The means are taken on other batches than the SQNR
+    where the samples have enough. A kept correction updates `fallback`'s figure."""
+    corrected = ir.from_proto(ir.to_proto(built.model))
+    moved = correct_biases(corrected, job.reference, held_out_from_checks(job.samples), job.options.scheme.bias,
+                           job.options.threads, show_progress=job.options.show_progress)
+    if not moved:
+        return built, "no bias to correct"
+    plain_db, corrected_db = job.worst_sqnr_db([built.model, corrected])
+    keep = taken(corrected_db, plain_db)
+    budget = job.options.budget
+    if keep and budget is not None and fallback is not None and measured is not None:
+        # Judged by the budget's own measure too: a met budget stays met, one out of reach comes no less close.
+        after = measured(corrected)
+        keep = budget.meets(after) if fallback.met else budget.standing(after) >= budget.standing(fallback.after)
+        if keep:
+            fallback.after = after
+    text = (f"biases of {len(moved)} layers corrected for their mean output error on the calibration samples "
+            f"(eq. 7b): {corrected_db:.1f} dB output SQNR, {plain_db:.1f} dB uncorrected: "
+            f"{'correction kept' if keep else 'not kept'}")
+    return (dataclasses.replace(built, model=corrected) if keep else built), text

@@ -1,0 +1,53 @@
+"""Hard-swish as a gate convolution and a Mul, or as the float op (docs/quantization.md, section 6b)."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from eightbit.datasets import Samples
+from eightbit.passes.hard_gates import HardGatesAsConvolutions
+from eightbit.pipeline.job import Build, Job, taken
+from eightbit.pipeline.options import MARGIN_DB, Target, WeightRange
+from eightbit.pipeline.static import build_static
+from eightbit.quant.rounding import InputMoments
+
+
+def _gated(float_model: ir.Model) -> ir.Model:
+    rewritten = ir.from_proto(ir.to_proto(float_model))
+    HardGatesAsConvolutions(("HardSwish",))(rewritten)
+    return rewritten
+
+
+def with_gates(
+    job: Job, weight_range: WeightRange, kept_float: dict[str, str] | None = None,
+    moments: InputMoments | None = None, moment_samples: Samples | None = None, gates: bool | None = None,
+) -> Build:
+    """The job's reference built by build_static, with hard-sigmoid gates as convolutions, and hard-swish too
+    where that costs at most MARGIN_DB of output SQNR on the calibration samples (or as `gates` says, where the
+    caller has decided). For the ONNX Runtime target with an asymmetric activation grid only: the gate's
+    Clip(0, 1) folds only into such a grid, and OpenVINO runs the gate convolutions slower than the ops."""
+    reference, options = job.reference, job.options
+
+    def built(float_model: ir.Model) -> Build:
+        return build_static(job, float_model, weight_range, kept_float, moments, moment_samples)
+
+    if job.samples is None or options.scheme.activations.symmetric or options.target is not Target.ORT:
+        return built(reference)
+    HardGatesAsConvolutions(("HardSigmoid",))(reference)
+    swishes = sum(node.op_type == "HardSwish" for node in reference.graph)
+    if not swishes:
+        return built(reference)
+    if gates is not None:
+        chosen = built(_gated(reference) if gates else reference)
+        form = "as gate convolutions" if gates else "kept float"
+        return Build(chosen.model, chosen.float_nodes, f"{chosen.note}; {swishes} hard-swishes {form}, as the "
+                     "all-integer model took them", chosen.weight_range, gates)
+    gated = built(_gated(reference))
+    plain = built(reference)
+    plain_db, gated_db = job.worst_sqnr_db([plain.model, gated.model])
+    measured = (f"{swishes} hard-swishes as gate convolutions: {gated_db:.1f} dB output SQNR on the calibration "
+                f"samples, as float ops {plain_db:.1f} dB")
+    if taken(gated_db, plain_db, -MARGIN_DB):
+        return Build(gated.model, gated.float_nodes, f"{gated.note}; {measured}: integer kernels taken",
+                     gated.weight_range, True)
+    return Build(plain.model, plain.float_nodes, f"{plain.note}; {measured}: kept float", plain.weight_range, False)
