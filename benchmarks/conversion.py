@@ -1,0 +1,161 @@
+"""How long quantizing takes: eightbit's default beside ONNX Runtime's and NNCF's quantizers, and whether two runs
+of eightbit, one beside a busy CPU, write the same bytes.
+
+    pip install nncf && python -m benchmarks.conversion            # every harness model, writes BENCHMARKS.md
+    python -m benchmarks.conversion --models squeezenet --no-write   # a subset, table on stdout
+
+Per model, from the float file on disk to the quantized file on disk, on the 32 calibration samples of
+benchmarks/run.py, one after the other in this process (2 threads where a tool takes a thread count):
+- eightbit: `eightbit.quantize` with default flags (the report is not part of it);
+- ORT: `quant_pre_process` (shape inference and graph optimization, as its documentation advises), then
+  `quantize_static` (QDQ, u8 activations, s8 per-channel weights, min/max); the light zoo's opset-9 models are
+  first upgraded to opset 14 (ORT's quantizer refuses opsets below 13), and that is timed too;
+- NNCF: `nncf.quantize` on the same upgraded model (its defaults: mixed preset off, 300 subset samples, here all 32).
+Same bytes: eightbit run again with a process spinning on one CPU beside it, the two files compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+import eightbit
+from benchmarks.models import ALL_MODELS
+from benchmarks.run import Case, build_cases
+from benchmarks.sections import write_section
+from eightbit.ir import load_model, save_model
+from eightbit.isa import cpu_features
+
+BURNER = "while True:\n    pass\n"
+
+
+def _eightbit(case: Case, target: Path) -> None:
+    eightbit.quantize(case.path, {case.input_name: case.calibration}, output=target)
+
+
+def _upgraded(case: Case, folder: Path) -> Path:
+    """The model at an opset the peers take (eightbit's loader upgrades it), saved."""
+    return save_model(load_model(case.path), folder / "upgraded.onnx")
+
+
+def _onnxruntime(case: Case, target: Path, folder: Path) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.rows = iter(case.calibration)
+
+        def get_next(self):
+            row = next(self.rows, None)
+            return None if row is None else {case.input_name: row}
+
+    prepared = folder / "ort_prepared.onnx"
+    quant_pre_process(str(_upgraded(case, folder)), str(prepared))
+    quantize_static(str(prepared), str(target), Feeds(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+
+
+def _nncf(case: Case, target: Path, folder: Path) -> None:
+    import nncf
+
+    model = onnx.load(_upgraded(case, folder))
+    dataset = nncf.Dataset(list(case.calibration), lambda row: {case.input_name: row})
+    quantized = nncf.quantize(model, dataset, subset_size=len(case.calibration))
+    onnx.save(quantized, target)
+
+
+def _timed(quantizer, *args) -> tuple[float | None, str]:
+    start = time.perf_counter()
+    try:
+        quantizer(*args)
+    except Exception as error:  # a peer failing is a result too
+        return None, str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+    return time.perf_counter() - start, ""
+
+
+def _same_beside_a_busy_cpu(case: Case, first: Path, folder: Path) -> bool:
+    second = folder / "eightbit_busy.onnx"
+    burner = subprocess.Popen([sys.executable, "-c", BURNER])
+    try:
+        _eightbit(case, second)
+    finally:
+        burner.kill()
+        burner.wait()
+    return first.read_bytes() == second.read_bytes()
+
+
+def _cell(seconds: float | None) -> str:
+    return "failed" if seconds is None else f"{seconds:.1f}"
+
+
+def run(names: list[str]) -> tuple[list[str], list[str]]:
+    import nncf  # each tool's modules loaded before anything is timed
+    import onnxruntime.quantization  # noqa: F401
+
+    import eightbit.api  # noqa: F401
+
+    rows, notes = [], []
+    for case in build_cases(names):
+        with tempfile.TemporaryDirectory(prefix="eightbit-conversion-") as scratch:
+            folder = Path(scratch)
+            ours = folder / "eightbit.onnx"
+            ours_s, why = _timed(_eightbit, case, ours)
+            theirs_s, ort_why = _timed(_onnxruntime, case, folder / "ort.onnx", folder)
+            nncf_s, nncf_why = _timed(_nncf, case, folder / "nncf.onnx", folder)
+            same = _same_beside_a_busy_cpu(case, ours, folder) if ours_s is not None else False
+            size_mb = case.path.stat().st_size / 2**20
+            ratio = "–" if ours_s is None or theirs_s is None else f"{ours_s / theirs_s:.1f}x"
+            rows.append(f"| {case.name} | {size_mb:.1f} | {_cell(ours_s)} | {_cell(theirs_s)} | {_cell(nncf_s)} | "
+                        f"{ratio} | {'yes' if same else 'NO'} |")
+            for who, text in (("eightbit", why), ("ORT", ort_why), ("NNCF", nncf_why)):
+                if text:
+                    notes.append(f"{case.name}: {who} failed: {text}")
+            print(rows[-1], flush=True)
+    header = [
+        f"Machine: {platform.processor() or platform.machine()}, {cpu_features().summary()}; eightbit "
+        f"{eightbit.__version__}, ONNX Runtime {ort.__version__}, NNCF {nncf.__version__}; 32 calibration samples.",
+        "",
+        "| model | float MB | eightbit s | ORT quantize_static s (with quant_pre_process) | NNCF s | eightbit / ORT | "
+        "same bytes beside a busy CPU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    return header + rows, notes
+
+
+SECTION = """## Conversion time: eightbit, ONNX Runtime's quantizer, NNCF
+
+Made by `{command}` (see benchmarks/conversion.py for what is timed and how).
+
+{table}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=ALL_MODELS)
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    args = parser.parse_args(argv)
+    table, notes = run(args.models)
+    text = "\n".join(table + [""] + [f"- {n}" for n in notes])
+    print(text)
+    if not args.no_write:
+        command = "python -m benchmarks.conversion" + ("".join(f" {a}" for a in sys.argv[1:]))
+        write_section("conversion", SECTION.format(command=command, table=text))
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())
