@@ -10,10 +10,10 @@ from eightbit.api import WEIGHT_RANGE_KEY, load_samples
 from eightbit.calibrate.means import channel_means, channel_ranges
 from eightbit.config import BIAS_S32
 from eightbit.ir import as_model
+from eightbit.ir.graph import constant_array
 from eightbit.metadata import BIAS_CORRECTION_KEY
-from eightbit.passes.constants import constant_array
-from eightbit.passes.correct_biases import correct_biases, without_bias_corrections
 from eightbit.passes.equalize_channels import equalize_channels, find_pairs
+from eightbit.pipeline.correct_biases import correct_biases, without_bias_corrections
 from eightbit.prepare import prepare
 from test_equalization import separable_swish_cnn
 from test_inspect import chain_cnn

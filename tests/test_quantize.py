@@ -13,7 +13,7 @@ from eightbit.backends import OrtSession, ReferenceSession
 from eightbit.backends.onnxruntime import executed_op_types
 from eightbit.errors import InputError
 from eightbit.measure.metrics import sqnr_db
-from eightbit.plan.float_outputs import CARRIES_FLOAT
+from eightbit.passes.float_outputs import CARRIES_FLOAT
 
 
 def outputs(path_or_model, x):

@@ -25,7 +25,6 @@ from eightbit.datasets import (
     samples_from_arrays,
 )
 from eightbit.errors import InputError
-from eightbit.fallback import Fallback, fallback_from_dict
 from eightbit.ir import as_model, check_output_path, save_model
 from eightbit.measure.context import Measure
 from eightbit.metadata import (
@@ -39,17 +38,17 @@ from eightbit.metadata import (
     TARGET_KEY,
     WEIGHT_RANGE_KEY,
 )
-from eightbit.never_slower import SpeedCheck
 from eightbit.pipeline.job import Job, taken
 from eightbit.pipeline.options import Effort, QuantizeOptions, Resolved, Target, WeightRounding, check_options, resolve
 from eightbit.pipeline.schemes import Outcome, steps
-from eightbit.plan import FloatNode
 from eightbit.prepare import prepare
+from eightbit.record import bias_saturation_of, fallback_of, finetune_of, float_nodes_of, speed_check_of
 
 ModelLike = ir.Model | str | os.PathLike  # or an onnx.ModelProto
 DataLike = Samples | dict[str, np.ndarray] | str | os.PathLike
 
-__all__ = ["BIAS_KEY", "FLOAT_NODES_KEY", "WEIGHT_RANGE_KEY", "InputError", "quantize", "finetune", "load_samples"]
+__all__ = ["BIAS_KEY", "FLOAT_NODES_KEY", "WEIGHT_RANGE_KEY", "InputError", "bias_saturation_of", "fallback_of",
+           "finetune", "finetune_of", "float_nodes_of", "load_samples", "quantize", "speed_check_of"]
 
 
 def load_samples(data: DataLike, model: ir.Model, images: ImagePreprocessing | None = None) -> Samples:
@@ -69,12 +68,6 @@ def load_samples(data: DataLike, model: ir.Model, images: ImagePreprocessing | N
     if images is not None:
         raise InputError(f"{path}: --size/--mean/--std/--layout apply to an image folder, not to a file")
     return load_npz(path, specs)
-
-
-def bias_saturation_of(model: ir.Model) -> dict[str, int]:
-    """Node -> number of bias values that did not fit the scheme's bias width."""
-    raw = model.metadata_props.get(BIAS_KEY)
-    return json.loads(raw)["saturated"] if raw else {}
 
 
 def quantize(
@@ -262,25 +255,3 @@ def finetune(
     return model
 
 
-def finetune_of(model: ir.Model) -> dict | None:
-    """What eightbit finetune did to the model, or None."""
-    raw = model.metadata_props.get(FINETUNE_KEY)
-    return json.loads(raw) if raw else None
-
-
-def speed_check_of(model: ir.Model) -> SpeedCheck | None:
-    """What the speed check found and decided when the model was made, or None where it did not run."""
-    raw = model.metadata_props.get(SPEED_CHECK_KEY)
-    return SpeedCheck.from_dict(json.loads(raw)) if raw else None
-
-
-def fallback_of(model: ir.Model) -> Fallback | None:
-    """What --min-sqnr or --max-drop did when the model was made, or None."""
-    raw = model.metadata_props.get(FALLBACK_KEY)
-    return fallback_from_dict(json.loads(raw)) if raw else None
-
-
-def float_nodes_of(model: ir.Model) -> list[FloatNode]:
-    """The nodes a quantized model computes in float, as recorded when it was made."""
-    raw = model.metadata_props.get(FLOAT_NODES_KEY)
-    return [FloatNode(**entry) for entry in json.loads(raw)] if raw else []

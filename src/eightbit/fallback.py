@@ -21,9 +21,9 @@ import onnx_ir as ir
 
 from eightbit.backends.onnxruntime import session_with_outputs
 from eightbit.config import DEFAULT_THREADS
+from eightbit.ir.graph import add_initializer, constant_array, unique_name
+from eightbit.measure.grids import QuantizedActivation, grid_impacts, quantized_activations, shared_grids
 from eightbit.measure.metrics import compared_values
-from eightbit.passes.constants import add_initializer, constant_array, unique_name
-from eightbit.report.inspect import QuantizedActivation, grid_impacts, quantized_activations, shared_grids
 
 
 @dataclasses.dataclass(frozen=True)

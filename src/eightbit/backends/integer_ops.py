@@ -19,6 +19,7 @@ import numpy as np
 import onnx_ir as ir
 
 from eightbit.config import IntegerFormat
+from eightbit.ir.graph import attribute, constant_array
 from eightbit.kernels import add as add_kernel
 from eightbit.kernels import concat as concat_kernel
 from eightbit.kernels import conv as conv_kernel
@@ -31,7 +32,6 @@ from eightbit.kernels import pool as pool_kernel
 from eightbit.kernels import resize as resize_kernel
 from eightbit.kernels.requantize import Requantization, prepare_requantization, requantize
 from eightbit.kernels.windows import explicit_pads
-from eightbit.passes.constants import attribute, constant_array
 from eightbit.quant import dequantize
 from eightbit.quant.saturation import SATURATING_ACTIVATIONS, saturating_activation
 

@@ -20,9 +20,8 @@ from eightbit.config import integer_format
 from eightbit.errors import InputError
 from eightbit.ir import as_model
 from eightbit.ir.evaluate import evaluate_node
+from eightbit.ir.graph import constant_array, qdq_parameters
 from eightbit.kernels.dynamic_lstm import dynamic_lstm
-from eightbit.passes.constants import constant_array
-from eightbit.passes.qdq_nodes import qdq_parameters
 from eightbit.quant import dequantize, quantize
 
 

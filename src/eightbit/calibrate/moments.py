@@ -19,8 +19,8 @@ import onnx_ir as ir
 from eightbit.backends.onnxruntime import session_with_outputs
 from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import Samples
+from eightbit.ir.graph import attribute, constant_array
 from eightbit.measure.progress import progress_bar
-from eightbit.passes.constants import attribute, constant_array
 
 # Widest H kept whole; wider layers keep its diagonal blocks of this many inputs, (groups, blocks, B, B).
 DIAGONAL_BLOCK = 4096

@@ -23,7 +23,7 @@ import onnx_ir as ir
 from eightbit.backends.onnxruntime import session_with_outputs
 from eightbit.measure.metrics import Agreement, compared_values
 from eightbit.measure.progress import progress_bar
-from eightbit.passes.insert_qdq import QParams
+from eightbit.quant.affine import QParams
 
 # Where the search starts, and what a tensor the search has not seen takes.
 BASELINE = "minmax"

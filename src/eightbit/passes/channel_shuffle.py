@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.passes.constants import add_initializer, attribute, constant_array, replace_output, single_consumer
+from eightbit.ir.graph import add_initializer, attribute, constant_array, replace_output, single_consumer
 
 _SWAP_GROUPS = [0, 2, 1, 3, 4]
 

@@ -9,7 +9,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from eightbit.config import Granularity, IntegerFormat
-from eightbit.passes.constants import add_initializer, attribute, constant_array, unique_name
+from eightbit.ir.graph import add_initializer, attribute, constant_array, unique_name
 from eightbit.passes.qdq_nodes import dequantized_codes
 from eightbit.plan import FloatNode
 from eightbit.quant import dequantize, quantize

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.passes.constants import attribute, constant_array, constant_operand, replace_output, single_consumer
+from eightbit.ir.graph import attribute, constant_array, constant_operand, replace_output, single_consumer
 from eightbit.passes.hard_gates import HARD_SWISH, gate_form
 from eightbit.passes.output_channels import (
     channel_vector,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from eightbit.passes.constants import constant_array, replace_output, rewrite_until_unchanged, single_consumer
+from eightbit.ir.graph import constant_array, replace_output, rewrite_until_unchanged, single_consumer
 from eightbit.passes.output_channels import channel_vector, fold_scale_and_shift, output_channels, output_rank
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.passes.constants import attribute, constant_array, replace_output, single_consumer
+from eightbit.ir.graph import attribute, constant_array, replace_output, single_consumer
 from eightbit.passes.output_channels import fold_scale_and_shift, output_channels
 
 

@@ -6,7 +6,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from eightbit.ir import evaluate_node
-from eightbit.passes.constants import add_initializer, constant_array, unique_name
+from eightbit.ir.graph import add_initializer, constant_array, unique_name
 
 # Never folded: nondeterministic ops, and Q/DQ, which carry ranges of an already quantized model.
 _KEEP = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.passes.constants import (
+from eightbit.ir.graph import (
     add_initializer,
     attribute,
     constant_array,

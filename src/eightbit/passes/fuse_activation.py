@@ -7,7 +7,7 @@ from collections.abc import Collection
 
 import onnx_ir as ir
 
-from eightbit.passes.constants import constant_array, replace_output, single_consumer
+from eightbit.ir.graph import constant_array, replace_output, single_consumer
 from eightbit.passes.read_qdq import GIVEN_GRID, given_grid
 from eightbit.plan.ops import OP_RULES, OutputRange
 from eightbit.plan.planner import own_reason

@@ -6,7 +6,7 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
-from eightbit.passes.constants import attribute, constant_array, replace_output
+from eightbit.ir.graph import attribute, constant_array, replace_output
 
 _HARDSWISH_OPSET = 14
 

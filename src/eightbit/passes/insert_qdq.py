@@ -9,7 +9,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from eightbit.config import Granularity, Scheme
-from eightbit.passes.constants import attribute, constant_array
+from eightbit.ir.graph import attribute, constant_array
 from eightbit.passes.fuse_activation import CLAMP
 from eightbit.passes.hard_gates import swish_product, swish_slope
 from eightbit.passes.qdq_nodes import dequantized_codes, dequantized_constant, quantize_dequantize
@@ -19,11 +19,10 @@ from eightbit.plan import OP_RULES, OpRule, Plan
 from eightbit.plan.ops import weight_axis
 from eightbit.plan.planner import data_input_indices
 from eightbit.quant import choose_qparams, quantize_bias
+from eightbit.quant.affine import QParams
 from eightbit.quant.rounding import InputMoments
 from eightbit.quant.saturation import hard_sigmoid_live_range, hard_swish_live_range, sigmoid_live_range
 from eightbit.quant.weights import least_weight_scale
-
-QParams = tuple[np.ndarray, np.ndarray]
 
 
 def _live_range(node: ir.Node, output: QParams, scheme: Scheme) -> tuple[float, float] | None:

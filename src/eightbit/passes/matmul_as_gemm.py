@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from eightbit.passes.constants import add_initializer, constant_array, replace_output, single_consumer, unique_name
+from eightbit.ir.graph import add_initializer, constant_array, replace_output, single_consumer, unique_name
 
 
 class MatMulBiasAsGemm(ir.passes.InPlacePass):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.passes.constants import add_initializer, attribute, constant_array, unique_name
+from eightbit.ir.graph import add_initializer, attribute, constant_array, unique_name
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm")
 

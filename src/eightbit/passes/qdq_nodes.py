@@ -6,7 +6,7 @@ import numpy as np
 import onnx_ir as ir
 
 from eightbit.config import IntegerFormat
-from eightbit.passes.constants import add_initializer, attribute, constant_array, unique_name
+from eightbit.ir.graph import add_initializer, unique_name
 from eightbit.quant import quantize
 from eightbit.quant.weights import weight_qparams
 
@@ -91,19 +91,3 @@ def quantize_dequantize(
     return dq_node.outputs[0]
 
 
-def qdq_parameters(node: ir.Node) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """(scale, zero point, axis) of a QuantizeLinear / DequantizeLinear node whose parameters are
-    constants, else None. Without a zero point, 0 of the codes' type (uint8 for QuantizeLinear).
-    Blocked quantization and QuantizeLinear's output_dtype are not read: None.
-    """
-    scale = constant_array(node.inputs[1])
-    has_zero = len(node.inputs) > 2 and node.inputs[2] is not None
-    zero = constant_array(node.inputs[2]) if has_zero else None
-    if scale is None or (has_zero and zero is None) or attribute(node, "block_size", 0):
-        return None
-    if node.op_type == "QuantizeLinear" and attribute(node, "output_dtype", 0):
-        return None
-    if zero is None:
-        codes = node.inputs[0].dtype if node.op_type == "DequantizeLinear" else None
-        zero = np.zeros(scale.shape, codes.numpy() if codes is not None else np.uint8)
-    return scale.astype(np.float32), zero, int(attribute(node, "axis", 1))

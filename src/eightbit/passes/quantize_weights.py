@@ -7,7 +7,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from eightbit.config import Granularity, Scheme
-from eightbit.passes.constants import constant_array
+from eightbit.ir.graph import constant_array
 from eightbit.passes.qdq_nodes import dequantized_constant
 from eightbit.passes.read_qdq import weight_grid_choice
 from eightbit.passes.weight_rounding import rounded_constant

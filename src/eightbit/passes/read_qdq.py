@@ -10,8 +10,7 @@ import onnx_ir.passes.common as common_passes
 
 from eightbit.config import IntegerFormat, Scheme, integer_format
 from eightbit.errors import InputError
-from eightbit.passes.constants import add_initializer, constant_array, replace_output, unique_name
-from eightbit.passes.qdq_nodes import qdq_parameters
+from eightbit.ir.graph import add_initializer, constant_array, qdq_parameters, replace_output, unique_name
 from eightbit.quant import dequantize, quantize
 from eightbit.quant.affine import regrid
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from eightbit.passes.constants import replace_output
+from eightbit.ir.graph import replace_output
 
 
 class RemoveIdentity(ir.passes.InPlacePass):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.passes.constants import add_initializer, attribute, replace_output
+from eightbit.ir.graph import add_initializer, attribute, replace_output
 
 
 def _rank(value: ir.Value) -> int | None:

@@ -21,6 +21,7 @@ from eightbit.isa import cpu_features
 from eightbit.measure.context import CHECK_BATCHES
 from eightbit.metadata import BIAS_KEY
 from eightbit.passes.channel_shuffle import ChannelShuffleAsGather
+from eightbit.passes.float_outputs import with_float_outputs
 from eightbit.passes.fuse_activation import FuseActivations, name_after_activations
 from eightbit.passes.insert_qdq import InsertQDQ, QParams, activation_qparams
 from eightbit.passes.read_qdq import GIVEN_GRID, given_grid, grid_in_format
@@ -28,7 +29,6 @@ from eightbit.passes.resize_channels_first import ResizeChannelsFirst
 from eightbit.pipeline.job import Build, Job, taken
 from eightbit.pipeline.options import Target, WeightRange, gives_weight_grids, model_values
 from eightbit.plan import FloatNode, Plan, make_plan
-from eightbit.plan.float_outputs import with_float_outputs
 from eightbit.quant.rounding import InputMoments
 
 

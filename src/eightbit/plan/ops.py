@@ -7,7 +7,7 @@ import enum
 
 import onnx_ir as ir
 
-from eightbit.passes.constants import attribute, constant_array
+from eightbit.ir.graph import attribute, constant_array
 
 
 class OutputRange(enum.Enum):

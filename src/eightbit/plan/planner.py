@@ -6,7 +6,7 @@ import dataclasses
 
 import onnx_ir as ir
 
-from eightbit.passes.constants import constant_array
+from eightbit.ir.graph import constant_array
 from eightbit.plan.ops import OP_RULES, OpRule, OutputRange, unsupported_reason
 
 FLOAT = ir.DataType.FLOAT

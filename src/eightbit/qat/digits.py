@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from eightbit.ir import load_model
-from eightbit.passes.constants import constant_array
+from eightbit.ir.graph import constant_array
 
 
 class DigitsCNN(nn.Module):

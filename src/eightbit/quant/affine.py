@@ -7,6 +7,9 @@ import numpy as np
 from eightbit.config import IntegerFormat
 from eightbit.quant.power_of_two import power_of_two_scale
 
+# (scale, zero point) of one tensor's grid, per tensor or per channel.
+QParams = tuple[np.ndarray, np.ndarray]
+
 # Scales are stored as float32 in ONNX; below this they would be subnormal.
 _SMALLEST_SCALE = float(np.finfo(np.float32).tiny)
 

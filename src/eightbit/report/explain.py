@@ -21,7 +21,6 @@ from collections import Counter
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.api import FLOAT_NODES_KEY, float_nodes_of, speed_check_of
 from eightbit.backends.onnxruntime import KernelTime, is_integer_kernel, profile_kernels
 from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import input_specs
@@ -29,8 +28,10 @@ from eightbit.errors import InputError
 from eightbit.ir import load_model
 from eightbit.isa import cpu_features
 from eightbit.measure.latency import interleaved
+from eightbit.metadata import FLOAT_NODES_KEY
 from eightbit.never_slower import SlowerNode, SpeedCheck, integer_kernel_nodes, kernel_base_name, slower_in_int8
 from eightbit.plan import FloatNode
+from eightbit.record import float_nodes_of, speed_check_of
 
 _CONVERSIONS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
 _CODES = ("uint8", "int8")

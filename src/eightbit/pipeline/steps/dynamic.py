@@ -10,8 +10,8 @@ import onnx_ir.passes.common as common_passes
 
 from eightbit.calibrate.means import channel_means
 from eightbit.config import Scheme
+from eightbit.ir.graph import constant_array
 from eightbit.isa import cpu_features
-from eightbit.passes.constants import constant_array
 from eightbit.passes.dynamic import MEASURED_CHOICES, DynamicChoices, QuantizeDynamically
 from eightbit.pipeline.job import Build, Job, taken
 from eightbit.pipeline.options import MARGIN_DB, WeightRange

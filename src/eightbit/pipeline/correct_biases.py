@@ -17,9 +17,9 @@ import onnx_ir as ir
 from eightbit.calibrate.means import channel_means
 from eightbit.config import DEFAULT_THREADS, IntegerFormat
 from eightbit.datasets import Samples
+from eightbit.ir.graph import constant_array
 from eightbit.measure.progress import progress_bar
 from eightbit.metadata import BIAS_CORRECTION_KEY
-from eightbit.passes.constants import constant_array
 from eightbit.passes.hard_gates import is_gate_ramp
 from eightbit.quant.bias_correction import corrected_bias_codes
 
@@ -41,14 +41,15 @@ def _bias_codes(node: ir.Node) -> tuple[ir.Value, ir.Value] | None:
 
 def correct_biases(
     quantized: ir.Model, reference: ir.Model, samples: Samples, bias_format: IntegerFormat,
-    threads: int = DEFAULT_THREADS, show_progress: bool = False, in_turn: bool = True,
+    threads: int = DEFAULT_THREADS, show_progress: bool = False,
 ) -> list[str]:
     """Correct `quantized` in place against `reference` (the float model its same-named nodes come from);
     returns the names of the nodes whose bias codes moved, and records by how much in the model's
     metadata (BIAS_CORRECTION_KEY). Means are taken over `samples`: the float model's in one pass; the
     quantized model's once per corrected node, in graph order, so that each layer is corrected for the error
-    it sees with the layers before it corrected (`in_turn`), or else all in one pass, each layer corrected for
-    the error it sees with the layers before it as they were (a pass over the samples in all, not one a layer)."""
+    it sees with the layers before it corrected. (All in one pass instead, each layer corrected for the error
+    it sees with the layers before it uncorrected, corrects twice what a layer inherits: SqueezeNet measured
+    32.1 dB that way against 44.8 dB uncorrected.)"""
     # A gate's ramp (passes/hard_gates.py) keeps its bias: the bias places the ramp, and the mean error of its
     # unclipped output lies mostly where the clip makes it vanish (its input's grid stops at the gate's cutoff,
     # eq. 8a); moved by that mean, the ramp would move for every value.
@@ -59,11 +60,10 @@ def correct_biases(
     if not targets:
         return []
     expected = channel_means(reference, {originals[n.name].outputs[0].name: 1 for n in targets}, samples, threads)
-    at_once = {} if in_turn else channel_means(quantized, {n.outputs[0].name: 1 for n in targets}, samples, threads)
     moved: dict[str, list[int]] = {}
     for node in progress_bar(targets, len(targets), "bias correction", show_progress):
         output = node.outputs[0].name
-        got = at_once[output] if output in at_once else channel_means(quantized, {output: 1}, samples, threads)[output]
+        got = channel_means(quantized, {output: 1}, samples, threads)[output]
         codes, scale = _bias_codes(node)
         old = constant_array(codes)
         new = corrected_bias_codes(old, constant_array(scale), expected[originals[node.name].outputs[0].name] - got,

@@ -1,4 +1,5 @@
-"""Reading and creating constant tensors in an onnx_ir graph."""
+"""The graph helpers every layer uses: reading and creating constant tensors, names, and rewiring in an onnx_ir
+graph."""
 
 from __future__ import annotations
 
@@ -96,3 +97,21 @@ def rewrite_until_unchanged(graph: ir.Graph, rewrite: Callable[[ir.Node, set[str
         if not changed:
             return modified
         modified = True
+
+
+def qdq_parameters(node: ir.Node) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(scale, zero point, axis) of a QuantizeLinear / DequantizeLinear node whose parameters are
+    constants, else None. Without a zero point, 0 of the codes' type (uint8 for QuantizeLinear).
+    Blocked quantization and QuantizeLinear's output_dtype are not read: None.
+    """
+    scale = constant_array(node.inputs[1])
+    has_zero = len(node.inputs) > 2 and node.inputs[2] is not None
+    zero = constant_array(node.inputs[2]) if has_zero else None
+    if scale is None or (has_zero and zero is None) or attribute(node, "block_size", 0):
+        return None
+    if node.op_type == "QuantizeLinear" and attribute(node, "output_dtype", 0):
+        return None
+    if zero is None:
+        codes = node.inputs[0].dtype if node.op_type == "DequantizeLinear" else None
+        zero = np.zeros(scale.shape, codes.numpy() if codes is not None else np.uint8)
+    return scale.astype(np.float32), zero, int(attribute(node, "axis", 1))

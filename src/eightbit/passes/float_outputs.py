@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from eightbit.passes.constants import constant_array
+from eightbit.ir.graph import constant_array
 from eightbit.passes.fuse_activation import CLAMP
 from eightbit.passes.read_qdq import given_grid
 from eightbit.plan.planner import FloatNode, Plan
