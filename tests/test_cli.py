@@ -222,3 +222,20 @@ def test_dimension_written_as_minus_one_is_dynamic(tmp_path, out):
     onnx.save(model, source)
     np.savez(data, x=np.random.default_rng(0).normal(size=(5, 1, 3)).astype(np.float32))
     assert main(["quantize", str(source), "--calibration", str(data), "-o", str(out), "-q", "--no-report"]) == 0
+
+
+def test_the_report_gives_one_line_a_decision_and_the_time_of_each_stage(cnn_path, cnn_data, out, capsys):
+    from eightbit.ir import load_model
+    from eightbit.record import decisions_of
+
+    assert main(["quantize", str(cnn_path), "--calibration", str(cnn_data), "-o", str(out), "-q"]) == 0
+    short = capsys.readouterr().out
+    decisions = decisions_of(load_model(out))
+    assert [d["step"] for d in decisions][:2] == ["weight range", "weight codes"]
+    assert all(f"{d['step']}: {d['taken']}" in short for d in decisions)
+    assert "time: load and prepare" in short and "quantize" in short.split("time:")[1]
+    assert main(["quantize", str(cnn_path), "--calibration", str(cnn_data), "-o", str(out), "-q", "--verbose"]) == 0
+    assert load_model(out).metadata_props["eightbit.weight_range"] in capsys.readouterr().out
+    assert main(["quantize", str(cnn_path), "--calibration", str(cnn_data), "-o", str(out), "-q", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["decisions"] == decisions and report["seconds"]["steps"] > 0

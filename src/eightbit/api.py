@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from eightbit.ir import as_model, check_output_path, save_model
 from eightbit.measure.context import Measure
 from eightbit.metadata import (
     BIAS_KEY,
+    DECISIONS_KEY,
     EQUALIZATION_KEY,
     FALLBACK_KEY,
     FINETUNE_KEY,
@@ -38,7 +40,7 @@ from eightbit.metadata import (
     TARGET_KEY,
     WEIGHT_RANGE_KEY,
 )
-from eightbit.pipeline.job import Job, taken
+from eightbit.pipeline.job import Decision, Job, taken
 from eightbit.pipeline.options import Effort, QuantizeOptions, Resolved, Target, WeightRounding, check_options, resolve
 from eightbit.pipeline.schemes import Outcome, steps
 from eightbit.prepare import prepare
@@ -127,76 +129,95 @@ def _check_runtime(options: QuantizeOptions, calibration: DataLike | None) -> No
 
 
 def quantize_with(model: ModelLike, calibration: DataLike | None, options: QuantizeOptions, *,
-                  images: ImagePreprocessing | None = None, output: str | os.PathLike | None = None) -> ir.Model:
-    """quantize() with its options as one QuantizeOptions."""
+                  images: ImagePreprocessing | None = None, output: str | os.PathLike | None = None,
+                  seconds: dict[str, float] | None = None) -> ir.Model:
+    """quantize() with its options as one QuantizeOptions; `seconds`, where given, receives the time each stage
+    took (load, the steps, save)."""
+    seconds = {} if seconds is None else seconds
     check_options(options)
     _check_runtime(options, calibration)
     if output is not None:
         check_output_path(output, *([model] if isinstance(model, (str, os.PathLike)) else []))
+    start = time.perf_counter()
     source = model
     model = as_model(model)
     samples = load_samples(calibration, model, images) if calibration is not None else None
     prepare(model)
     resolved = resolve(options, model, samples)
+    seconds["load and prepare"] = time.perf_counter() - start
     if resolved.calibrate == "auto" and resolved.static:
-        quantized = _per_tensor(source, model, samples, resolved)
+        quantized = _per_tensor(source, model, samples, resolved, seconds)
     else:
-        quantized = _recorded(_outcome(model, samples, resolved, resolved.calibrate), resolved)
+        quantized = _recorded(_outcome(model, samples, resolved, resolved.calibrate, seconds), resolved)
     if output is not None:
+        start = time.perf_counter()
         save_model(quantized, output)
+        seconds["save"] = time.perf_counter() - start
     return quantized
 
 
 def _outcome(prepared: ir.Model, samples: Samples | None, options: Resolved, method: str | PerTensorCalibration,
-             shared: Job | None = None) -> Outcome:
-    """The scheme's steps on `prepared`; `shared`: a job of the same call whose measurements and ranges serve."""
+             seconds: dict[str, float], shared: Job | None = None) -> Outcome:
+    """The scheme's steps on `prepared`, their times added to `seconds`; `shared`: a job of the same call whose
+    measurements and ranges serve."""
     measure = ranges = None
     if shared is not None:
         measure, ranges = shared.measure, shared.ranges
     elif samples is not None:
         measure, ranges = Measure(samples, options.threads), RangeMemo(samples)
-    return steps(Job(prepared, options, samples, measure, method, ranges))
+    job = Job(prepared, options, samples, measure, method, ranges, seconds)
+    with job.timed("steps"):
+        return steps(job)
 
 
-def _per_tensor(source: ModelLike, prepared: ir.Model, samples: Samples, options: Resolved) -> ir.Model:
+def _per_tensor(source: ModelLike, prepared: ir.Model, samples: Samples, options: Resolved,
+                seconds: dict[str, float]) -> ir.Model:
     """--calibrate auto: the model built on the methods searched per tensor, measured once more as finished
     (codes, bias correction and all) against the model built on min/max ranges; the first where it agrees better
     with float by MARGIN_DB (docs/quantization.md, section 6a)."""
     method = PerTensorCalibration()
     shared = Job(prepared, options, samples, Measure(samples, options.threads), method, RangeMemo(samples))
-    searched = _outcome(prepared, samples, options, method, shared)
+    searched = _outcome(prepared, samples, options, method, seconds, shared)
     if method.moved():
         plain = as_model(source)
         prepare(plain)
         minmax = dataclasses.replace(options, calibrate="minmax")
-        with_minmax = _recorded(_outcome(plain, samples, minmax, "minmax", shared), minmax)
+        with_minmax = _outcome(plain, samples, minmax, "minmax", seconds, shared)
         reference = searched.equalization.reference if searched.equalization is not None else prepared
-        method.finished_db = tuple(shared.measure.worst_sqnr_db([with_minmax, searched.build.model], reference))
+        method.finished_db = tuple(shared.measure.worst_sqnr_db([with_minmax.build.model, searched.build.model],
+                                                                 reference))
         if not taken(method.finished_db[1], method.finished_db[0]):
             method.keep_baseline()
-            with_minmax.metadata_props[WEIGHT_RANGE_KEY] += f"; {method.summary()}"
-            return with_minmax
-    if method.searched:
-        searched = dataclasses.replace(searched, note=f"{searched.note}; {method.summary()}")
-    return _recorded(searched, options)
+            return _recorded(_with_search(with_minmax, method), minmax)
+    return _recorded(_with_search(searched, method) if method.searched else searched, options)
+
+
+def _with_search(outcome: Outcome, method: PerTensorCalibration) -> Outcome:
+    """The outcome with what --calibrate auto's search found and took among its decisions."""
+    verdict = "per tensor" if method.moved() else "min/max kept"
+    decision = Decision("calibration", f"--calibrate auto: {verdict}", method.summary())
+    return dataclasses.replace(outcome, decisions=(*outcome.decisions, decision))
 
 
 def _recorded(outcome: Outcome, options: Resolved) -> ir.Model:
     """The outcome's model with what was decided in its metadata (metadata.py's keys)."""
-    model, note = outcome.build.model, outcome.note
+    model, decisions = outcome.build.model, list(outcome.decisions)
     equalization = outcome.equalization
-    if equalization is not None and equalization.note:
-        note = f"{note}; {equalization.note}"
+    if equalization is not None and equalization.decision is not None:
+        decisions.append(equalization.decision)
     if equalization is not None and equalization.factors:
         model.metadata_props[EQUALIZATION_KEY] = json.dumps({name: f.tolist()
                                                              for name, f in equalization.factors.items()})
     if options.weight_rounding is WeightRounding.GPTQ and outcome.moments:
-        note += (f"; codes of {len(outcome.moments)} weighted nodes chosen from their calibration inputs "
-                 "(--weight-rounding gptq)")
+        count = len(outcome.moments)
+        decisions.append(Decision("weight codes", f"chosen from the calibration inputs for {count} nodes",
+                                  f"codes of {count} weighted nodes chosen from their calibration inputs "
+                                  "(--weight-rounding gptq)"))
     model.metadata_props[SCHEME_KEY] = options.scheme.name
     if options.static:
         model.metadata_props[TARGET_KEY] = options.target.value
-    model.metadata_props[WEIGHT_RANGE_KEY] = note
+    model.metadata_props[WEIGHT_RANGE_KEY] = "; ".join(decision.detail for decision in decisions)
+    model.metadata_props[DECISIONS_KEY] = json.dumps([{"step": d.step, "taken": d.taken} for d in decisions])
     model.metadata_props[FLOAT_NODES_KEY] = json.dumps([dataclasses.asdict(f) for f in outcome.build.float_nodes])
     if outcome.fallback is not None:
         model.metadata_props[FALLBACK_KEY] = json.dumps(outcome.fallback.as_dict())

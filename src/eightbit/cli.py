@@ -78,6 +78,7 @@ def _quantize(args: argparse.Namespace) -> int:
     from eightbit import api
     from eightbit.ir import check_output_path, load_model, save_model
     from eightbit.pipeline.options import QuantizeOptions
+    from eightbit.record import decisions_of
     from eightbit.report.compare import compare_models, file_size
     from eightbit.report.tables import comparison_table, float_nodes_table, print_tables
 
@@ -91,7 +92,8 @@ def _quantize(args: argparse.Namespace) -> int:
         equalization=not args.no_equalize, speed_check=args.speed_check, target=args.target, effort=args.effort,
         threads=args.threads, show_progress=_show_progress(args),
     )
-    model = api.quantize_with(source, args.calibration, options, images=images)
+    seconds: dict[str, float] = {}
+    model = api.quantize_with(source, args.calibration, options, images=images, seconds=seconds)
     float_nodes = api.float_nodes_of(model)
     fallback = api.fallback_of(model)
     checked = api.speed_check_of(model)
@@ -111,6 +113,8 @@ def _quantize(args: argparse.Namespace) -> int:
         result["size_bytes"] = {"float": sizes[0], "quantized": sizes[1], "ratio": round(sizes[1] / sizes[0], 4)}
         result["scheme"] = args.scheme
         result["weight_range"] = model.metadata_props.get(api.WEIGHT_RANGE_KEY)
+        result["decisions"] = decisions_of(model)
+        result["seconds"] = {stage: round(value, 3) for stage, value in seconds.items()}
         result["float_nodes"] = [vars(node) for node in float_nodes]
         result["bias_saturated"] = api.bias_saturation_of(model)
         if fallback is not None:
@@ -130,7 +134,7 @@ def _quantize(args: argparse.Namespace) -> int:
                   f"`eightbit explain {output} --float {source}` shows where the time goes")
     else:
         print(f"{source.name} -> {output.name}: {sizes[0]} -> {sizes[1]} bytes (x{sizes[1] / sizes[0]:.2f})")
-    print(model.metadata_props.get(api.WEIGHT_RANGE_KEY, ""))
+    _print_decisions(model, seconds, args.verbose)
     if args.scheme != "weights":
         if fallback is not None:
             print(fallback.summary())
@@ -141,11 +145,41 @@ def _quantize(args: argparse.Namespace) -> int:
             bits = args.bias_bits or scheme_named(args.scheme).bias_bits
             print(f"bias values clipped to {bits} bits: "
                   + ", ".join(f"{node} ({count})" for node, count in saturated.items()))
-        if float_nodes:
+        if float_nodes and (args.verbose or len(float_nodes) <= FLOAT_NODES_LISTED):
             print_tables(float_nodes_table(float_nodes))
+        elif float_nodes:
+            print(f"nodes left in float: {len(float_nodes)} ({_reasons(float_nodes)}); --verbose lists them")
         else:
             print("nodes left in float: none")
     return 0
+
+
+# The quantize report lists the nodes left float where there are at most this many (--verbose: always).
+FLOAT_NODES_LISTED = 12
+
+
+def _reasons(float_nodes: list) -> str:
+    """How many float nodes stay float for each kind of reason (its words up to the first colon)."""
+    counts: dict[str, int] = {}
+    for node in float_nodes:
+        kind = node.reason.split(":")[0]
+        counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def _print_decisions(model, seconds: dict[str, float], verbose: bool) -> None:
+    """One line per decision quantize made (each in full with `verbose`), and the time each stage took."""
+    from eightbit import api
+    from eightbit.record import decisions_of
+
+    if verbose:
+        print(model.metadata_props.get(api.WEIGHT_RANGE_KEY, ""))
+    else:
+        for decision in decisions_of(model):
+            print(f"{decision['step']}: {decision['taken']}")
+    stages = {stage: value for stage, value in seconds.items() if stage != "steps"}
+    print("time: " + ", ".join(f"{stage} {value:.1f} s" for stage, value in stages.items())
+          + f"; quantize {sum(seconds.get(s, 0.0) for s in ('load and prepare', 'steps', 'save')):.1f} s in all")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -445,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--eval", help="held-out samples for the report (default: the first "
                                          f"{DEFAULT_REPORT_SAMPLES} calibration samples)")
     quantize.add_argument("--json", action="store_true", help="print the report as JSON")
+    quantize.add_argument("-v", "--verbose", action="store_true",
+                          help="every decision with what was measured for it, and every node left in float")
     quantize.add_argument("--no-report", action="store_true", help="skip the accuracy and latency report")
     _add_image_options(quantize)
     common(quantize)

@@ -3,8 +3,10 @@
 # The nodes left in float and why: [{"name", "op_type", "reason"}].
 FLOAT_NODES_KEY = "eightbit.float_nodes"
 SCHEME_KEY = "eightbit.scheme"
-# How the weight range (and other measured choices) was decided, in words.
+# How the weight range (and other measured choices) was decided, in words: every decision's full text.
 WEIGHT_RANGE_KEY = "eightbit.weight_range"
+# The same decisions in short: [{"step", "taken"}], in the order made (the quantize report's lines).
+DECISIONS_KEY = "eightbit.decisions"
 # The bias width and, per node, how many bias values it clipped.
 BIAS_KEY = "eightbit.bias"
 # What --min-sqnr or --max-drop did: the budget, the measure before and after, the nodes kept float,

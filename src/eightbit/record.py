@@ -7,7 +7,7 @@ import json
 import onnx_ir as ir
 
 from eightbit.fallback import Fallback, fallback_from_dict
-from eightbit.metadata import BIAS_KEY, FALLBACK_KEY, FINETUNE_KEY, FLOAT_NODES_KEY, SPEED_CHECK_KEY
+from eightbit.metadata import BIAS_KEY, DECISIONS_KEY, FALLBACK_KEY, FINETUNE_KEY, FLOAT_NODES_KEY, SPEED_CHECK_KEY
 from eightbit.never_slower import SpeedCheck
 from eightbit.plan import FloatNode
 
@@ -40,3 +40,9 @@ def float_nodes_of(model: ir.Model) -> list[FloatNode]:
     """The nodes a quantized model computes in float, as recorded when it was made."""
     raw = model.metadata_props.get(FLOAT_NODES_KEY)
     return [FloatNode(**entry) for entry in json.loads(raw)] if raw else []
+
+
+def decisions_of(model: ir.Model) -> list[dict[str, str]]:
+    """The choices quantize made, in short ({"step", "taken"}, in the order made); [] for older models."""
+    raw = model.metadata_props.get(DECISIONS_KEY)
+    return json.loads(raw) if raw else []

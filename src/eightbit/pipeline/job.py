@@ -3,7 +3,10 @@ with the choices that made it (Build)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import time
+from collections.abc import Iterator
 
 import onnx_ir as ir
 
@@ -31,6 +34,17 @@ class Job:
     measure: Measure | None
     method: str | PerTensorCalibration
     ranges: RangeMemo | None = None
+    # Step -> seconds spent in it, for the report; never in the model (it would depend on the machine's load).
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        """Adds the time spent in the block to `seconds[step]`."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - start
 
     def worst_sqnr_db(self, models: list[ir.Model], **batches) -> list[float]:
         """Each model's worst output SQNR (pre-softmax) vs the reference on the calibration batches."""
@@ -38,23 +52,32 @@ class Job:
 
 
 @dataclasses.dataclass(frozen=True)
-class Build:
-    """One quantized model, its float nodes, and how its weights were chosen.
+class Decision:
+    """One choice a step made: the step, what it took in a few words (the report's line), and what it measured,
+    in full (the model's metadata, `--verbose`)."""
 
-    `note`: the choices that made it, in words (the report's line). `weight_range`: FULL or SEVEN_BIT, the range
-    taken (a rebuild with other nodes float takes it as it is). `gates`: whether its hard-swishes are gate
-    convolutions (None where the model has none to rewrite).
+    step: str
+    taken: str
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Build:
+    """One quantized model, its float nodes, and the choices that made it.
+
+    `weight_range`: FULL or SEVEN_BIT, the range taken (a rebuild with other nodes float takes it as it is).
+    `gates`: whether its hard-swishes are gate convolutions (None where the model has none to rewrite).
     """
 
     model: ir.Model
     float_nodes: list[FloatNode]
-    note: str
+    decisions: tuple[Decision, ...]
     weight_range: WeightRange
     gates: bool | None = None
 
-    def noted(self, text: str) -> Build:
-        """The same build with `text` added to its note."""
-        return dataclasses.replace(self, note=f"{self.note}; {text}" if self.note else text) if text else self
+    def decided(self, decision: Decision) -> Build:
+        """The same build with one more decision."""
+        return dataclasses.replace(self, decisions=(*self.decisions, decision))
 
 
 def taken(candidate_db: float, base_db: float, margin_db: float = MARGIN_DB) -> bool:

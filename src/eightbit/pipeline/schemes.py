@@ -11,7 +11,7 @@ from eightbit.config import SchemeKind
 from eightbit.fallback import Fallback
 from eightbit.never_slower import SpeedCheck
 from eightbit.passes.quantize_weights import QuantizeWeights
-from eightbit.pipeline.job import Build, Job
+from eightbit.pipeline.job import Build, Decision, Job
 from eightbit.pipeline.options import WeightRange, WeightRounding
 from eightbit.pipeline.steps.bias import with_corrected_biases
 from eightbit.pipeline.steps.budget import budget_measure, within_budget
@@ -25,12 +25,12 @@ from eightbit.quant.rounding import InputMoments
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """A finished model and what its steps decided: the note (in words, in the order decided), the equalization
+    """A finished model and what its steps decided: the decisions (in the order decided), the equalization
     factors, the budget's search and the speed check (None where they did not run), and the moments its codes
     were chosen from (None where rounded to nearest)."""
 
     build: Build
-    note: str
+    decisions: tuple[Decision, ...]
     equalization: Equalized | None = None
     fallback: Fallback | None = None
     checked: SpeedCheck | None = None
@@ -44,7 +44,8 @@ def _equalized(job: Job) -> tuple[Job, Equalized | None]:
     if not job.options.equalization:
         return job, None
     searching = isinstance(job.method, PerTensorCalibration)
-    found = equalized(dataclasses.replace(job, method="minmax") if searching else job)
+    with job.timed("equalization"):
+        found = equalized(dataclasses.replace(job, method="minmax") if searching else job)
     if searching:
         found = dataclasses.replace(found, nearest=None)
     return dataclasses.replace(job, reference=found.reference), found
@@ -56,24 +57,28 @@ def static_steps(job: Job) -> Outcome:
     options = job.options
     nearest = equalization.nearest if equalization is not None else None
     measured = budget_measure(job) if options.budget is not None else None
-    rounding_note = ""
-    if options.weight_rounding is WeightRounding.AUTO:
-        rounded = rounding_measured(job, nearest)
-        built, moments, rounding_note = rounded.build, rounded.moments, rounded.note
-    else:
-        moments = InputMoments() if options.weight_rounding is WeightRounding.GPTQ else None
-        built = nearest if nearest is not None and moments is None else with_gates(job, options.weight_range,
-                                                                                  moments=moments)
+    rounding: tuple[Decision, ...] = ()
+    with job.timed("weight codes"):
+        if options.weight_rounding is WeightRounding.AUTO:
+            rounded = rounding_measured(job, nearest)
+            built, moments, rounding = rounded.build, rounded.moments, (rounded.decision,)
+        else:
+            moments = InputMoments() if options.weight_rounding is WeightRounding.GPTQ else None
+            built = nearest if nearest is not None and moments is None else with_gates(job, options.weight_range,
+                                                                                      moments=moments)
     fallback = checked = None
     if options.budget is not None:
-        built, fallback = within_budget(job, built, moments, measured)
+        with job.timed("budget"):
+            built, fallback = within_budget(job, built, moments, measured)
     if options.speed_check:
-        built, checked = never_slower(job, built, moments)
-    note = f"{built.note}; {rounding_note}" if rounding_note else built.note
+        with job.timed("speed check"):
+            built, checked = never_slower(job, built, moments)
+    decisions = (*built.decisions, *rounding)
     if options.bias_correction:
-        built, corrected = with_corrected_biases(job, built, measured, fallback)
-        note = f"{note}; {corrected}"
-    return Outcome(built, note, equalization, fallback, checked, moments)
+        with job.timed("bias correction"):
+            built, corrected = with_corrected_biases(job, built, measured, fallback)
+        decisions = (*decisions, corrected)
+    return Outcome(built, decisions, equalization, fallback, checked, moments)
 
 
 def weights_steps(job: Job) -> Outcome:
@@ -84,8 +89,8 @@ def weights_steps(job: Job) -> Outcome:
         moments = InputMoments(input_moments(model, weighted_nodes(model.graph, list(model.graph)), job.samples,
                                              job.options.threads, job.options.show_progress))
     QuantizeWeights(job.options.scheme, moments)(model)
-    note = "weights only: arithmetic stays float"
-    return Outcome(Build(model, [], note, WeightRange.FULL), note, moments=moments)
+    decision = Decision("scheme", "weights only", "weights only: arithmetic stays float")
+    return Outcome(Build(model, [], (decision,), WeightRange.FULL), (decision,), moments=moments)
 
 
 def steps(job: Job) -> Outcome:
@@ -95,6 +100,6 @@ def steps(job: Job) -> Outcome:
         return static_steps(job)
     if kind is SchemeKind.DYNAMIC:
         built = quantized_dynamically(job)
-        return Outcome(built, built.note)
+        return Outcome(built, built.decisions)
     return weights_steps(job)
 

@@ -26,7 +26,7 @@ from eightbit.passes.fuse_activation import FuseActivations, name_after_activati
 from eightbit.passes.insert_qdq import InsertQDQ, QParams, activation_qparams
 from eightbit.passes.read_qdq import GIVEN_GRID, given_grid, grid_in_format
 from eightbit.passes.resize_channels_first import ResizeChannelsFirst
-from eightbit.pipeline.job import Build, Job, taken
+from eightbit.pipeline.job import Build, Decision, Job, taken
 from eightbit.pipeline.options import Target, WeightRange, gives_weight_grids, model_values
 from eightbit.plan import FloatNode, Plan, make_plan
 from eightbit.quant.rounding import InputMoments
@@ -179,46 +179,54 @@ def build_static(
     Resizes are written in the forms it runs fast on codes (section 6b).
     """
     builder = _Builder(job, float_model, kept_float, moments, moment_samples)
-    model, float_nodes, note, range_taken = _weights_decided(job, float_model, weight_range, builder.build)
+    model, float_nodes, decision, range_taken = _weights_decided(job, float_model, weight_range, builder.build)
     method = job.method
     if isinstance(method, PerTensorCalibration) and not method.searched and method.candidates:
         rebuilt = builder.searched(model, 7 if range_taken is WeightRange.SEVEN_BIT else None)
         if rebuilt is not None:
             model, float_nodes = rebuilt
-    return Build(model, float_nodes, note, range_taken)
+    return Build(model, float_nodes, (decision,), range_taken)
+
+
+def _range(taken: str, detail: str) -> Decision:
+    return Decision("weight range", taken, detail)
 
 
 def _weights_decided(
     job: Job, float_model: ir.Model, weight_range: WeightRange,
     build: Callable[[int | None], tuple[ir.Model, list[FloatNode]]],
-) -> tuple[ir.Model, list[FloatNode], str, WeightRange]:
+) -> tuple[ir.Model, list[FloatNode], Decision, WeightRange]:
     """The model `build` makes with the weight range asked or, for AUTO, the one measured better on this CPU;
-    its float nodes, the choice in words and the range taken (FULL or SEVEN_BIT)."""
+    its float nodes, the decision and the range taken (FULL or SEVEN_BIT)."""
     if gives_weight_grids(float_model):
-        return (*build(None), "weights on the grids the QDQ model gives", WeightRange.FULL)
+        given = "weights on the grids the QDQ model gives"
+        return (*build(None), _range(given, given), WeightRange.FULL)
     narrow = job.options.scheme.weights.value_bits
     if narrow is not None and narrow <= 7:
-        return (*build(None), f"{narrow}-bit weights, as the scheme says", WeightRange.FULL)
+        return (*build(None), _range(f"{narrow}-bit, the scheme's", f"{narrow}-bit weights, as the scheme says"),
+                WeightRange.FULL)
     if weight_range is WeightRange.SEVEN_BIT:
-        return (*build(7), "7-bit weights, as asked", WeightRange.SEVEN_BIT)
+        return (*build(7), _range("7-bit, as asked", "7-bit weights, as asked"), WeightRange.SEVEN_BIT)
     if weight_range is WeightRange.FULL:
-        return (*build(None), "full 8-bit weights, as asked", WeightRange.FULL)
+        return (*build(None), _range("8-bit, as asked", "full 8-bit weights, as asked"), WeightRange.FULL)
     cpu = cpu_features()
     full, float_nodes = build(None)
     if job.samples is None:
-        return (full, float_nodes, "full 8-bit weights: no calibration samples to compare 7-bit weights on",
-                WeightRange.FULL)
+        return (full, float_nodes, _range("8-bit", "full 8-bit weights: no calibration samples to compare 7-bit "
+                                                   "weights on"), WeightRange.FULL)
     if not cpu.u8s8_can_saturate:
         why = (f"full 8-bit weights: this CPU ({cpu.summary()}) multiplies u8 x s8 without saturation; x86 CPUs "
                "without VNNI may not (--weight-range 7bit is exact anywhere)")
-        return full, float_nodes, why, WeightRange.FULL
+        return full, float_nodes, _range("8-bit (this CPU has VNNI)", why), WeightRange.FULL
     seven, _ = build(7)
     full_db, seven_db = job.measure.worst_sqnr_db([full, seven], float_model)
     measured = (f"worst output SQNR (pre-softmax) vs float on the calibration samples, as this CPU "
                 f"({cpu.summary()}, no VNNI) computes them: {full_db:.1f} dB with 8-bit weights, "
                 f"{seven_db:.1f} dB with 7-bit")
+    figures = f"{full_db:.1f} dB with 8-bit, {seven_db:.1f} dB with 7-bit (no VNNI)"
     if full_db >= seven_db:
-        return full, float_nodes, f"full 8-bit weights: {measured}", WeightRange.FULL
-    return seven, float_nodes, (f"7-bit weights (exact on any CPU; 8-bit products' pair sums saturate in int16 "
-                                f"here): {measured}"), WeightRange.SEVEN_BIT
+        return full, float_nodes, _range(f"8-bit: {figures}", f"full 8-bit weights: {measured}"), WeightRange.FULL
+    return seven, float_nodes, _range(f"7-bit: {figures}", f"7-bit weights (exact on any CPU; 8-bit products' "
+                                                           f"pair sums saturate in int16 here): {measured}"), \
+        WeightRange.SEVEN_BIT
 

@@ -11,7 +11,7 @@ import onnx_ir as ir
 from eightbit.datasets import Samples
 from eightbit.fallback import Fallback
 from eightbit.pipeline.correct_biases import correct_biases
-from eightbit.pipeline.job import Build, Job, taken
+from eightbit.pipeline.job import Build, Decision, Job, taken
 from eightbit.pipeline.options import Effort
 from eightbit.pipeline.static import held_out_from_checks
 
@@ -31,16 +31,16 @@ def _mean_samples(job: Job) -> Samples:
 
 
 def with_corrected_biases(job: Job, built: Build, measured: Callable[[ir.Model], float] | None,
-                          fallback: Fallback | None) -> tuple[Build, str]:
+                          fallback: Fallback | None) -> tuple[Build, Decision]:
     """`built` with its biases corrected by eq. 7b, layer by layer, where that raises the worst output SQNR on
     the calibration samples by MARGIN_DB (and keeps a budget `built` met, or brings one it misses no further
-    from it, by the budget's `measured`); and what was measured, in words. The means are taken on other batches
+    from it, by the budget's `measured`); and the decision. The means are taken on other batches
     than the SQNR where the samples have enough (_mean_samples). A kept correction updates `fallback`'s figure."""
     corrected = ir.from_proto(ir.to_proto(built.model))
     moved = correct_biases(corrected, job.reference, _mean_samples(job), job.options.scheme.bias, job.options.threads,
                            job.options.show_progress)
     if not moved:
-        return built, "no bias to correct"
+        return built, Decision("bias correction", "nothing to correct", "no bias to correct")
     plain_db, corrected_db = job.worst_sqnr_db([built.model, corrected])
     keep = taken(corrected_db, plain_db)
     budget = job.options.budget
@@ -53,4 +53,6 @@ def with_corrected_biases(job: Job, built: Build, measured: Callable[[ir.Model],
     text = (f"biases of {len(moved)} layers corrected for their mean output error on the calibration samples "
             f"(eq. 7b): {corrected_db:.1f} dB output SQNR, {plain_db:.1f} dB uncorrected: "
             f"{'correction kept' if keep else 'not kept'}")
-    return (dataclasses.replace(built, model=corrected) if keep else built), text
+    verdict = f"{'kept' if keep else 'not kept'}: {corrected_db:.1f} dB corrected, {plain_db:.1f} dB as rounded"
+    decision = Decision("bias correction", f"{len(moved)} layers, {verdict}", text)
+    return (dataclasses.replace(built, model=corrected) if keep else built), decision

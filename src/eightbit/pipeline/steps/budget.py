@@ -121,7 +121,7 @@ def within_budget(job: Job, built: Build, moments: InputMoments | None,
         return built, Fallback(budget, before, before, [], probes + 1)  # no model measured better than all int8
     chosen = candidates[order, len(kept)]
     if gates is not None:  # how the probe's weights were chosen is the all-integer model's to say
-        chosen = Build(chosen.model, chosen.float_nodes, built.note, chosen.weight_range, chosen.gates)
+        chosen = Build(chosen.model, chosen.float_nodes, built.decisions, chosen.weight_range, chosen.gates)
     fallback = Fallback(budget, before, after, kept, probes + 1, order=order)
     if job.options.effort is Effort.MAX:  # timed: a figure of this run, not of the model
         latency = latency_side_by_side(built.model, chosen.model, job.samples.single_feed(), job.options.threads,

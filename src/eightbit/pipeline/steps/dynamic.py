@@ -13,13 +13,21 @@ from eightbit.config import Scheme
 from eightbit.ir.graph import constant_array
 from eightbit.isa import cpu_features
 from eightbit.passes.dynamic import MEASURED_CHOICES, DynamicChoices, QuantizeDynamically
-from eightbit.pipeline.job import Build, Job, taken
+from eightbit.pipeline.job import Build, Decision, Job, taken
 from eightbit.pipeline.options import MARGIN_DB, WeightRange
 from eightbit.plan import FloatNode
 
 
-def dynamic_weights(scheme: Scheme, weight_range: WeightRange) -> tuple[DynamicChoices, str]:
+def dynamic_weights(scheme: Scheme, weight_range: WeightRange) -> tuple[DynamicChoices, Decision]:
     """How the dynamic scheme stores weight codes on this CPU (docs/quantization.md, section 13)."""
+    choices, note = _dynamic_weights(scheme, weight_range)
+    bits = choices.weights.value_bits or choices.weights.bits
+    codes = f"{bits}-bit codes as uint8 + 128" if choices.offset_codes else f"{bits}-bit codes as int8"
+    return choices, Decision("weight range", codes, note)
+
+
+def _dynamic_weights(scheme: Scheme, weight_range: WeightRange) -> tuple[DynamicChoices, str]:
+    """How the dynamic scheme stores weight codes on this CPU, and why, in words."""
     cpu = cpu_features()
     narrow = scheme.weights.value_bits
     if narrow is not None and narrow <= 7:
@@ -55,7 +63,8 @@ def quantized_dynamically(job: Job) -> Build:
     """The reference with weights to integers and activations quantized at run time. MatMuls of two run-time
     tensors and Conv inputs are quantized too where the calibration samples show each costs at most MARGIN_DB;
     without samples they stay float."""
-    choices, note = dynamic_weights(job.options.scheme, job.options.weight_range)
+    choices, weights = dynamic_weights(job.options.scheme, job.options.weight_range)
+    decisions = [weights]
     source = ir.to_proto(job.reference)
     means = _input_means(job)
 
@@ -68,26 +77,31 @@ def quantized_dynamically(job: Job) -> Build:
 
     model, rewrite = build(choices)
     if rewrite.corrected:
-        note += f"; biases of {len(rewrite.corrected)} layers corrected for the mean error of rounded weights"
+        decisions.append(Decision("bias correction", f"{len(rewrite.corrected)} layers",
+                                  f"biases of {len(rewrite.corrected)} layers corrected for the mean error of rounded "
+                                  "weights"))
     open_choices = {field: count for field, count in rewrite.left_float.items() if count}
     if not open_choices:
-        return _built(model, rewrite.float_nodes, note)
+        return _built(model, rewrite.float_nodes, decisions)
     if job.samples is None:
         left = ", ".join(f"{count} {MEASURED_CHOICES[field]}" for field, count in open_choices.items())
-        return _built(model, rewrite.float_nodes, f"{note}; not quantized at run time: {left} (no calibration "
-                                                  "samples to measure what that costs)")
+        decisions.append(Decision("run-time quantization", f"not for {left}", f"not quantized at run time: {left} "
+                                  "(no calibration samples to measure what that costs)"))
+        return _built(model, rewrite.float_nodes, decisions)
     variants = [build(dataclasses.replace(choices, **{field: True}))[0] for field in open_choices]
     base_db, *variant_dbs = job.worst_sqnr_db([model, *variants])
-    chosen, decisions = {}, []
+    chosen, measured = {}, []
     for (field, count), db in zip(open_choices.items(), variant_dbs):
         chosen[field] = taken(db, base_db, -MARGIN_DB)
-        decisions.append(f"{count} {MEASURED_CHOICES[field]} {'quantized' if chosen[field] else 'kept float'} "
+        measured.append(f"{count} {MEASURED_CHOICES[field]} {'quantized' if chosen[field] else 'kept float'} "
                          f"({db:.1f} dB quantized, {base_db:.1f} dB not)")
     if any(chosen.values()):
         model, rewrite = build(dataclasses.replace(choices, **chosen))
-    return _built(model, rewrite.float_nodes, f"{note}; worst output SQNR (pre-softmax) vs float on the calibration "
-                                              f"samples decided: {'; '.join(decisions)}")
+    short = ", ".join(f"{MEASURED_CHOICES[field]} {'quantized' if chosen[field] else 'float'}" for field in chosen)
+    decisions.append(Decision("run-time quantization", short, "worst output SQNR (pre-softmax) vs float on the "
+                              f"calibration samples decided: {'; '.join(measured)}"))
+    return _built(model, rewrite.float_nodes, decisions)
 
 
-def _built(model: ir.Model, float_nodes: list[FloatNode], note: str) -> Build:
-    return Build(model, float_nodes, note, WeightRange.FULL)
+def _built(model: ir.Model, float_nodes: list[FloatNode], decisions: list[Decision]) -> Build:
+    return Build(model, float_nodes, tuple(decisions), WeightRange.FULL)

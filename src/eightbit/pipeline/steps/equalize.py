@@ -11,7 +11,7 @@ import onnx_ir as ir
 from eightbit.calibrate.means import channel_ranges
 from eightbit.config import Granularity
 from eightbit.passes.equalize_channels import equalize_channels, equalize_weights, find_pairs
-from eightbit.pipeline.job import Build, Job, taken
+from eightbit.pipeline.job import Build, Decision, Job, taken
 from eightbit.pipeline.static import held_out_from_checks
 from eightbit.pipeline.steps.gates import with_gates
 
@@ -19,12 +19,12 @@ from eightbit.pipeline.steps.gates import with_gates
 @dataclasses.dataclass(frozen=True)
 class Equalized:
     """What equalization left: the float model to build from, tensor name -> the factors its channels were
-    multiplied by ({} where not kept), what was measured, and the model it measured with nearest codes (the one
-    kept; None where nothing was built)."""
+    multiplied by ({} where not kept), the decision (None where there was nothing to equalize), and the model
+    it measured with nearest codes (the one kept; None where nothing was built)."""
 
     reference: ir.Model
     factors: dict[str, np.ndarray]
-    note: str
+    decision: Decision | None
     nearest: Build | None
 
 
@@ -57,7 +57,7 @@ def equalized(job: Job) -> Equalized:
     pairs = find_pairs(job.reference.graph, dense=_by_weights(job))
     candidates = _candidates(job, pairs)
     if not candidates:
-        return Equalized(job.reference, {}, "", None)
+        return Equalized(job.reference, {}, None, None)
 
     def built(model: ir.Model) -> Build:
         copy = dataclasses.replace(job, reference=ir.from_proto(ir.to_proto(model)))
@@ -77,6 +77,9 @@ def equalized(job: Job) -> Equalized:
         measured = ", ".join(f"{db:.1f} dB ({name})" for (name, _, _), db in zip(candidates, balanced_db))
         note = (f"layer pairs equalized: {measured} output SQNR on the calibration samples, {plain_db:.1f} dB as "
                 f"they were: {f'equalization kept ({how}, {pairs_moved} pairs)' if keep else 'not kept'}")
+    verdict = (f"kept ({how}, {pairs_moved} pairs)" if keep else "not kept") + \
+        f": {balanced_db[best]:.1f} dB equalized, {plain_db:.1f} dB as they were"
+    decision = Decision("equalization", verdict, note)
     if keep:
-        return Equalized(model, factors, note, balanced[best])
-    return Equalized(job.reference, {}, note, plain)
+        return Equalized(model, factors, decision, balanced[best])
+    return Equalized(job.reference, {}, decision, plain)

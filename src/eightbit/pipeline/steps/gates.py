@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import onnx_ir as ir
 
 from eightbit.datasets import Samples
 from eightbit.passes.hard_gates import HardGatesAsConvolutions
-from eightbit.pipeline.job import Build, Job, taken
+from eightbit.pipeline.job import Build, Decision, Job, taken
 from eightbit.pipeline.options import MARGIN_DB, Target, WeightRange
 from eightbit.pipeline.static import build_static
 from eightbit.quant.rounding import InputMoments
@@ -40,14 +42,17 @@ def with_gates(
     if gates is not None:
         chosen = built(_gated(reference) if gates else reference)
         form = "as gate convolutions" if gates else "kept float"
-        return Build(chosen.model, chosen.float_nodes, f"{chosen.note}; {swishes} hard-swishes {form}, as the "
-                     "all-integer model took them", chosen.weight_range, gates)
+        decision = Decision("hard-swish", f"{form}, as the all-integer model took them",
+                            f"{swishes} hard-swishes {form}, as the all-integer model took them")
+        return dataclasses.replace(chosen.decided(decision), gates=gates)
     gated = built(_gated(reference))
     plain = built(reference)
     plain_db, gated_db = job.worst_sqnr_db([plain.model, gated.model])
     measured = (f"{swishes} hard-swishes as gate convolutions: {gated_db:.1f} dB output SQNR on the calibration "
                 f"samples, as float ops {plain_db:.1f} dB")
+    figures = f"{gated_db:.1f} dB as gates, {plain_db:.1f} dB as float ops"
     if taken(gated_db, plain_db, -MARGIN_DB):
-        return Build(gated.model, gated.float_nodes, f"{gated.note}; {measured}: integer kernels taken",
-                     gated.weight_range, True)
-    return Build(plain.model, plain.float_nodes, f"{plain.note}; {measured}: kept float", plain.weight_range, False)
+        decision = Decision("hard-swish", f"gate convolutions: {figures}", f"{measured}: integer kernels taken")
+        return dataclasses.replace(gated.decided(decision), gates=True)
+    decision = Decision("hard-swish", f"float ops: {figures}", f"{measured}: kept float")
+    return dataclasses.replace(plain.decided(decision), gates=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from eightbit.pipeline.job import Build, Job, taken
+from eightbit.pipeline.job import Build, Decision, Job, taken
 from eightbit.pipeline.static import held_out_from_checks
 from eightbit.pipeline.steps.gates import with_gates
 from eightbit.quant.rounding import InputMoments
@@ -13,12 +13,12 @@ from eightbit.quant.rounding import InputMoments
 
 @dataclasses.dataclass(frozen=True)
 class Rounded:
-    """The build taken, the moments its codes were chosen from (None where nearest was kept), and what was
-    measured, in words (the report's line; it holds whichever later step rebuilds the model)."""
+    """The build taken, the moments its codes were chosen from (None where nearest was kept), and the decision
+    (kept apart from the build's: it holds whichever later step rebuilds the model)."""
 
     build: Build
     moments: InputMoments | None
-    note: str
+    decision: Decision
 
 
 def rounding_measured(job: Job, nearest: Build | None = None) -> Rounded:
@@ -35,6 +35,9 @@ def rounding_measured(job: Job, nearest: Build | None = None) -> Rounded:
     nearest_db, chosen_db = job.worst_sqnr_db([nearest.model, chosen.model])
     measured = (f"weight codes chosen from the calibration inputs (--weight-rounding auto): {chosen_db:.1f} dB "
                 f"output SQNR on the calibration samples, rounded to nearest {nearest_db:.1f} dB")
+    figures = f"{chosen_db:.1f} dB chosen, {nearest_db:.1f} dB nearest"
     if taken(chosen_db, nearest_db):
-        return Rounded(chosen, moments, f"{measured}: chosen codes taken")
-    return Rounded(nearest, None, f"{measured}: nearest kept")
+        return Rounded(chosen, moments, Decision("weight codes", f"chosen from the calibration inputs (eq. 34): "
+                                                                 f"{figures}", f"{measured}: chosen codes taken"))
+    return Rounded(nearest, None, Decision("weight codes", f"rounded to nearest: {figures}",
+                                           f"{measured}: nearest kept"))

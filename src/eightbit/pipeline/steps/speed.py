@@ -48,4 +48,5 @@ def never_slower(job: Job, built: Build, moments: InputMoments | None) -> tuple[
     if not check.taken:
         return built, check
     # The rebuild was handed the range `built` resolved: how that range was chosen is `built`'s to say.
-    return Build(candidate.model, candidate.float_nodes, built.note, candidate.weight_range, candidate.gates), check
+    return Build(candidate.model, candidate.float_nodes, built.decisions, candidate.weight_range,
+                 candidate.gates), check
