@@ -16,7 +16,6 @@ Same bytes: eightbit run again with a process spinning on one CPU beside it, the
 
 from __future__ import annotations
 
-import argparse
 import logging
 import platform
 import subprocess
@@ -25,14 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 
 import eightbit
 from benchmarks.models import ALL_MODELS
 from benchmarks.run import Case, build_cases
-from benchmarks.sections import write_section
+from benchmarks.sections import table_harness
 from eightbit.ir import load_model, save_model
 from eightbit.isa import cpu_features
 
@@ -99,12 +97,13 @@ def _cell(seconds: float | None) -> str:
     return "failed" if seconds is None else f"{seconds:.1f}"
 
 
-def run(names: list[str]) -> tuple[list[str], list[str]]:
+def run(names: list[str]) -> list[str]:
     import nncf  # each tool's modules loaded before anything is timed
     import onnxruntime.quantization  # noqa: F401
 
     import eightbit.api  # noqa: F401
 
+    logging.getLogger("nncf").setLevel(logging.ERROR)
     rows, notes = [], []
     for case in build_cases(names):
         with tempfile.TemporaryDirectory(prefix="eightbit-conversion-") as scratch:
@@ -130,7 +129,7 @@ def run(names: list[str]) -> tuple[list[str], list[str]]:
         "same bytes beside a busy CPU |",
         "|---|---|---|---|---|---|---|",
     ]
-    return header + rows, notes
+    return header + rows + [""] + [f"- {note}" for note in notes]
 
 
 SECTION = """## Conversion time: eightbit, ONNX Runtime's quantizer, NNCF
@@ -142,20 +141,8 @@ Made by `{command}` (see benchmarks/conversion.py for what is timed and how).
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.getLogger("nncf").setLevel(logging.ERROR)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=ALL_MODELS)
-    parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
-    args = parser.parse_args(argv)
-    table, notes = run(args.models)
-    text = "\n".join(table + [""] + [f"- {n}" for n in notes])
-    print(text)
-    if not args.no_write:
-        command = "python -m benchmarks.conversion" + ("".join(f" {a}" for a in sys.argv[1:]))
-        write_section("conversion", SECTION.format(command=command, table=text))
-    return 0
+    return table_harness(argv, __doc__, ALL_MODELS, run, "conversion", SECTION)
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")
     sys.exit(main())

@@ -69,19 +69,25 @@ def _node_inputs(node: ir.Node, x: np.ndarray, kernel: tuple[int, ...]) -> Itera
     yield x.reshape(1, -1, x.shape[-1])
 
 
-def _products(vectors: np.ndarray) -> np.ndarray:
-    """Σ x·xᵀ over the rows of `vectors` (groups, rows, columns): (groups, columns, columns), or its
-    diagonal blocks (groups, blocks, DIAGONAL_BLOCK, DIAGONAL_BLOCK), zero-padded, past DIAGONAL_BLOCK columns."""
-    columns = vectors.shape[-1]
+def _add_products(total: np.ndarray | None, vectors: np.ndarray) -> np.ndarray:
+    """`total` (float64; None: zero) plus Σ x·xᵀ over the rows of `vectors` (groups, rows, columns), in place:
+    (groups, columns, columns), or its diagonal blocks (groups, blocks, DIAGONAL_BLOCK, DIAGONAL_BLOCK),
+    zero-padded, past DIAGONAL_BLOCK columns. Each piece's products are taken in float32 and added in float64."""
+    groups, _, columns = vectors.shape
     if columns <= DIAGONAL_BLOCK:
-        return np.matmul(vectors.transpose(0, 2, 1), vectors).astype(np.float64)
+        products = np.matmul(vectors.transpose(0, 2, 1), vectors)
+        if total is None:
+            return products.astype(np.float64)
+        total += products
+        return total
     blocks = -(-columns // DIAGONAL_BLOCK)
-    out = np.zeros((vectors.shape[0], blocks, DIAGONAL_BLOCK, DIAGONAL_BLOCK))
+    if total is None:
+        total = np.zeros((groups, blocks, DIAGONAL_BLOCK, DIAGONAL_BLOCK))
     for block in range(blocks):
         part = vectors[..., block * DIAGONAL_BLOCK:(block + 1) * DIAGONAL_BLOCK]
         width = part.shape[-1]
-        out[:, block, :width, :width] = np.matmul(part.transpose(0, 2, 1), part)
-    return out
+        total[:, block, :width, :width] += np.matmul(part.transpose(0, 2, 1), part)
+    return total
 
 
 def weighted_nodes(graph: ir.Graph, candidates: list[ir.Node]) -> list[ir.Node]:
@@ -102,7 +108,7 @@ def input_moments(
     show_progress: bool = True,
 ) -> dict[str, np.ndarray]:
     """Node name -> H (groups, columns, columns), float64: the mean of x·xᵀ over every input vector of
-    every sample (past DIAGONAL_BLOCK columns, its diagonal blocks: see _products).
+    every sample (past DIAGONAL_BLOCK columns, its diagonal blocks: see _add_products).
 
     `nodes` are nodes of `model` (see weighted_nodes); `model` runs as it is, in float.
     """
@@ -122,11 +128,7 @@ def input_moments(
                 name = node.inputs[0].name
                 x = np.asarray(feeds[name] if name in graph_inputs else results[name], np.float32)
                 for vectors in _node_inputs(node, x, kernels[node.name]):
-                    h = _products(vectors)
-                    if node.name in sums:
-                        sums[node.name] += h
-                    else:
-                        sums[node.name] = h
+                    sums[node.name] = _add_products(sums.get(node.name), vectors)
                     counts[node.name] += vectors.shape[1]
     finally:
         session.close()
