@@ -239,3 +239,30 @@ def test_the_report_gives_one_line_a_decision_and_the_time_of_each_stage(cnn_pat
     assert main(["quantize", str(cnn_path), "--calibration", str(cnn_data), "-o", str(out), "-q", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["decisions"] == decisions and report["seconds"]["steps"] > 0
+
+
+def test_threads_out_of_bounds_are_refused_by_every_command(cnn_path, cnn_data, out):
+    for args in (("quantize", cnn_path, "-o", out, "--threads", "100000"),
+                 ("run", cnn_path, "--data", cnn_data, "-o", out, "--threads", "-3")):
+        result = run_cli(*args)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--threads" in result.stderr
+        assert not out.exists()
+
+
+def test_version_and_an_internal_error_get_one_line(cnn_path, cnn_data, out, capsys, monkeypatch):
+    from eightbit import __version__, api
+
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"eightbit {__version__}"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an invariant broke\nsecond line")
+
+    monkeypatch.setattr(api, "quantize_with", broken)
+    assert main(["quantize", str(cnn_path), "--calibration", str(cnn_data), "-o", str(out), "-q"]) == 1
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and "a bug in eightbit" in said and "an invariant broke" in said
+    trace = said.split("the full trace is in ")[1].split(" ")[0]
+    assert "RuntimeError" in open(trace).read() and not out.exists()
+    with pytest.raises(RuntimeError):
+        main(["--debug", "quantize", str(cnn_path), "--calibration", str(cnn_data), "-o", str(out), "-q"])

@@ -23,6 +23,7 @@ from eightbit.config import (
     DEFAULT_THREADS,
     DEFAULT_WEIGHT_RANGE,
     EFFORTS,
+    MOST_THREADS_PER_CPU,
     SCHEMES,
     TARGETS,
     WEIGHT_GRANULARITIES,
@@ -596,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
+        _check_threads(args)
         return args.handler(args)
     except InputError as error:
         print(f"eightbit: error: {error}", file=sys.stderr)
@@ -611,6 +613,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{str(error).splitlines()[0] if str(error) else ''}; the full trace is in {trace} "
               "(--debug prints it)", file=sys.stderr)
         return 1
+
+
+def _check_threads(args: argparse.Namespace) -> None:
+    """--threads within 1 and MOST_THREADS_PER_CPU a CPU of this machine, for every command."""
+    import os
+
+    most = MOST_THREADS_PER_CPU * (os.cpu_count() or 1)
+    threads = getattr(args, "threads", 1)
+    if not 1 <= threads <= most:
+        raise InputError(f"--threads {threads}: give 1 to {most} ({MOST_THREADS_PER_CPU} per CPU here)")
 
 
 def _write_trace() -> str:

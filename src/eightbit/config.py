@@ -188,6 +188,8 @@ DEFAULT_REPORT_SAMPLES = 16
 DEFAULT_BATCH = 8
 # ONNX Runtime threads for calibration, evaluation and timing.
 DEFAULT_THREADS = 2
+# More runtime threads than this per CPU only slow a run down, and each takes memory of its own.
+MOST_THREADS_PER_CPU = 4
 # Lowest opset the converter works in: per-axis QuantizeLinear/DequantizeLinear need 13, HardSwish 14.
 MIN_OPSET = 14
 

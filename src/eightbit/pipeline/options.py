@@ -23,6 +23,7 @@ from eightbit.config import (
     CALIBRATION_METHODS,
     DEFAULT_SCHEME,
     DEFAULT_THREADS,
+    MOST_THREADS_PER_CPU,
     WEIGHT_GRANULARITIES,
     Granularity,
     Scheme,
@@ -39,8 +40,6 @@ from eightbit.passes.read_qdq import given_grid
 # the worst output SQNR on the calibration samples by at least this much; one that only speeds the model up
 # (hard-swish as gates, run-time quantization of the dynamic scheme) where it lowers it by at most this much.
 MARGIN_DB = 0.5
-# More runtime threads than this per CPU only slow a run down, and each takes memory of its own.
-MOST_THREADS_PER_CPU = 4
 
 
 class Effort(enum.Enum):
