@@ -8,37 +8,21 @@ from collections.abc import Callable
 
 import onnx_ir as ir
 
-from eightbit.datasets import Samples
 from eightbit.fallback import Fallback
 from eightbit.pipeline.correct_biases import correct_biases
 from eightbit.pipeline.job import Build, Decision, Job, taken
-from eightbit.pipeline.options import Effort
 from eightbit.pipeline.static import held_out_from_checks
-
-# At FAST effort the means are taken on at most this many samples: a pass of the quantized model over them for
-# each corrected layer is most of the step's time, and a layer's mean output is a mean over every position of
-# every sample (SqueezeNet: 8 samples hold 8 x 3025 positions of its first convolution's output).
-FAST_MEAN_SAMPLES = 8
-
-
-def _mean_samples(job: Job) -> Samples:
-    """The samples the means are taken on: those the SQNR is not measured on, where there are enough; at FAST
-    effort, the first FAST_MEAN_SAMPLES of them."""
-    samples = held_out_from_checks(job.samples)
-    if job.options.effort is Effort.MAX or samples.count <= FAST_MEAN_SAMPLES:
-        return samples
-    return samples.take(0, FAST_MEAN_SAMPLES)
 
 
 def with_corrected_biases(job: Job, built: Build, measured: Callable[[ir.Model], float] | None,
                           fallback: Fallback | None) -> tuple[Build, Decision]:
     """`built` with its biases corrected by eq. 7b, layer by layer, where that raises the worst output SQNR on
     the calibration samples by MARGIN_DB (and keeps a budget `built` met, or brings one it misses no further
-    from it, by the budget's `measured`); and the decision. The means are taken on other batches
-    than the SQNR where the samples have enough (_mean_samples). A kept correction updates `fallback`'s figure."""
+    from it, by the budget's `measured`); and the decision. The means are taken on other batches than the SQNR
+    where the samples have enough. A kept correction updates `fallback`'s figure."""
     corrected = ir.from_proto(ir.to_proto(built.model))
-    moved = correct_biases(corrected, job.reference, _mean_samples(job), job.options.scheme.bias, job.options.threads,
-                           job.options.show_progress)
+    moved = correct_biases(corrected, job.reference, held_out_from_checks(job.samples), job.options.scheme.bias,
+                           job.options.threads, job.options.show_progress)
     if not moved:
         return built, Decision("bias correction", "nothing to correct", "no bias to correct")
     plain_db, corrected_db = job.worst_sqnr_db([built.model, corrected])
