@@ -266,3 +266,24 @@ def test_version_and_an_internal_error_get_one_line(cnn_path, cnn_data, out, cap
     assert "RuntimeError" in open(trace).read() and not out.exists()
     with pytest.raises(RuntimeError):
         main(["--debug", "quantize", str(cnn_path), "--calibration", str(cnn_data), "-o", str(out), "-q"])
+
+
+def test_an_output_onto_any_input_or_onto_what_is_not_a_file_is_refused(tmp_path, cnn_data):
+    import os
+
+    from conftest import small_cnn
+
+    model = small_cnn()
+    onnx.save(model, tmp_path / "m.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="m.weights", size_threshold=0)
+    source, weights = tmp_path / "m.onnx", tmp_path / "m.weights"
+    held_out = tmp_path / "held_out.npz"
+    held_out.write_bytes(cnn_data.read_bytes())
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    before = {path: path.read_bytes() for path in (source, weights, cnn_data, held_out)}
+    for target, said in ((weights, "overwrite an input"), (cnn_data, "overwrite an input"),
+                         (held_out, "overwrite an input"), (tmp_path, "is a folder"), (fifo, "not a regular file")):
+        result = run_cli("quantize", source, "--calibration", cnn_data, "--eval", held_out, "-o", target)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and said in result.stderr, result.stderr
+    assert all(path.read_bytes() == data for path, data in before.items()) and fifo.is_fifo()

@@ -78,13 +78,15 @@ def _show_progress(args: argparse.Namespace) -> bool:
 def _quantize(args: argparse.Namespace) -> int:
     from eightbit import api
     from eightbit.ir import check_output_path, load_model, save_model
+    from eightbit.ir.load import external_data_files
     from eightbit.pipeline.options import QuantizeOptions
     from eightbit.record import decisions_of
     from eightbit.report.compare import compare_models, file_size
     from eightbit.report.tables import comparison_table, float_nodes_table, print_tables
 
     source, output = Path(args.model), Path(args.output)
-    check_output_path(output, source)
+    given = [path for path in (args.calibration, args.eval) if path is not None]
+    check_output_path(output, source, *external_data_files(source), *given)
     images = _images(args)
     options = QuantizeOptions(
         scheme=args.scheme, calibrate=args.calibrate, weight_range=args.weight_range, bias_bits=args.bias_bits,

@@ -49,6 +49,31 @@ def _check(proto: onnx.ModelProto, source: str, path: Path | None) -> None:
         raise InputError(f"{source}: the ONNX checker rejects this model: {first}") from None
 
 
+def external_data_files(path: str | os.PathLike) -> list[Path]:
+    """The files a model file keeps its external tensors in (none for a model that is not readable: loading it
+    says why)."""
+    path = Path(path)
+    try:
+        proto = onnx.load_model(os.fspath(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, OSError):
+        return []
+    locations = {entry.value for tensor in _tensors(proto.graph) if tensor.data_location == onnx.TensorProto.EXTERNAL
+                 for entry in tensor.external_data if entry.key == "location"}
+    return [path.parent / location for location in sorted(locations)]
+
+
+def _tensors(graph: onnx.GraphProto):
+    """Every tensor a graph holds: its initializers and its nodes' tensor attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _tensors(subgraph)
+
+
 def load_model(path: str | os.PathLike) -> ir.Model:
     """Load, validate and upgrade a model to at least opset MIN_OPSET (see `standard_model`)."""
     path = Path(path)

@@ -31,6 +31,10 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike) -> 
         same = os.path.samefile(source, output) if source.exists() and output.exists() else False
         if same or source.resolve() == output.resolve():
             raise InputError(f"{output}: the output would overwrite an input; choose another -o")
+    if output.is_dir():
+        raise InputError(f"{output}: is a folder; give -o a file name")
+    if output.exists() and not output.is_file():
+        raise InputError(f"{output}: is not a regular file (a pipe or a device); give -o a file name")
     folder = output.parent if str(output.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"{folder}: output folder does not exist; create it or choose another -o")
