@@ -16,8 +16,8 @@ from eightbit.cli import main
 from eightbit.config import SCHEMES
 from test_inspect import chain_cnn, images  # noqa: F401  (images: a fixture)
 
-# A process that keeps one CPU busy until it is stopped.
-BURNER = "while True:\n    pass\n"
+# A process that keeps one CPU busy until it is stopped, or its parent is.
+BURNER = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass\n"
 
 
 def test_two_runs_one_beside_a_busy_cpu_write_the_same_bytes(tmp_path, images):  # noqa: F811
