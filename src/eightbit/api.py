@@ -204,7 +204,7 @@ def _recorded(outcome: Outcome, options: Resolved) -> ir.Model:
     model, decisions = outcome.build.model, list(outcome.decisions)
     equalization = outcome.equalization
     if equalization is not None and equalization.decision is not None:
-        decisions.append(equalization.decision)
+        decisions.insert(0, equalization.decision)  # the first choice made
     if equalization is not None and equalization.factors:
         model.metadata_props[EQUALIZATION_KEY] = json.dumps({name: f.tolist()
                                                              for name, f in equalization.factors.items()})

@@ -75,58 +75,79 @@ def _show_progress(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
 
 
-def _quantize(args: argparse.Namespace) -> int:
-    from eightbit import api
-    from eightbit.ir import check_output_path, load_model, save_model
-    from eightbit.ir.load import external_data_files
+def _quantize_options(args: argparse.Namespace):
+    """The quantize command's flags as QuantizeOptions, one to one."""
     from eightbit.pipeline.options import QuantizeOptions
-    from eightbit.record import decisions_of
-    from eightbit.report.compare import compare_models, file_size
-    from eightbit.report.tables import comparison_table, float_nodes_table, print_tables
 
-    source, output = Path(args.model), Path(args.output)
-    given = [path for path in (args.calibration, args.eval) if path is not None]
-    check_output_path(output, source, *external_data_files(source), *given)
-    images = _images(args)
-    options = QuantizeOptions(
+    return QuantizeOptions(
         scheme=args.scheme, calibrate=args.calibrate, weight_range=args.weight_range, bias_bits=args.bias_bits,
         weight_granularity=args.weight_granularity, weight_rounding=args.weight_rounding, min_sqnr_db=args.min_sqnr,
         max_drop_points=args.max_drop, bias_correction=not args.no_bias_correction,
         equalization=not args.no_equalize, speed_check=args.speed_check, target=args.target, effort=args.effort,
         threads=args.threads, show_progress=_show_progress(args),
     )
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from eightbit import api
+    from eightbit.ir import check_output_path, load_model, save_model
+    from eightbit.ir.load import external_data_files
+    from eightbit.report.compare import compare_models
+
+    source, output = Path(args.model), Path(args.output)
+    given = [path for path in (args.calibration, args.eval) if path is not None]
+    check_output_path(output, source, *external_data_files(source), *given)
+    images = _images(args)
     seconds: dict[str, float] = {}
-    model = api.quantize_with(source, args.calibration, options, images=images, seconds=seconds)
-    float_nodes = api.float_nodes_of(model)
-    fallback = api.fallback_of(model)
-    checked = api.speed_check_of(model)
+    model = api.quantize_with(source, args.calibration, _quantize_options(args), images=images, seconds=seconds)
     save_model(model, output)
     report_data = args.eval if args.eval is not None else args.calibration
     comparison = None
     if report_data is not None and not args.no_report:
-        float_model = load_model(source)
-        samples = api.load_samples(report_data, float_model, images)
+        samples = api.load_samples(report_data, load_model(source), images)
         if args.eval is None:
             samples = samples.take(0, min(samples.count, DEFAULT_REPORT_SAMPLES))
         comparison = compare_models(source, output, samples, threads=args.threads,
                                     show_progress=_show_progress(args))
-    sizes = (file_size(source), file_size(output))
     if args.json:
-        result = comparison.as_dict() if comparison is not None else {}
-        result["size_bytes"] = {"float": sizes[0], "quantized": sizes[1], "ratio": round(sizes[1] / sizes[0], 4)}
-        result["scheme"] = args.scheme
-        result["weight_range"] = model.metadata_props.get(api.WEIGHT_RANGE_KEY)
-        result["decisions"] = decisions_of(model)
-        result["seconds"] = {stage: round(value, 3) for stage, value in seconds.items()}
-        result["float_nodes"] = [vars(node) for node in float_nodes]
-        result["bias_saturated"] = api.bias_saturation_of(model)
-        if fallback is not None:
-            result["fallback"] = fallback.as_dict()
-        if checked is not None:
-            result["speed_check"] = checked.as_dict()
-        result["output"] = str(output)
-        print(json.dumps(result, indent=2))
-        return 0
+        print(json.dumps(_quantize_json(args, model, comparison, seconds), indent=2))
+    else:
+        _print_quantize_report(args, model, comparison, seconds)
+    return 0
+
+
+def _quantize_json(args: argparse.Namespace, model, comparison, seconds: dict[str, float]) -> dict:
+    """The quantize report as JSON."""
+    from eightbit import api
+    from eightbit.record import decisions_of
+    from eightbit.report.compare import file_size
+
+    sizes = (file_size(args.model), file_size(args.output))
+    result = comparison.as_dict() if comparison is not None else {}
+    result["size_bytes"] = {"float": sizes[0], "quantized": sizes[1], "ratio": round(sizes[1] / sizes[0], 4)}
+    result["scheme"] = args.scheme
+    result["weight_range"] = model.metadata_props.get(api.WEIGHT_RANGE_KEY)
+    result["decisions"] = decisions_of(model)
+    result["seconds"] = {stage: round(value, 3) for stage, value in seconds.items()}
+    result["float_nodes"] = [vars(node) for node in api.float_nodes_of(model)]
+    result["bias_saturated"] = api.bias_saturation_of(model)
+    fallback, checked = api.fallback_of(model), api.speed_check_of(model)
+    if fallback is not None:
+        result["fallback"] = fallback.as_dict()
+    if checked is not None:
+        result["speed_check"] = checked.as_dict()
+    result["output"] = str(args.output)
+    return result
+
+
+def _print_quantize_report(args: argparse.Namespace, model, comparison, seconds: dict[str, float]) -> None:
+    """The quantize report for a person: the table, a line per decision, the budget, the float nodes."""
+    from eightbit import api
+    from eightbit.report.compare import file_size
+    from eightbit.report.tables import comparison_table, float_nodes_table, print_tables
+
+    source, output = Path(args.model), Path(args.output)
+    sizes = (file_size(source), file_size(output))
     if comparison is not None:
         comparison.float_bytes, comparison.quantized_bytes = sizes
         where = "held-out samples" if args.eval is not None else "calibration samples (pass --eval for held-out)"
@@ -138,23 +159,24 @@ def _quantize(args: argparse.Namespace) -> int:
     else:
         print(f"{source.name} -> {output.name}: {sizes[0]} -> {sizes[1]} bytes (x{sizes[1] / sizes[0]:.2f})")
     _print_decisions(model, seconds, args.verbose)
-    if args.scheme != "weights":
-        if fallback is not None:
-            print(fallback.summary())
-        if checked is not None:
-            print(checked.summary())
-        saturated = api.bias_saturation_of(model)
-        if saturated:
-            bits = args.bias_bits or scheme_named(args.scheme).bias_bits
-            print(f"bias values clipped to {bits} bits: "
-                  + ", ".join(f"{node} ({count})" for node, count in saturated.items()))
-        if float_nodes and (args.verbose or len(float_nodes) <= FLOAT_NODES_LISTED):
-            print_tables(float_nodes_table(float_nodes))
-        elif float_nodes:
-            print(f"nodes left in float: {len(float_nodes)} ({_reasons(float_nodes)}); --verbose lists them")
-        else:
-            print("nodes left in float: none")
-    return 0
+    if args.scheme == "weights":
+        return
+    fallback, checked, float_nodes = api.fallback_of(model), api.speed_check_of(model), api.float_nodes_of(model)
+    if fallback is not None:
+        print(fallback.summary())
+    if checked is not None:
+        print(checked.summary())
+    saturated = api.bias_saturation_of(model)
+    if saturated:
+        bits = args.bias_bits or scheme_named(args.scheme).bias_bits
+        print(f"bias values clipped to {bits} bits: "
+              + ", ".join(f"{node} ({count})" for node, count in saturated.items()))
+    if float_nodes and (args.verbose or len(float_nodes) <= FLOAT_NODES_LISTED):
+        print_tables(float_nodes_table(float_nodes))
+    elif float_nodes:
+        print(f"nodes left in float: {len(float_nodes)} ({_reasons(float_nodes)}); --verbose lists them")
+    else:
+        print("nodes left in float: none")
 
 
 # The quantize report lists the nodes left float where there are at most this many (--verbose: always).
