@@ -23,7 +23,6 @@ from eightbit.config import (
     DEFAULT_THREADS,
     DEFAULT_WEIGHT_RANGE,
     EFFORTS,
-    MOST_THREADS_PER_CPU,
     SCHEMES,
     TARGETS,
     WEIGHT_GRANULARITIES,
@@ -640,13 +639,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_threads(args: argparse.Namespace) -> None:
-    """--threads within 1 and MOST_THREADS_PER_CPU a CPU of this machine, for every command."""
-    import os
+    """--threads within its bounds, for every command that takes it."""
+    if hasattr(args, "threads"):
+        from eightbit.pipeline.options import check_threads
 
-    most = MOST_THREADS_PER_CPU * (os.cpu_count() or 1)
-    threads = getattr(args, "threads", 1)
-    if not 1 <= threads <= most:
-        raise InputError(f"--threads {threads}: give 1 to {most} ({MOST_THREADS_PER_CPU} per CPU here)")
+        check_threads(args.threads)
 
 
 def _write_trace() -> str:

@@ -259,9 +259,14 @@ def check_options(options: QuantizeOptions) -> None:
     _member(WeightRange, options.weight_range, "weight range")
     if options.weight_rounding is not None:
         _member(WeightRounding, options.weight_rounding, "weight rounding")
+    check_threads(options.threads)
+
+
+def check_threads(threads: int) -> None:
+    """--threads within 1 and MOST_THREADS_PER_CPU a CPU of this machine."""
     most = MOST_THREADS_PER_CPU * (os.cpu_count() or 1)
-    if not 1 <= options.threads <= most:
-        raise InputError(f"--threads {options.threads}: give 1 to {most} ({MOST_THREADS_PER_CPU} per CPU here)")
+    if not 1 <= threads <= most:
+        raise InputError(f"--threads {threads}: give 1 to {most} ({MOST_THREADS_PER_CPU} per CPU here)")
 
 
 def resolve(options: QuantizeOptions, model: ir.Model, samples: Samples | None) -> Resolved:
