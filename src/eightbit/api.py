@@ -41,7 +41,7 @@ from eightbit.metadata import (
     WEIGHT_RANGE_KEY,
 )
 from eightbit.pipeline.job import Decision, Job, taken
-from eightbit.pipeline.options import Effort, QuantizeOptions, Resolved, Target, WeightRounding, check_options, resolve
+from eightbit.pipeline.options import QuantizeOptions, Resolved, Target, WeightRounding, check_options, resolve
 from eightbit.pipeline.schemes import Outcome, steps
 from eightbit.prepare import prepare
 from eightbit.record import bias_saturation_of, fallback_of, finetune_of, float_nodes_of, speed_check_of
@@ -119,15 +119,6 @@ def quantize(
     return quantize_with(model, calibration, options, images=images, output=output)
 
 
-def _check_runtime(options: QuantizeOptions, calibration: DataLike | None) -> None:
-    """The OpenVINO target's speed check times the model in OpenVINO: it must be installed."""
-    timed = options.speed_check if options.speed_check is not None else options.effort in ("max", Effort.MAX)
-    if options.target in ("openvino", Target.OPENVINO) and timed and calibration is not None \
-            and not openvino_available():
-        raise InputError("--target openvino times the model in OpenVINO, which is not installed: pip install openvino "
-                         "(or pass --no-speed-check)")
-
-
 def quantize_with(model: ModelLike, calibration: DataLike | None, options: QuantizeOptions, *,
                   images: ImagePreprocessing | None = None, output: str | os.PathLike | None = None,
                   seconds: dict[str, float] | None = None) -> ir.Model:
@@ -135,7 +126,6 @@ def quantize_with(model: ModelLike, calibration: DataLike | None, options: Quant
     took (load, the steps, save)."""
     seconds = {} if seconds is None else seconds
     check_options(options)
-    _check_runtime(options, calibration)
     if output is not None:
         check_output_path(output, *([model] if isinstance(model, (str, os.PathLike)) else []))
     start = time.perf_counter()
@@ -144,6 +134,9 @@ def quantize_with(model: ModelLike, calibration: DataLike | None, options: Quant
     samples = load_samples(calibration, model, images) if calibration is not None else None
     prepare(model)
     resolved = resolve(options, model, samples)
+    if resolved.speed_check and resolved.target is Target.OPENVINO and not openvino_available():
+        raise InputError("--target openvino times the model in OpenVINO, which is not installed: pip install openvino "
+                         "(or pass --no-speed-check)")
     seconds["load and prepare"] = time.perf_counter() - start
     if resolved.calibrate == "auto" and resolved.static:
         quantized = _per_tensor(source, model, samples, resolved, seconds)
@@ -157,13 +150,10 @@ def quantize_with(model: ModelLike, calibration: DataLike | None, options: Quant
 
 
 def _outcome(prepared: ir.Model, samples: Samples | None, options: Resolved, method: str | PerTensorCalibration,
-             seconds: dict[str, float], shared: Job | None = None) -> Outcome:
-    """The scheme's steps on `prepared`, their times added to `seconds`; `shared`: a job of the same call whose
-    measurements and ranges serve."""
-    measure = ranges = None
-    if shared is not None:
-        measure, ranges = shared.measure, shared.ranges
-    elif samples is not None:
+             seconds: dict[str, float], measure: Measure | None = None, ranges: RangeMemo | None = None) -> Outcome:
+    """The scheme's steps on `prepared`, their times added to `seconds`; `measure` and `ranges`: the float outputs
+    and activation ranges of an earlier outcome of the same call, where there is one."""
+    if measure is None and samples is not None:
         measure, ranges = Measure(samples, options.threads), RangeMemo(samples)
     job = Job(prepared, options, samples, measure, method, ranges, seconds)
     with job.timed("steps"):
@@ -175,16 +165,15 @@ def _per_tensor(source: ModelLike, prepared: ir.Model, samples: Samples, options
     """--calibrate auto: the model built on the methods searched per tensor, measured once more as finished
     (codes, bias correction and all) against the model built on min/max ranges; the first where it agrees better
     with float by MARGIN_DB (docs/quantization.md, section 6a)."""
-    method = PerTensorCalibration()
-    shared = Job(prepared, options, samples, Measure(samples, options.threads), method, RangeMemo(samples))
-    searched = _outcome(prepared, samples, options, method, seconds, shared)
+    method, measure, ranges = PerTensorCalibration(), Measure(samples, options.threads), RangeMemo(samples)
+    searched = _outcome(prepared, samples, options, method, seconds, measure, ranges)
     if method.moved():
         plain = as_model(source)
         prepare(plain)
         minmax = dataclasses.replace(options, calibrate="minmax")
-        with_minmax = _outcome(plain, samples, minmax, "minmax", seconds, shared)
+        with_minmax = _outcome(plain, samples, minmax, "minmax", seconds, measure, ranges)
         reference = searched.equalization.reference if searched.equalization is not None else prepared
-        method.finished_db = tuple(shared.measure.worst_sqnr_db([with_minmax.build.model, searched.build.model],
+        method.finished_db = tuple(measure.worst_sqnr_db([with_minmax.build.model, searched.build.model],
                                                                  reference))
         if not taken(method.finished_db[1], method.finished_db[0]):
             method.keep_baseline()

@@ -204,12 +204,8 @@ def measured_harms(
     session.close()
     _, impacts = grid_impacts(quantized_model, quantized, batches, expected, expected_names, threads, show_progress,
                               also=_float_constants_from(reference))
-    harms = []
-    for impact in sorted(impacts, key=lambda impact: min(impact.members)):
-        members = [quantized[i] for i in impact.members]
-        names = tuple(node.name for node in _nodes_touching(members) if node.name)
-        harms.append(Harm(tuple(m.source.name for m in members), names, impact.impact_db))
-    return harms
+    ordered = sorted(impacts, key=lambda impact: min(impact.members))
+    return [_harm([quantized[i] for i in impact.members], impact.impact_db) for impact in ordered]
 
 
 def grid_groups(quantized_model: ir.Model) -> list[Harm]:
@@ -217,12 +213,13 @@ def grid_groups(quantized_model: ir.Model) -> list[Harm]:
     the first of its tensors), as measured_harms gives them but with no harm measured: what a search from the
     input needs."""
     quantized = quantized_activations(quantized_model)
-    harms = []
-    for group in sorted(shared_grids(quantized), key=min):
-        members = [quantized[i] for i in group]
-        names = tuple(node.name for node in _nodes_touching(members) if node.name)
-        harms.append(Harm(tuple(m.source.name for m in members), names))
-    return harms
+    return [_harm([quantized[i] for i in group]) for group in sorted(shared_grids(quantized), key=min)]
+
+
+def _harm(members: list[QuantizedActivation], impact_db: float | None = None) -> Harm:
+    """The group of `members`: their tensors, the nodes that stay float with them, and its harm where measured."""
+    names = tuple(node.name for node in _nodes_touching(members) if node.name)
+    return Harm(tuple(member.source.name for member in members), names, impact_db)
 
 
 def in_search_order(harms: list[Harm], order: str) -> list[Harm]:

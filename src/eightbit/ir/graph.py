@@ -3,7 +3,7 @@ graph."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import onnx_ir as ir
@@ -115,3 +115,11 @@ def qdq_parameters(node: ir.Node) -> tuple[np.ndarray, np.ndarray, int] | None:
         codes = node.inputs[0].dtype if node.op_type == "DequantizeLinear" else None
         zero = np.zeros(scale.shape, codes.numpy() if codes is not None else np.uint8)
     return scale.astype(np.float32), zero, int(attribute(node, "axis", 1))
+
+
+def graph_values(graph: ir.Graph) -> Iterator[ir.Value]:
+    """Every value of `graph`: its inputs, initializers and node outputs."""
+    yield from graph.inputs
+    yield from graph.initializers.values()
+    for node in graph:
+        yield from node.outputs

@@ -13,7 +13,7 @@ import onnx_ir as ir
 from eightbit.calibrate.memo import RangeMemo
 from eightbit.calibrate.per_tensor import PerTensorCalibration
 from eightbit.datasets import Samples
-from eightbit.measure.context import Measure
+from eightbit.measure.context import CHECK_BATCHES, Measure
 from eightbit.pipeline.options import MARGIN_DB, Resolved, WeightRange
 from eightbit.plan import FloatNode
 
@@ -46,9 +46,10 @@ class Job:
         finally:
             self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - start
 
-    def worst_sqnr_db(self, models: list[ir.Model], **batches) -> list[float]:
-        """Each model's worst output SQNR (pre-softmax) vs the reference on the calibration batches."""
-        return self.measure.worst_sqnr_db(models, self.reference, **batches)
+    def worst_sqnr_db(self, models: list[ir.Model], batches: int = CHECK_BATCHES) -> list[float]:
+        """Each model's worst output SQNR (pre-softmax) vs the reference on the first `batches` calibration
+        batches."""
+        return self.measure.worst_sqnr_db(models, self.reference, batches)
 
 
 @dataclasses.dataclass(frozen=True)

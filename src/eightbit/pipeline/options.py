@@ -33,6 +33,7 @@ from eightbit.config import (
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
 from eightbit.fallback import Budget
+from eightbit.ir.graph import graph_values
 from eightbit.measure.metrics import compared_values
 from eightbit.passes.read_qdq import given_grid
 
@@ -143,17 +144,9 @@ def gives_weight_grids(model: ir.Model) -> bool:
     return any(given_grid(value) is not None for value in model.graph.initializers.values())
 
 
-def model_values(graph: ir.Graph):
-    """Every value of `graph`: its inputs, initializers and node outputs."""
-    yield from graph.inputs
-    yield from graph.initializers.values()
-    for node in graph:
-        yield from node.outputs
-
-
 def gives_grids(model: ir.Model) -> bool:
     """Whether any tensor of `model` comes with its own grid (a QDQ model): its ranges are not ours to move."""
-    return any(given_grid(value) is not None for value in model_values(model.graph))
+    return any(given_grid(value) is not None for value in graph_values(model.graph))
 
 
 def _scheme(options: QuantizeOptions) -> Scheme:

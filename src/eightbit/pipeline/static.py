@@ -17,6 +17,7 @@ from eightbit.calibrate.runner import collect_candidate_ranges
 from eightbit.config import Scheme
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
+from eightbit.ir.graph import graph_values
 from eightbit.isa import cpu_features
 from eightbit.measure.context import CHECK_BATCHES
 from eightbit.metadata import BIAS_KEY
@@ -27,7 +28,7 @@ from eightbit.passes.insert_qdq import InsertQDQ, QParams, activation_qparams
 from eightbit.passes.read_qdq import GIVEN_GRID, given_grid, grid_in_format
 from eightbit.passes.resize_channels_first import ResizeChannelsFirst
 from eightbit.pipeline.job import Build, Decision, Job, taken
-from eightbit.pipeline.options import Target, WeightRange, gives_weight_grids, model_values
+from eightbit.pipeline.options import Target, WeightRange, gives_weight_grids
 from eightbit.plan import FloatNode, Plan, make_plan
 from eightbit.quant.rounding import InputMoments
 
@@ -52,8 +53,8 @@ def _record_bias_saturation(model: ir.Model, scheme: Scheme, saturation: dict[st
 
 def _carry_given_grids(source: ir.Model, copy: ir.Model) -> None:
     """Value metadata does not survive a proto round trip: copy the given grids over by name."""
-    grids = {v.name: given_grid(v) for v in model_values(source.graph) if given_grid(v) is not None}
-    for value in model_values(copy.graph):
+    grids = {v.name: given_grid(v) for v in graph_values(source.graph) if given_grid(v) is not None}
+    for value in graph_values(copy.graph):
         if value.name in grids:
             value.meta[GIVEN_GRID] = grids[value.name]
 
