@@ -45,6 +45,16 @@ def test_fewest_meeting_finds_the_smallest_count_with_few_probes():
     assert 5 in asked  # the count just below was measured and found short
 
 
+def test_fewest_meeting_with_slack_stops_within_that_share_of_the_fewest_and_measures_less():
+    def run(slack):
+        return fewest_meeting(lambda value: value >= 70.0, 200, float, slack=slack)
+
+    exact, slack = run(0.0), run(0.125)
+    assert exact[0] == 70
+    assert 70 <= slack[0] <= 70 / (1 - 0.125)  # the count below the bracket measured short
+    assert slack[2] < exact[2]
+
+
 def test_fewest_meeting_reports_the_most_it_could_keep_when_nothing_meets_the_budget():
     count, measured, _ = fewest_meeting(lambda value: value >= 100.0, 5, lambda count: float(count))
     assert (count, measured) == (5, 5.0)

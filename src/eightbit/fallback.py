@@ -234,9 +234,10 @@ def in_search_order(harms: list[Harm], order: str) -> list[Harm]:
 
 
 def fewest_meeting(meets: Callable[[float], bool], available: int, measure: Callable[[int], float],
-                   standing: Callable[[float], float] | None = None) -> tuple[int, float, int]:
+                   standing: Callable[[float], float] | None = None, slack: float = 0.0) -> tuple[int, float, int]:
     """The smallest k in 1..available whose measure(k) meets the budget, assuming more kept float never
-    hurts: doubling, then bisection. Returns (k, its measure, probes). Where none meets it: k = available, or,
+    hurts: doubling, then bisection, which stops once the k found is within `slack` (a share of it) of the
+    smallest that can meet it. Returns (k, its measure, probes). Where none meets it: k = available, or,
     given `standing` (a measure -> higher is closer to the budget), the k measured closest; more kept float
     does not always measure better (the errors of separate grids can partly cancel)."""
     measured: dict[int, float] = {}
@@ -252,7 +253,7 @@ def fewest_meeting(meets: Callable[[float], bool], available: int, measure: Call
     if not good(high):
         best = high if standing is None else max(measured, key=lambda k: (standing(measured[k]), -k))
         return best, measured[best], len(measured)
-    while high - low > 1:
+    while high - low > max(1.0, slack * high):
         middle = (low + high) // 2
         if good(middle):
             high = middle
@@ -263,14 +264,14 @@ def fewest_meeting(meets: Callable[[float], bool], available: int, measure: Call
 
 def searched_prefixes(
     harms: list[Harm], budget: Budget, measure: Callable[[str, list[Harm]], float],
-    orders: tuple[str, ...] = SEARCH_ORDERS, at_most: int | None = None,
+    orders: tuple[str, ...] = SEARCH_ORDERS, at_most: int | None = None, slack: float = 0.0,
 ) -> tuple[str, list[Harm], float, int] | None:
     """The shortest prefix of `harms` (as measured_harms gives them), in any of `orders` (SEARCH_ORDERS), whose
     keeping float meets `budget` (the first order's, where two meet it with as many groups); where no order has
     one, the prefix measured closest to it. No prefix is longer than `at_most` groups. Each order after the first
-    is searched only for fewer groups than one already found. `measure(order, kept)` builds and measures the model
-    with `kept` float. Returns (order, kept, its measure, models measured), or None where no order has anything to
-    keep float."""
+    is searched only for fewer groups than one already found; `slack` as fewest_meeting's. `measure(order, kept)`
+    builds and measures the model with `kept` float. Returns (order, kept, its measure, models measured), or None
+    where no order has anything to keep float."""
     searched: list[tuple[str, list[Harm], float]] = []
     probes = 0
     for order in orders:
@@ -283,7 +284,7 @@ def searched_prefixes(
         def measure_count(count: int, order: str = order, ordered: list[Harm] = ordered) -> float:
             return measure(order, ordered[:count])
 
-        count, value, used = fewest_meeting(budget.meets, most, measure_count, budget.standing)
+        count, value, used = fewest_meeting(budget.meets, most, measure_count, budget.standing, slack)
         probes += used
         searched.append((order, ordered[:count], value))
     if not searched:

@@ -32,7 +32,8 @@ def runtime_version() -> str:
 
 
 class OrtSession:
-    """A CPU inference session on an onnx_ir model or an .onnx path, threads fixed for repeatability.
+    """A CPU inference session on an onnx_ir model, a serialized model or an .onnx path, threads fixed for
+    repeatability.
 
     Its threads sleep between runs instead of spinning. ONNX Runtime's default spin-wait makes a
     lone session a little faster (squeezenet: 4.5 vs 5.4 ms), but in a process that holds
@@ -43,7 +44,7 @@ class OrtSession:
 
     def __init__(
         self,
-        model: ir.Model | str | os.PathLike,
+        model: ir.Model | bytes | str | os.PathLike,
         threads: int = DEFAULT_THREADS,
         optimize: str = "all",
         optimized_model_path: str | os.PathLike | None = None,
@@ -66,6 +67,8 @@ class OrtSession:
             if not source or len(source) >= _PROTOBUF_LIMIT:
                 self._scratch = tempfile.TemporaryDirectory(prefix="eightbit-")
                 source = os.fspath(save_model(model, Path(self._scratch.name) / "model.onnx"))
+        elif isinstance(model, bytes):
+            source = model
         else:
             source = os.fspath(model)
         try:

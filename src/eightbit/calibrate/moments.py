@@ -90,6 +90,32 @@ def _add_products(total: np.ndarray | None, vectors: np.ndarray) -> np.ndarray:
     return total
 
 
+class _MomentSum:
+    """Σ x·xᵀ of one node's input vectors, and how many there were. Pieces wait until they hold at least as many
+    rows as columns before their products are added: a late layer has few positions a sample (ResNet-50's last
+    convolutions: 49 rows of 4,608 columns), and adding a (columns × columns) float64 matrix for each would
+    cost more than the products."""
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None
+        self.count = 0
+        self._pending: list[np.ndarray] = []
+        self._rows = 0
+
+    def add(self, vectors: np.ndarray) -> None:
+        self._pending.append(vectors)
+        self._rows += vectors.shape[1]
+        self.count += vectors.shape[1]
+        if self._rows >= vectors.shape[2]:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            vectors = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending, axis=1)
+            self.total = _add_products(self.total, vectors)
+            self._pending, self._rows = [], 0
+
+
 def weighted_nodes(graph: ir.Graph, candidates: list[ir.Node]) -> list[ir.Node]:
     """The nodes of `candidates` whose weights eq. 34 can round: 2-D Conv with a constant weight, Gemm and
     MatMul with a constant 2-D weight as second input. (ConvTranspose keeps nearest rounding.)"""
@@ -116,8 +142,7 @@ def input_moments(
     values = list({node.inputs[0].name: node.inputs[0] for node in nodes}.values())
     produced = [v for v in values if v.name not in graph_inputs]
     names = [v.name for v in produced]
-    sums: dict[str, np.ndarray] = {}
-    counts = dict.fromkeys((node.name for node in nodes), 0)
+    sums = {node.name: _MomentSum() for node in nodes}
     kernels = {node.name: tuple(constant_array(node.inputs[1]).shape[2:]) for node in nodes}
     session = session_with_outputs(model, produced, threads)
     try:
@@ -128,8 +153,13 @@ def input_moments(
                 name = node.inputs[0].name
                 x = np.asarray(feeds[name] if name in graph_inputs else results[name], np.float32)
                 for vectors in _node_inputs(node, x, kernels[node.name]):
-                    sums[node.name] = _add_products(sums.get(node.name), vectors)
-                    counts[node.name] += vectors.shape[1]
+                    sums[node.name].add(vectors)
     finally:
         session.close()
-    return {name: total / counts[name] for name, total in sums.items()}
+    moments = {}
+    for name, moment_sum in sums.items():
+        moment_sum.flush()
+        if moment_sum.total is not None:
+            moment_sum.total /= moment_sum.count  # in place: the widest layers' H take hundreds of MB
+            moments[name] = moment_sum.total
+    return moments

@@ -27,13 +27,16 @@ from eightbit.never_slower import latency_side_by_side
 from eightbit.pipeline.job import Build, Job
 from eightbit.pipeline.options import Effort
 from eightbit.pipeline.static import rows_per_batch
-from eightbit.pipeline.steps.gates import with_gates
+from eightbit.pipeline.steps.gates import form_of, with_gates
 from eightbit.quant.rounding import InputMoments
 
 # --min-sqnr is measured on the batches holding this many calibration samples (all of them where there are
 # fewer): more than the choices are measured on where samples come one to a batch, since it is a figure the
 # model is held to, and 8 samples can read 10 dB off 8 others (docs/quantization.md, section 11b).
 BUDGET_SAMPLES = 64
+# At FAST effort the search stops once the prefix it found is within this share of the shortest that can meet
+# the budget: a few more groups kept float, three or four fewer models built where it keeps many.
+FAST_SLACK = 0.125
 
 
 def _metric_drop(reference: ir.Model, samples: Samples, threads: int,
@@ -97,7 +100,7 @@ def within_budget(job: Job, built: Build, moments: InputMoments | None,
     if budget.meets(before):
         return built, Fallback(budget, before, before, [], 1)
     harms, orders = _searched_groups(job, built)
-    gates = None if job.options.effort is Effort.MAX else built.gates
+    like = form_of(job, built)
     candidates: dict[tuple[str, int], Build] = {}
 
     def measure(order: str, kept_groups: list[Harm]) -> float:
@@ -107,10 +110,11 @@ def within_budget(job: Job, built: Build, moments: InputMoments | None,
             kept.update({name: reason for name in harm.nodes if name not in kept})
         # The weight range the all-quantized model took: measured anew on a partly float model, an 8-bit
         # range that saturates where the samples do not show it could win.
-        candidates[order, len(kept_groups)] = with_gates(job, built.weight_range, kept, moments, gates=gates)
+        candidates[order, len(kept_groups)] = with_gates(job, built.weight_range, kept, moments, like=like)
         return measured(candidates[order, len(kept_groups)].model)
 
-    found = searched_prefixes(harms, budget, measure, orders)
+    slack = FAST_SLACK if job.options.effort is Effort.FAST else 0.0
+    found = searched_prefixes(harms, budget, measure, orders, slack=slack)
     if found is None:
         return built, Fallback(budget, before, before, [], 1)
     order, kept, after, probes = found
@@ -120,7 +124,7 @@ def within_budget(job: Job, built: Build, moments: InputMoments | None,
     if not budget.meets(after) and budget.standing(before) >= budget.standing(after):
         return built, Fallback(budget, before, before, [], probes + 1)  # no model measured better than all int8
     chosen = candidates[order, len(kept)]
-    if gates is not None:  # how the probe's weights were chosen is the all-integer model's to say
+    if like is not None:  # how the probe's weights were chosen is the all-integer model's to say
         chosen = Build(chosen.model, chosen.float_nodes, built.decisions, chosen.weight_range, chosen.gates)
     fallback = Fallback(budget, before, after, kept, probes + 1, order=order)
     if job.options.effort is Effort.MAX:  # timed: a figure of this run, not of the model

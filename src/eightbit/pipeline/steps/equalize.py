@@ -13,7 +13,7 @@ from eightbit.config import Granularity
 from eightbit.passes.equalize_channels import equalize_channels, equalize_weights, find_pairs
 from eightbit.pipeline.job import Build, Decision, Job, taken
 from eightbit.pipeline.static import held_out_from_checks
-from eightbit.pipeline.steps.gates import with_gates
+from eightbit.pipeline.steps.gates import form_of, with_gates
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +59,12 @@ def equalized(job: Job) -> Equalized:
     if not candidates:
         return Equalized(job.reference, {}, None, None)
 
-    def built(model: ir.Model) -> Build:
+    def built(model: ir.Model, like: Build | None = None) -> Build:
         copy = dataclasses.replace(job, reference=ir.from_proto(ir.to_proto(model)))
-        return with_gates(copy, job.options.weight_range)
+        return with_gates(copy, job.options.weight_range, like=like)
 
     plain = built(job.reference)
-    balanced = [built(model) for _, model, _ in candidates]
+    balanced = [built(model, form_of(job, plain)) for _, model, _ in candidates]
     plain_db, *balanced_db = job.worst_sqnr_db([plain.model, *(b.model for b in balanced)])
     best = int(np.argmax(balanced_db))
     how, model, factors = candidates[best]

@@ -9,7 +9,7 @@ import onnx_ir as ir
 from eightbit.datasets import Samples
 from eightbit.passes.hard_gates import HardGatesAsConvolutions
 from eightbit.pipeline.job import Build, Decision, Job, taken
-from eightbit.pipeline.options import MARGIN_DB, Target, WeightRange
+from eightbit.pipeline.options import MARGIN_DB, Effort, Target, WeightRange
 from eightbit.pipeline.static import build_static
 from eightbit.quant.rounding import InputMoments
 
@@ -22,12 +22,13 @@ def _gated(float_model: ir.Model) -> ir.Model:
 
 def with_gates(
     job: Job, weight_range: WeightRange, kept_float: dict[str, str] | None = None,
-    moments: InputMoments | None = None, moment_samples: Samples | None = None, gates: bool | None = None,
+    moments: InputMoments | None = None, moment_samples: Samples | None = None, like: Build | None = None,
 ) -> Build:
     """The job's reference built by build_static, with hard-sigmoid gates as convolutions, and hard-swish too
-    where that costs at most MARGIN_DB of output SQNR on the calibration samples (or as `gates` says, where the
-    caller has decided). For the ONNX Runtime target with an asymmetric activation grid only: the gate's
-    Clip(0, 1) folds only into such a grid, and OpenVINO runs the gate convolutions slower than the ops."""
+    where that costs at most MARGIN_DB of output SQNR on the calibration samples; or, given `like` (an earlier
+    build whose hard-swish form is decided), in `like`'s form, with its decision. For the ONNX Runtime target
+    with an asymmetric activation grid only: the gate's Clip(0, 1) folds only into such a grid, and OpenVINO
+    runs the gate convolutions slower than the ops."""
     reference, options = job.reference, job.options
 
     def built(float_model: ir.Model) -> Build:
@@ -39,12 +40,10 @@ def with_gates(
     swishes = sum(node.op_type == "HardSwish" for node in reference.graph)
     if not swishes:
         return built(reference)
-    if gates is not None:
-        chosen = built(_gated(reference) if gates else reference)
-        form = "as gate convolutions" if gates else "kept float"
-        decision = Decision("hard-swish", f"{form}, as the all-integer model took them",
-                            f"{swishes} hard-swishes {form}, as the all-integer model took them")
-        return dataclasses.replace(chosen.decided(decision), gates=gates)
+    if like is not None and like.gates is not None:
+        chosen = built(_gated(reference) if like.gates else reference)
+        decided = [decision for decision in like.decisions if decision.step == "hard-swish"]
+        return dataclasses.replace(chosen, decisions=(*chosen.decisions, *decided), gates=like.gates)
     gated = built(_gated(reference))
     plain = built(reference)
     plain_db, gated_db = job.worst_sqnr_db([plain.model, gated.model])
@@ -56,3 +55,9 @@ def with_gates(
         return dataclasses.replace(gated.decided(decision), gates=True)
     decision = Decision("hard-swish", f"float ops: {figures}", f"{measured}: kept float")
     return dataclasses.replace(plain.decided(decision), gates=False)
+
+
+def form_of(job: Job, build: Build | None) -> Build | None:
+    """The build whose hard-swish form later builds take: `build` at FAST effort (the form is measured once, on
+    the first model built), None at MAX (each build measures it anew)."""
+    return build if job.options.effort is Effort.FAST else None

@@ -7,7 +7,7 @@ import dataclasses
 
 from eightbit.pipeline.job import Build, Decision, Job, taken
 from eightbit.pipeline.static import held_out_from_checks
-from eightbit.pipeline.steps.gates import with_gates
+from eightbit.pipeline.steps.gates import form_of, with_gates
 from eightbit.quant.rounding import InputMoments
 
 
@@ -22,16 +22,16 @@ class Rounded:
 
 
 def rounding_measured(job: Job, nearest: Build | None = None) -> Rounded:
-    """The reference built with nearest weight codes, and again with codes by eq. 34 (the weight range and the
-    hard-swish form decided anew: the two can saturate differently, and the chosen codes can favour the other
-    form); the second where it agrees better with float by MARGIN_DB. `nearest`: the model with nearest codes,
-    where an earlier step has built it already. The moments are taken on the samples the choice is not measured
-    on, where there are enough."""
+    """The reference built with nearest weight codes, and again with codes by eq. 34 (the weight range decided
+    anew, and at MAX effort the hard-swish form too: the two can saturate differently, and the chosen codes can
+    favour the other form); the second where it agrees better with float by MARGIN_DB. `nearest`: the model
+    with nearest codes, where an earlier step has built it already. The moments are taken on the samples the
+    choice is not measured on, where there are enough."""
     if nearest is None:
         nearest = with_gates(job, job.options.weight_range)
     moments = InputMoments()
     chosen = with_gates(job, job.options.weight_range, moments=moments,
-                        moment_samples=held_out_from_checks(job.samples))
+                        moment_samples=held_out_from_checks(job.samples), like=form_of(job, nearest))
     nearest_db, chosen_db = job.worst_sqnr_db([nearest.model, chosen.model])
     measured = (f"weight codes chosen from the calibration inputs (--weight-rounding auto): {chosen_db:.1f} dB "
                 f"output SQNR on the calibration samples, rounded to nearest {nearest_db:.1f} dB")
