@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -619,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         _check_threads(args)
         return args.handler(args)
@@ -628,6 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("eightbit: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except Terminated:
+        print("eightbit: terminated; nothing was written", file=sys.stderr)
+        return 143
     except Exception as error:  # anything else is ours to fix: one line, the trace kept for the report
         if args.debug:
             raise
@@ -636,6 +641,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{str(error).splitlines()[0] if str(error) else ''}; the full trace is in {trace} "
               "(--debug prints it)", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: raised where the program is, so that every `finally` on the way out runs (a temporary
+    file being written is removed) before the exit."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def _check_threads(args: argparse.Namespace) -> None:

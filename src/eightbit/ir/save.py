@@ -43,20 +43,60 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike) -> 
     return output
 
 
+def _mode_for(path: Path) -> int:
+    """The mode a file written at `path` takes: the old file's where it replaces one, else what the umask
+    leaves of 0o666 (as a file opened for writing would get)."""
+    if path.exists():
+        return path.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _synced(path: Path) -> None:
+    """Flush `path`'s bytes to the disk, so that a rename after it never exposes an empty or partial file."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = ".tmp") -> Path:
     """Call write(temporary) on a temporary file in `path`'s folder, then rename it onto `path`.
 
-    Readers see either the old file or the complete new one; a failed write leaves no trace.
+    Readers see either the old file or the complete new one; a failed or interrupted write leaves no trace.
+    The temporary name is short (a long output name stays valid), its bytes are synced before the rename,
+    and the file takes the mode of the one it replaces, or the umask's.
     """
     path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    descriptor, temporary = tempfile.mkstemp(prefix=".eightbit-", suffix=suffix, dir=path.parent)
     os.close(descriptor)
     try:
         write(Path(temporary))
+        os.chmod(temporary, _mode_for(path))
+        _synced(Path(temporary))
         os.replace(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)
     return path
+
+
+def _save_external(model: ir.Model, path: Path) -> None:
+    """`model` at `path` with its tensors in `<name>.data` beside it: both written in a temporary folder beside
+    `path` and renamed into place, the data first, so a reader never finds the model without its tensors."""
+    data = path.with_name(f"{path.name}.data")
+    folder = Path(tempfile.mkdtemp(prefix=".eightbit-", dir=path.parent))
+    try:
+        ir.save(model, folder / path.name, external_data=data.name)
+        for written, target in ((folder / data.name, data), (folder / path.name, path)):
+            os.chmod(written, _mode_for(target))
+            _synced(written)
+            os.replace(written, target)
+    finally:
+        for leftover in folder.iterdir():
+            leftover.unlink()
+        folder.rmdir()
 
 
 def save_model(model: ir.Model, path: str | os.PathLike) -> Path:
@@ -65,12 +105,7 @@ def save_model(model: ir.Model, path: str | os.PathLike) -> Path:
     Models whose tensors exceed ~1.5 GiB keep their tensors in `<name>.data` beside it.
     """
     path = check_output_path(path)
-    external = _tensor_bytes(model) > _EXTERNAL_DATA_ABOVE_BYTES
-
-    def write(temporary: Path) -> None:
-        if external:
-            ir.save(model, temporary, external_data=f"{path.name}.data")
-        else:
-            temporary.write_bytes(model_to_bytes(model))
-
-    return write_atomically(path, write)
+    if _tensor_bytes(model) > _EXTERNAL_DATA_ABOVE_BYTES:
+        _save_external(model, path)
+        return path
+    return write_atomically(path, lambda temporary: temporary.write_bytes(model_to_bytes(model)))

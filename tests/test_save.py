@@ -1,0 +1,93 @@
+"""Outputs are written atomically: synced, renamed into place, with the umask's mode or the replaced file's, and
+nothing left behind when the write fails or the process is told to stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+
+import pytest
+
+from conftest import small_cnn
+from eightbit import cli
+from eightbit.ir import as_model, load_model, save_model, write_atomically
+from eightbit.ir import save as save_module
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    yield
+    os.umask(old)
+
+
+def test_a_new_file_takes_the_umasks_mode(tmp_path, umask_027):
+    path = save_model(as_model(small_cnn()), tmp_path / "model.onnx")
+    assert _mode(path) == 0o640
+
+
+def test_a_replaced_file_keeps_its_mode(tmp_path, umask_027):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"old")
+    os.chmod(path, 0o604)
+    save_model(as_model(small_cnn()), path)
+    assert _mode(path) == 0o604
+    assert load_model(path).graph is not None
+
+
+def test_a_long_output_name_is_written(tmp_path):
+    path = tmp_path / ("m" * 245 + ".onnx")
+    save_model(as_model(small_cnn()), path)
+    assert load_model(path).graph is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"old")
+
+    def fail(temporary):
+        temporary.write_bytes(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        write_atomically(path, fail)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_tensors_in_external_data_are_written_beside_the_model_with_no_temporary(tmp_path, monkeypatch):
+    monkeypatch.setattr(save_module, "_EXTERNAL_DATA_ABOVE_BYTES", 0)
+    path = save_model(as_model(small_cnn()), tmp_path / "big.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
+    model = load_model(path)
+    assert {v.name for v in model.graph.initializers.values()} >= {"w1", "w2"}
+
+
+def test_sigterm_during_a_write_removes_the_temporary(tmp_path):
+    path = tmp_path / "out.bin"
+
+    def interrupted(temporary):
+        temporary.write_bytes(b"partial")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, cli._terminate)
+    try:
+        with pytest.raises(cli.Terminated):
+            write_atomically(path, interrupted)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_ends_a_command_with_143_and_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_check_threads", lambda args: os.kill(os.getpid(), signal.SIGTERM))
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["explain", str(tmp_path / "model.onnx")]) == 143
+    assert capsys.readouterr().err.strip() == "eightbit: terminated; nothing was written"
+    assert signal.getsignal(signal.SIGTERM) is before
