@@ -88,3 +88,10 @@ def test_memory_does_not_grow_with_the_samples(tmp_path, monkeypatch):
         tracemalloc.stop()
     assert np.isfinite(total)
     assert peak < 3 * 2**20, f"peak {peak / 2**20:.1f} MiB while reading a 25 MB set"
+
+
+def test_complex_samples_for_a_real_input_are_refused_by_name(tmp_path):
+    path = tmp_path / "complex.npz"
+    np.savez(path, x=np.ones((2, 1, 3), np.complex64))
+    with pytest.raises(InputError, match="'x' has dtype complex64.*complex and real values do not convert"):
+        load_npz(path, [InputSpec("x", np.dtype(np.float32), (1, 3))])

@@ -40,6 +40,7 @@ from eightbit.metadata import (
     TARGET_KEY,
     WEIGHT_RANGE_KEY,
 )
+from eightbit.passes.half_precision import as_float32, with_types
 from eightbit.pipeline.job import Decision, Job, taken
 from eightbit.pipeline.options import QuantizeOptions, Resolved, Target, WeightRounding, check_options, resolve
 from eightbit.pipeline.schemes import Outcome, steps
@@ -131,6 +132,7 @@ def quantize_with(model: ModelLike, calibration: DataLike | None, options: Quant
     start = time.perf_counter()
     source = model
     model = as_model(model)
+    half_types = as_float32(model)  # a float16 or bfloat16 model is quantized as float32, its I/O kept
     samples = load_samples(calibration, model, images) if calibration is not None else None
     prepare(model)
     resolved = resolve(options, model, samples)
@@ -142,6 +144,7 @@ def quantize_with(model: ModelLike, calibration: DataLike | None, options: Quant
         quantized = _per_tensor(source, model, samples, resolved, seconds)
     else:
         quantized = _recorded(_outcome(model, samples, resolved, resolved.calibrate, seconds), resolved)
+    with_types(quantized, half_types)
     if output is not None:
         start = time.perf_counter()
         save_model(quantized, output)
@@ -169,6 +172,7 @@ def _per_tensor(source: ModelLike, prepared: ir.Model, samples: Samples, options
     searched = _outcome(prepared, samples, options, method, seconds, measure, ranges)
     if method.moved():
         plain = as_model(source)
+        as_float32(plain)
         prepare(plain)
         minmax = dataclasses.replace(options, calibrate="minmax")
         with_minmax = _outcome(plain, samples, minmax, "minmax", seconds, measure, ranges)

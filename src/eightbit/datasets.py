@@ -86,6 +86,11 @@ class Samples:
         return next(self.take(0, self.batch if self.fixed_batch and not self.per_sample else 1).batches())
 
 
+def _is_float(dtype: np.dtype) -> bool:
+    """A real floating type: numpy's own, or bfloat16 (which numpy knows only through ml_dtypes)."""
+    return np.issubdtype(dtype, np.floating) or dtype.name == "bfloat16"
+
+
 def _check_array(path: Path, spec: InputSpec, array: RowSource) -> bool:
     """Validate one source (its shape and dtype, then every row's values, a chunk at a time);
     returns whether its rows are whole model inputs."""
@@ -107,10 +112,13 @@ def _check_array(path: Path, spec: InputSpec, array: RowSource) -> bool:
             )
     if per_sample and rank and isinstance(spec.shape[0], int) and array.shape[1] != spec.shape[0]:
         raise InputError(f"{path}: input {spec.name!r} batch size {array.shape[1]} != model's {spec.shape[0]}")
-    if np.issubdtype(spec.dtype, np.floating):
-        if not np.issubdtype(array.dtype, np.number):
+    if np.issubdtype(spec.dtype, np.complexfloating) != np.issubdtype(array.dtype, np.complexfloating):
+        raise InputError(f"{path}: input {spec.name!r} has dtype {array.dtype}; the model takes {spec.dtype} "
+                         "(complex and real values do not convert)")
+    if _is_float(spec.dtype):
+        if not (np.issubdtype(array.dtype, np.number) or _is_float(array.dtype)):
             raise InputError(f"{path}: input {spec.name!r} has dtype {array.dtype}; the model takes {spec.dtype}")
-        if np.issubdtype(array.dtype, np.inexact) and not array.always_finite:
+        if _is_float(array.dtype) and not array.always_finite:
             for first, rows in array.chunks():
                 finite = np.isfinite(rows.reshape(rows.shape[0], -1)).all(axis=1)
                 if not finite.all():

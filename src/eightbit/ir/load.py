@@ -74,6 +74,13 @@ def _tensors(graph: onnx.GraphProto):
                 yield from _tensors(subgraph)
 
 
+def _raise_ir_version(proto: onnx.ModelProto) -> None:
+    """The IR version the model's opsets need, at least: an opset-7 model (IR version 3, whose initializers
+    must also be graph inputs) upgraded to MIN_OPSET would otherwise be written as an invalid model."""
+    needed = onnx.helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
+    proto.ir_version = max(proto.ir_version, needed)
+
+
 def load_model(path: str | os.PathLike) -> ir.Model:
     """Load, validate and upgrade a model to at least opset MIN_OPSET (see `standard_model`)."""
     path = Path(path)
@@ -100,6 +107,7 @@ def standard_model(proto: onnx.ModelProto, source: str = "the model", path: Path
                 f"{source}: could not upgrade opset {opset} to {MIN_OPSET} ({str(error).splitlines()[0]}); "
                 f"re-export the model at opset {MIN_OPSET} or newer"
             ) from None
+    _raise_ir_version(proto)
     try:
         proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
     except Exception:  # shape information is a help, not a requirement
