@@ -82,3 +82,22 @@ def test_a_half_precision_model_is_quantized_as_its_float32_twin_and_keeps_its_t
     half_step = np.abs(expected).max() * 2.0 ** -10
     np.testing.assert_allclose(got, expected, atol=half_step)  # the output's own rounding to half, no more
     assert np.abs(got - exact).max() < 0.1 * np.abs(exact).max()
+
+
+def test_a_scalar_input_is_fed_as_a_0_d_array():
+    """A 0-d input (a sample rate, a threshold): one value a sample, fed as the 0-d array the model takes."""
+    rng = np.random.default_rng(3)
+    weights = [numpy_helper.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Cast", ["rate"], ["rate_f"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["x", "rate_f"], ["scaled"]),
+             helper.make_node("Conv", ["scaled", "w"], ["y"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "scalar", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+                                                helper.make_tensor_value_info("rate", TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    samples = {"x": rng.normal(size=(8, 1, 3, 8, 8)).astype(np.float32), "rate": np.arange(1, 9, dtype=np.int64)}
+    quantized = eightbit.quantize(model, samples, show_progress=False)
+    assert any(node.op_type == "Conv" for node in quantized.graph)
+    got = OrtSession(quantized).run({"x": samples["x"][2], "rate": np.array(3, np.int64)})["y"]
+    expected = OrtSession(ir.from_proto(model)).run({"x": samples["x"][2], "rate": np.array(3, np.int64)})["y"]
+    assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()

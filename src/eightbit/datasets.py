@@ -67,7 +67,7 @@ class Samples:
             feeds = {}
             for name, source in self.sources.items():
                 rows = np.ascontiguousarray(source.rows(first, stop), dtype=self.dtypes[name])
-                feeds[name] = rows[0] if self.per_sample else rows
+                feeds[name] = rows[0, ...] if self.per_sample else rows  # a 0-d input stays an array
             yield feeds
 
     def number_of_batches(self, limit: int | None = None) -> int:
