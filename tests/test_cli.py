@@ -129,6 +129,23 @@ def test_missing_model_file(tmp_path, cnn_data, out):
     assert_refused(run_cli("quantize", tmp_path / "nope.onnx", "--calibration", cnn_data, "-o", out), "no such file")
 
 
+def test_a_folder_given_as_the_model_is_named_a_folder(tmp_path, cnn_data, out):
+    assert_refused(run_cli("quantize", tmp_path, "--calibration", cnn_data, "-o", out), "is a folder")
+    assert not out.exists()
+
+
+def test_calibrate_under_a_scheme_that_calibrates_nothing_is_refused(cnn_path, cnn_data, out):
+    assert_refused(run_cli("quantize", cnn_path, "--calibration", cnn_data, "--scheme", "weights", "--calibrate",
+                           "entropy", "-o", out), "--calibrate entropy", "weights scheme")
+    assert not out.exists()
+
+
+def test_export_int_refuses_a_float_model(cnn_path, tmp_path):
+    target = tmp_path / "program.json"
+    assert_refused(run_cli("export-int", cnn_path, "-o", target), "no integer steps", "quantize it first")
+    assert not target.exists()
+
+
 @pytest.mark.parametrize(
     "arrays, fragment",
     [

@@ -104,6 +104,9 @@ def export_int(model: ir.Model, output: str | os.PathLike) -> dict:
     if output.suffix not in EXTENSIONS:
         raise InputError(f"cannot write {output.name}: name the output .npz or .json")
     description, arrays = integer_program(model)
+    if not any(step["kind"] == "integer" for step in description["steps"]):
+        raise InputError("the model has no integer steps (no DequantizeLinear -> op -> QuantizeLinear group): "
+                         "export-int reads QDQ models such as eightbit quantize writes; quantize it first")
     if output.suffix == ".json":
         payload = json.dumps(_jsonable(description, arrays), indent=1).encode()
     else:

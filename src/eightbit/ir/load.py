@@ -84,6 +84,8 @@ def _raise_ir_version(proto: onnx.ModelProto) -> None:
 def load_model(path: str | os.PathLike) -> ir.Model:
     """Load, validate and upgrade a model to at least opset MIN_OPSET (see `standard_model`)."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give the path of an .onnx model file")
     if not path.is_file():
         raise InputError(f"{path}: no such file; give the path of an .onnx model")
     return standard_model(_read_proto(path), str(path), path)

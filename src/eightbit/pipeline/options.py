@@ -193,6 +193,9 @@ def _calibration_method(options: QuantizeOptions, scheme: Scheme, samples: Sampl
     method = options.calibrate or scheme.default_calibration
     if method not in CALIBRATION_METHODS:
         raise InputError(f"unknown calibration method {method!r}; choose one of: {', '.join(CALIBRATION_METHODS)}")
+    if options.calibrate is not None and scheme.kind is not SchemeKind.STATIC:
+        raise InputError(f"--calibrate {options.calibrate}: the {scheme.name} scheme calibrates no activation "
+                         "ranges; drop --calibrate or choose a static scheme")
     if method == "auto" and scheme.kind is SchemeKind.STATIC and samples is None:
         raise InputError("--calibrate auto measures each tensor's methods on calibration samples: pass "
                          "--calibration samples.npz")
