@@ -140,6 +140,22 @@ def test_calibrate_under_a_scheme_that_calibrates_nothing_is_refused(cnn_path, c
     assert not out.exists()
 
 
+def test_ids_outside_the_table_a_gather_reads_are_named(tmp_path, out):
+    """An embedding lookup fed ids past its table: ONNX Runtime's reason in one line, nothing written."""
+    table = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    weight = np.random.default_rng(1).normal(size=(4, 3)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["rows"]), helper.make_node("MatMul", ["rows", "w"], ["y"])]
+    model = make_model(nodes, [value_info("ids", [2], onnx.TensorProto.INT64)], [value_info("y", [2, 3])],
+                       [onnx.numpy_helper.from_array(table, "table"), onnx.numpy_helper.from_array(weight, "w")])
+    path, data = tmp_path / "lookup.onnx", tmp_path / "ids.npz"
+    onnx.save(model, path)
+    np.savez(data, ids=np.array([[1, 2], [3, 100]], np.int64))
+    before = data.read_bytes()
+    assert_refused(run_cli("quantize", path, "--calibration", data, "-o", out), "ONNX Runtime could not run",
+                   "indices", "check the data")
+    assert not out.exists() and unchanged(data, before)
+
+
 def test_export_int_refuses_a_float_model(cnn_path, tmp_path):
     target = tmp_path / "program.json"
     assert_refused(run_cli("export-int", cnn_path, "-o", target), "no integer steps", "quantize it first")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
+import onnxruntime.capi.onnxruntime_pybind11_state as _state
 
 from eightbit.config import DEFAULT_THREADS
 from eightbit.errors import InputError
@@ -52,7 +53,7 @@ class OrtSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # fatal only: a failed run is reported once, as an InputError
         options.graph_optimization_level = _LEVELS[optimize]
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if optimized_model_path is not None:
@@ -80,8 +81,17 @@ class OrtSession:
         self.input_names = [i.name for i in self._session.get_inputs()]
 
     def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        """The named outputs (all by default) on `feeds`. A run that ONNX Runtime refuses for what it was given
+        (an id outside the table a Gather reads, a shape a Reshape cannot take) is the data's to fix: an
+        InputError with ONNX Runtime's reason."""
         names = outputs or self.output_names
-        results = self._session.run(names, feeds)
+        try:
+            results = self._session.run(names, feeds)
+        except (_state.InvalidArgument, _state.Fail, _state.RuntimeException) as error:
+            lines = [line for line in str(error).splitlines() if line.strip()]
+            reason = lines[0] if lines else type(error).__name__
+            raise InputError(f"ONNX Runtime could not run the model on the samples given: {reason}; check the "
+                             "data (its shapes, and ids within the tables the model reads)") from None
         return dict(zip(names, results))
 
     def close(self) -> None:
