@@ -95,3 +95,14 @@ def test_complex_samples_for_a_real_input_are_refused_by_name(tmp_path):
     np.savez(path, x=np.ones((2, 1, 3), np.complex64))
     with pytest.raises(InputError, match="'x' has dtype complex64.*complex and real values do not convert"):
         load_npz(path, [InputSpec("x", np.dtype(np.float32), (1, 3))])
+
+
+def test_unsigned_ids_past_the_models_integer_range_are_refused_by_sample(tmp_path):
+    path = tmp_path / "ids.npz"
+    ids = np.zeros((3, 2), np.uint64)
+    ids[2, 1] = np.uint64(2**63 + 5)  # would wrap to a negative int64
+    np.savez(path, k=ids)
+    with pytest.raises(InputError, match="'k' sample 2 holds values outside int64's range"):
+        load_npz(path, [InputSpec("k", np.dtype(np.int64), (None, 2))])
+    np.savez(path, k=ids[:2])
+    load_npz(path, [InputSpec("k", np.dtype(np.int64), (None, 2))])  # within the range: taken

@@ -126,7 +126,28 @@ def _check_array(path: Path, spec: InputSpec, array: RowSource) -> bool:
                     raise InputError(f"{path}: input {spec.name!r} sample {bad} contains NaN or Inf; remove or fix it")
     elif not np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
         raise InputError(f"{path}: input {spec.name!r} has dtype {array.dtype}; the model takes {spec.dtype}")
+    elif np.issubdtype(array.dtype, np.integer) and np.issubdtype(spec.dtype, np.integer):
+        _check_integer_range(path, spec, array)
     return per_sample
+
+
+def _check_integer_range(path: Path, spec: InputSpec, array: RowSource) -> None:
+    """Integers that the model's integer type cannot hold (uint64 ids past int64's range would wrap negative):
+    refused, naming the first sample that holds one."""
+    source, target = np.iinfo(array.dtype), np.iinfo(spec.dtype)
+    if source.min >= target.min and source.max <= target.max:
+        return
+    for first, rows in array.chunks():
+        flat = rows.reshape(rows.shape[0], -1)
+        outside = np.zeros(flat.shape[0], bool)
+        if source.max > target.max:
+            outside |= (flat > np.array(target.max).astype(array.dtype)).any(axis=1)
+        if source.min < target.min:
+            outside |= (flat < np.array(target.min).astype(array.dtype)).any(axis=1)
+        if outside.any():
+            bad = first + int(np.flatnonzero(outside)[0])
+            raise InputError(f"{path}: input {spec.name!r} sample {bad} holds values outside {spec.dtype}'s range "
+                             f"(the data is {array.dtype}); give values the model's type can hold")
 
 
 def samples_from_arrays(arrays: dict[str, np.ndarray], specs: list[InputSpec], source: str = "data") -> Samples:
