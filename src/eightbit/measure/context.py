@@ -28,26 +28,30 @@ def _session(model: ir.Model, threads: int) -> tuple[OrtSession, list[str]]:
 class Measure:
     """The calibration samples of one quantize call, and the float outputs every candidate is measured against.
 
-    Kept by (float model, batch count) for the call; the float model is held, so it stays the one meant.
+    Kept per float model for the call, for as many batches as asked so far; the float model is held, so it
+    stays the one meant.
     """
 
     def __init__(self, samples: Samples, threads: int) -> None:
         self.samples, self.threads = samples, threads
-        self._expected: dict[tuple[int, int], tuple[ir.Model, list[str], list[dict]]] = {}
+        self._expected: dict[int, tuple[ir.Model, list[str], list[dict]]] = {}
 
     def _float_outputs(self, reference: ir.Model, batches: int) -> tuple[list[str], list[dict]]:
-        key = (id(reference), batches)
-        if key not in self._expected:
+        """The reference's compared outputs on the first `batches` batches: those computed before for it, and
+        the rest run now (a later step asking for more batches runs only the ones it adds)."""
+        key = id(reference)
+        _, names, outputs = self._expected.get(key, (reference, [], []))
+        wanted = min(batches, self.samples.number_of_batches())
+        if len(outputs) < wanted:
             session, names = _session(reference, self.threads)
-            outputs = []
             for index, feeds in enumerate(self.samples.batches()):
-                if index == batches:
+                if index >= wanted:
                     break
-                outputs.append(session.run(feeds, names))
+                if index >= len(outputs):
+                    outputs.append(session.run(feeds, names))
             session.close()
             self._expected[key] = (reference, names, outputs)
-        _, names, outputs = self._expected[key]
-        return names, outputs
+        return names, outputs[:batches]
 
     def worst_sqnr_db(self, models: list[ir.Model], reference: ir.Model,
                       batches: int = CHECK_BATCHES) -> list[float]:

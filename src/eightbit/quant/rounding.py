@@ -89,20 +89,19 @@ def error_feedback_codes(
     spread = _inverse_upper_factor(h)
     if spread is None:
         return _nearest(w, scale[:, None], zero_point[:, None], fmt)
-    # Columns as rows (inputs × outputs): each step reads and writes one contiguous row.
+    # Columns as rows (inputs × outputs). Within a block, a column takes the errors of the block's earlier
+    # columns only when its turn comes (one product), and the block's errors reach the later blocks at its end.
     remaining = np.ascontiguousarray(w.T)
     codes = np.empty_like(remaining)
     for first in range(0, columns, BLOCK):
         last = min(first + BLOCK, columns)
-        block = remaining[first:last].copy()
-        errors = np.empty_like(block)
+        errors = np.empty((last - first, rows))
         for i in range(last - first):
-            column = block[i]
+            c = first + i
+            column = remaining[c] - spread[first:c, c] @ errors[:i]
             code = _nearest(column, scale, zero_point, fmt)
-            codes[first + i] = code
-            error = (column - (code - zero_point) * scale) / spread[first + i, first + i]
-            block[i:] -= spread[first + i, first + i:last, None] * error
-            errors[i] = error
+            codes[c] = code
+            errors[i] = (column - (code - zero_point) * scale) / spread[c, c]
         remaining[last:] -= spread[first:last, last:].T @ errors
     return codes.T
 
