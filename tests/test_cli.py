@@ -243,6 +243,17 @@ def test_image_folder_calibration(tmp_path, cnn_path, out):
     assert_refused(run_cli("quantize", cnn_path, "--calibration", folder, "-o", tmp_path / "o2.onnx"), "--size")
 
 
+def test_an_image_too_large_to_decode_safely_is_named(tmp_path, cnn_path, out):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("1", (20000, 20000)).save(folder / "huge.png")  # 400 M pixels in a small file
+    assert_refused(run_cli("quantize", cnn_path, "--calibration", folder, "--size", 16, 16, "-o", out),
+                   "huge.png", "too many pixels")
+    assert not out.exists()
+
+
 def test_demo_runs():
     result = run_cli("demo", "-q")
     assert result.returncode == 0, result.stderr

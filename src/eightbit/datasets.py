@@ -217,9 +217,18 @@ class ImagePreprocessing:
             raise InputError("--std values must be nonzero")
 
 
+def _unreadable(path: Path, error: Exception) -> InputError:
+    """The refusal of an image file that cannot be decoded, or would take too much memory to."""
+    if type(error).__name__ == "DecompressionBombError":
+        return InputError(f"{path}: too many pixels to decode safely (a decompression bomb?); shrink it or "
+                          "remove it from the folder")
+    return InputError(f"{path}: not a readable image; remove it from the folder")
+
+
 def load_image_folder(folder: str | Path, specs: list[InputSpec], prep: ImagePreprocessing) -> Samples:
     """The images of `folder`, sorted by file name, each decoded and resized when its batch is read."""
     from PIL import Image, UnidentifiedImageError
+    from PIL.Image import DecompressionBombError
 
     folder = Path(folder)
     if len(specs) != 1:
@@ -234,8 +243,8 @@ def load_image_folder(folder: str | Path, specs: list[InputSpec], prep: ImagePre
         try:
             with Image.open(files[index]) as image:
                 rgb = image.convert("RGB").resize((prep.width, prep.height), Image.BILINEAR)
-        except (UnidentifiedImageError, OSError):
-            raise InputError(f"{files[index]}: not a readable image; remove it from the folder") from None
+        except (UnidentifiedImageError, OSError, DecompressionBombError) as error:
+            raise _unreadable(files[index], error) from None
         pixels = (np.asarray(rgb, dtype=np.float32) / 255.0 - mean) / std
         return pixels.transpose(2, 0, 1) if prep.layout == "nchw" else pixels
 
@@ -243,8 +252,8 @@ def load_image_folder(folder: str | Path, specs: list[InputSpec], prep: ImagePre
         try:
             with Image.open(file):
                 pass
-        except (UnidentifiedImageError, OSError):
-            raise InputError(f"{file}: not a readable image; remove it from the folder") from None
+        except (UnidentifiedImageError, OSError, DecompressionBombError) as error:
+            raise _unreadable(file, error) from None
     row = (3, prep.height, prep.width) if prep.layout == "nchw" else (prep.height, prep.width, 3)
     rows = DecodedRows(len(files), row, np.float32, decode, always_finite=True)
     return samples_from_sources({specs[0].name: rows}, specs, str(folder))
