@@ -254,6 +254,16 @@ def test_an_image_too_large_to_decode_safely_is_named(tmp_path, cnn_path, out):
     assert not out.exists()
 
 
+def test_constant_calibration_samples_are_warned_about_in_one_line(tmp_path, cnn_path, out):
+    data = tmp_path / "zeros.npz"
+    np.savez(data, x=np.zeros((4, 3, 16, 16), np.float32))
+    result = run_cli("quantize", cnn_path, "--calibration", data, "-o", out, "-q", "--no-report")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"eightbit: warning: {data}: input 'x' is 0 in every sample: ranges calibrated on it say nothing of real "
+        "data; give real samples"]
+
+
 def test_demo_runs():
     result = run_cli("demo", "-q")
     assert result.returncode == 0, result.stderr

@@ -8,6 +8,8 @@ import shlex
 import signal
 import sys
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +33,7 @@ from eightbit.config import (
     WEIGHT_ROUNDINGS,
     scheme_named,
 )
-from eightbit.errors import InputError
+from eightbit.errors import DataWarning, InputError
 
 if TYPE_CHECKING:
     from eightbit.datasets import ImagePreprocessing
@@ -621,6 +623,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     previous = signal.signal(signal.SIGTERM, _terminate)
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warnings(shown)
     try:
         _check_threads(args)
         return args.handler(args)
@@ -643,6 +647,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+        warnings.showwarning = shown
+
+
+def _one_line_warnings(shown: Callable) -> Callable:
+    """A warnings.showwarning that prints eightbit's warnings (DataWarning) as one line on stderr and any other
+    library's as `shown` does."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, DataWarning):
+            print(f"eightbit: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+    return show
 
 
 class Terminated(BaseException):

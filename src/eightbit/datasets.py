@@ -11,6 +11,7 @@ memory a sample set takes does not grow with its number of samples.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 import onnx_ir as ir
 
 from eightbit.config import DEFAULT_BATCH
-from eightbit.errors import InputError
+from eightbit.errors import DataWarning, InputError
 from eightbit.sources import ArrayRows, DecodedRows, RowSource, npz_sources
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -119,16 +120,36 @@ def _check_array(path: Path, spec: InputSpec, array: RowSource) -> bool:
         if not (np.issubdtype(array.dtype, np.number) or _is_float(array.dtype)):
             raise InputError(f"{path}: input {spec.name!r} has dtype {array.dtype}; the model takes {spec.dtype}")
         if _is_float(array.dtype) and not array.always_finite:
-            for first, rows in array.chunks():
-                finite = np.isfinite(rows.reshape(rows.shape[0], -1)).all(axis=1)
-                if not finite.all():
-                    bad = first + int(np.flatnonzero(~finite)[0])
-                    raise InputError(f"{path}: input {spec.name!r} sample {bad} contains NaN or Inf; remove or fix it")
+            _check_float_values(path, spec, array)
     elif not np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
         raise InputError(f"{path}: input {spec.name!r} has dtype {array.dtype}; the model takes {spec.dtype}")
     elif np.issubdtype(array.dtype, np.integer) and np.issubdtype(spec.dtype, np.integer):
         _check_integer_range(path, spec, array)
     return per_sample
+
+
+def _check_float_values(path: Path, spec: InputSpec, array: RowSource) -> None:
+    """Every sample finite, in its own type and in the model's (a float64 value past float32's range would
+    become Inf): else refused, naming the first sample. A warning where the input holds one value in every
+    sample: ranges calibrated on it say nothing of other data."""
+    low, high = np.inf, -np.inf
+    narrower = np.dtype(spec.dtype).itemsize < np.dtype(array.dtype).itemsize
+    for first, rows in array.chunks():
+        values = rows.reshape(rows.shape[0], -1)
+        if not values.size:
+            continue
+        checks = [(np.isfinite(values).all(axis=1), "NaN or Inf")]
+        if narrower:  # float64 values past float32's range would become Inf
+            with np.errstate(over="ignore"):
+                checks.append((np.isfinite(values.astype(spec.dtype)).all(axis=1), f"a value {spec.dtype} cannot hold"))
+        for finite, what in checks:
+            if not finite.all():
+                bad = first + int(np.flatnonzero(~finite)[0])
+                raise InputError(f"{path}: input {spec.name!r} sample {bad} contains {what}; remove or fix it")
+        low, high = min(low, float(values.min())), max(high, float(values.max()))
+    if array.shape[0] > 1 and low == high:
+        warnings.warn(DataWarning(f"{path}: input {spec.name!r} is {low:g} in every sample: ranges calibrated on "
+                                  "it say nothing of real data; give real samples"), stacklevel=2)
 
 
 def _check_integer_range(path: Path, spec: InputSpec, array: RowSource) -> None:

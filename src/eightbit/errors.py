@@ -6,3 +6,8 @@ class InputError(ValueError):
 
     The message is a single line; the command line prints it and exits with status 2.
     """
+
+
+class DataWarning(UserWarning):
+    """Input the tool takes but that cannot mean what was likely meant (calibration samples that are all the
+    same value). The command line prints it as one line and goes on."""
