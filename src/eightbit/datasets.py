@@ -240,7 +240,9 @@ class ImagePreprocessing:
 
 def _unreadable(path: Path, error: Exception) -> InputError:
     """The refusal of an image file that cannot be decoded, or would take too much memory to."""
-    if type(error).__name__ == "DecompressionBombError":
+    from PIL.Image import DecompressionBombError
+
+    if isinstance(error, DecompressionBombError):
         return InputError(f"{path}: too many pixels to decode safely (a decompression bomb?); shrink it or "
                           "remove it from the folder")
     return InputError(f"{path}: not a readable image; remove it from the folder")
