@@ -81,9 +81,11 @@ def measure(case: Case, float_path: Path, quantized: Path) -> dict[str, str]:
     if case.labels is not None:
         same = np.mean(got_out.argmax(-1) == expected_out.argmax(-1))
         task = f"{np.mean(got_out.argmax(-1) == case.labels):.2%} ({same:.1%} same class)"
-    else:
+    elif case.metric == "text":
         same = np.mean([a == b for a, b in zip(ctc_greedy(expected_out), ctc_greedy(got_out))])
         task = f"{same:.0%} same text"
+    else:  # no task to agree on
+        task = "-"
     single = {case.input_name: case.evaluation[:1]}
     float_session, quantized_session = OrtSession(float_path), OrtSession(quantized)
     latency = interleaved(lambda: float_session.run(single), lambda: quantized_session.run(single),

@@ -83,6 +83,9 @@ def quantize(
     bias_bits: int | None = None,
     weight_granularity: str | None = None,
     weight_rounding: str | None = None,
+    weight_bits: int | None = None,
+    block_size: int | None = None,
+    weight_symmetric: bool | None = None,
     images: ImagePreprocessing | None = None,
     output: str | os.PathLike | None = None,
     threads: int = DEFAULT_THREADS,
@@ -104,7 +107,8 @@ def quantize(
     (QuantizeOptions; `min_sqnr` -> min_sqnr_db, `max_drop` -> max_drop_points), in the same spelling:
     `scheme` (SCHEMES), `calibrate` (CALIBRATION_METHODS; "auto" chooses one per tensor, section 6a),
     `weight_range` ("auto", "full", "7bit"; section 4), `weight_rounding` ("auto", "gptq", "nearest"; section
-    2a), `min_sqnr` (dB, "auto": the scheme's floor, "off" or None; section 11b) or `max_drop` (points of
+    2a), `weight_bits`, `block_size` and `weight_symmetric` (the weights scheme's 4- or 8-bit blocks; section
+    2b), `min_sqnr` (dB, "auto": the scheme's floor, "off" or None; section 11b) or `max_drop` (points of
     `metric`, default top-1 agreement with float), `bias_correction` (eq. 7b), `equalization` (eq. 35),
     `speed_check` (time the model in the target runtime and keep float the nodes slower in int8, section 11c;
     None: on at `effort` "max" only, as it times), `target` ("ort", "openvino"; section 6b) and `effort`
@@ -113,7 +117,8 @@ def quantize(
     """
     options = QuantizeOptions(
         scheme=scheme, calibrate=calibrate, weight_range=weight_range, bias_bits=bias_bits,
-        weight_granularity=weight_granularity, weight_rounding=weight_rounding, min_sqnr_db=min_sqnr,
+        weight_granularity=weight_granularity, weight_rounding=weight_rounding, weight_bits=weight_bits,
+        block_size=block_size, weight_symmetric=weight_symmetric, min_sqnr_db=min_sqnr,
         max_drop_points=max_drop, metric=metric, bias_correction=bias_correction, equalization=equalization,
         speed_check=speed_check, target=target, effort=effort, threads=threads, show_progress=show_progress,
     )

@@ -83,7 +83,9 @@ def _quantize_options(args: argparse.Namespace):
 
     return QuantizeOptions(
         scheme=args.scheme, calibrate=args.calibrate, weight_range=args.weight_range, bias_bits=args.bias_bits,
-        weight_granularity=args.weight_granularity, weight_rounding=args.weight_rounding, min_sqnr_db=args.min_sqnr,
+        weight_granularity=args.weight_granularity, weight_rounding=args.weight_rounding,
+        weight_bits=args.weight_bits, block_size=args.block_size, weight_symmetric=args.weight_symmetric,
+        min_sqnr_db=args.min_sqnr,
         max_drop_points=args.max_drop, bias_correction=not args.no_bias_correction,
         equalization=not args.no_equalize, speed_check=args.speed_check, target=args.target, effort=args.effort,
         threads=args.threads, show_progress=_show_progress(args),
@@ -465,6 +467,19 @@ def build_parser() -> argparse.ArgumentParser:
                                "output on the calibration samples; nearest: round each weight on its own; auto "
                                "(default): with --calibration, the static schemes build both and keep gptq where "
                                "it agrees better with the float model on those samples, --scheme weights takes gptq")
+    quantize.add_argument("--weight-bits", type=int, default=None,
+                          help="--scheme weights: 4 stores MatMul, Gemm and Gather weights as 4-bit codes in blocks "
+                               "(of --block-size inputs, default 32); 8 (default) as 8-bit codes, per channel unless "
+                               "--block-size is given")
+    quantize.add_argument("--block-size", type=int, default=None,
+                          help="--scheme weights: one grid per this many inputs of each output (16, 32, 64, 128 or "
+                               "256), written as ONNX Runtime's MatMulNBits/GatherBlockQuantized for --target ort, "
+                               "as DequantizeLinear with block_size (opset 21) otherwise")
+    zero_points = quantize.add_mutually_exclusive_group()
+    zero_points.add_argument("--weight-symmetric", dest="weight_symmetric", action="store_true", default=None,
+                             help="blocks without zero points (default at 8 bits)")
+    zero_points.add_argument("--weight-asymmetric", dest="weight_symmetric", action="store_false",
+                             help="a zero point per block (default at 4 bits)")
     quantize.add_argument("--no-bias-correction", action="store_true",
                           help="keep the biases as rounded (by default, static schemes with --calibration move each "
                                "integer layer's bias by its mean output error on those samples where that measures "

@@ -126,3 +126,20 @@ def as_model(model: ir.Model | onnx.ModelProto | str | os.PathLike) -> ir.Model:
     if isinstance(model, onnx.ModelProto):
         return standard_model(model)
     return load_model(model)
+
+
+def upgraded(model: ir.Model, opset: int) -> ir.Model:
+    """`model` in default-domain opset `opset` or newer (a new model; `model` is left as it is), or InputError
+    where ONNX's version converter cannot take it there."""
+    current = model.opset_imports.get("", 0)
+    if current >= opset:
+        return model
+    proto = ir.serde.serialize_model(model)
+    try:
+        proto = onnx.version_converter.convert_version(proto, opset)
+    except Exception as error:  # the converter raises bare RuntimeErrors from C++
+        raise InputError(f"could not upgrade the model from opset {current} to {opset} "
+                         f"({str(error).splitlines()[0]}); re-export it at opset {opset}, or choose --target ort "
+                         "(its block operators need no upgrade)") from None
+    _raise_ir_version(proto)
+    return ir.serde.deserialize_model(proto)

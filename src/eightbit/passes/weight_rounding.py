@@ -19,15 +19,15 @@ def rounded_codes(
     fmt: IntegerFormat, input_scale: float = 0.0,
 ) -> np.ndarray:
     """Codes of `node`'s weight `array` on the grid (scale, zero point) (per channel along the node's
-    output-channel axis, or one for the tensor) chosen by eq. 34 with H = `moments` (groups, columns,
-    columns) from calibrate.moments; given H's diagonal blocks only (groups, blocks, B, B), each block of
-    columns is rounded on its own."""
+    output-channel axis, one for the tensor, or one per weight as (outputs, inputs)) chosen by eq. 34 with
+    H = `moments` (groups, columns, columns) from calibrate.moments; given H's diagonal blocks only (groups,
+    blocks, B, B), each block of columns is rounded on its own."""
     output_axis = weight_axis(node)
     rows = np.moveaxis(np.asarray(array, np.float64), output_axis, 0)
     layout = rows.shape
     rows = rows.reshape(layout[0], -1)
-    scales = np.broadcast_to(np.asarray(scale, np.float64).reshape(-1), (layout[0],))
-    zero_points = np.broadcast_to(np.asarray(zero_point, np.float64).reshape(-1), (layout[0],))
+    scales = _per_row(scale, rows.shape)
+    zero_points = _per_row(zero_point, rows.shape)
     groups = moments.shape[0]
     per_group = layout[0] // groups
     codes = np.empty_like(rows)
@@ -38,9 +38,16 @@ def rounded_codes(
         for block, h in enumerate(blocks):
             columns = slice(block * width, (block + 1) * width)
             used = rows[part, columns].shape[1]
-            codes[part, columns] = error_feedback_codes(rows[part, columns], h[:used, :used], scales[part],
-                                                        zero_points[part], fmt, input_noise=input_scale**2 / 12)
+            codes[part, columns] = error_feedback_codes(rows[part, columns], h[:used, :used], scales[part, columns],
+                                                        zero_points[part, columns], fmt,
+                                                        input_noise=input_scale**2 / 12)
     return np.moveaxis(codes.reshape(layout), 0, output_axis).astype(fmt.numpy_dtype)
+
+
+def _per_row(parameter: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A grid parameter per tensor, per output row or per weight, as one per weight of rows of `shape`."""
+    parameter = np.asarray(parameter, np.float64)
+    return np.broadcast_to(parameter if parameter.ndim == 2 else parameter.reshape(-1, 1), shape)
 
 
 def rounded_constant(

@@ -35,7 +35,9 @@ from eightbit.errors import InputError
 from eightbit.fallback import Budget
 from eightbit.ir.graph import graph_values
 from eightbit.measure.metrics import compared_values
+from eightbit.passes.block_forms import BlockForm
 from eightbit.passes.read_qdq import given_grid
+from eightbit.quant.blocks import BLOCK_BITS, BLOCK_SIZES, DEFAULT_BLOCK_SIZE, BlockFormat, block_format
 
 # A measured choice (weight codes, equalization, bias correction, per-tensor ranges) is taken where it raises
 # the worst output SQNR on the calibration samples by at least this much; one that only speeds the model up
@@ -104,6 +106,9 @@ class QuantizeOptions:
     bias_bits: int | None = None
     weight_granularity: str | None = None
     weight_rounding: str | WeightRounding | None = None  # None: the scheme's
+    weight_bits: int | None = None  # 4 or 8 (--scheme weights); None: 8
+    block_size: int | None = None  # BLOCK_SIZES; None: per channel, or DEFAULT_BLOCK_SIZE for 4 bits
+    weight_symmetric: bool | None = None  # blocks without zero points; None: at 8 bits only
     min_sqnr_db: float | str | None = "auto"  # dB, "auto" (the scheme's floor), "off" or None (no budget)
     max_drop_points: float | None = None
     metric: Callable[[np.ndarray, np.ndarray], float] | None = None
@@ -124,6 +129,7 @@ class Resolved:
     calibrate: str  # a CALIBRATION_METHODS name; "auto" only for a static scheme with samples
     weight_range: WeightRange
     weight_rounding: WeightRounding  # AUTO only for a static scheme with samples
+    blocks: BlockFormat | None  # weights in blocks (the weights scheme only); None: per channel or tensor
     budget: Budget | None
     metric: Callable[[np.ndarray, np.ndarray], float] | None
     bias_correction: bool  # resolved: a static scheme, samples, weights not given
@@ -137,6 +143,12 @@ class Resolved:
     @property
     def static(self) -> bool:
         return self.scheme.kind is SchemeKind.STATIC
+
+    @property
+    def block_form(self) -> BlockForm:
+        """How blocks are written for the target: ONNX Runtime's block operators, or standard ONNX (opset 21)
+        for every other runtime."""
+        return BlockForm.RUNTIME if self.target is Target.ORT else BlockForm.STANDARD
 
 
 def gives_weight_grids(model: ir.Model) -> bool:
@@ -187,6 +199,31 @@ def _rounding(options: QuantizeOptions, scheme: Scheme, samples: Samples | None,
     if scheme.kind is SchemeKind.WEIGHTS_ONLY and asked in (None, WeightRounding.AUTO):
         return WeightRounding.GPTQ
     return asked or WeightRounding.AUTO
+
+
+def _blocks(options: QuantizeOptions, scheme: Scheme) -> BlockFormat | None:
+    """Weights in blocks where asked (--weight-bits 4, or --block-size): the weights scheme only, 4 or 8 bits,
+    blocks of DEFAULT_BLOCK_SIZE where 4 bits are asked without a size, zero points per block at 4 bits (a
+    block's range is rarely centred on 0, and 16 codes cannot spare the half a symmetric grid leaves unused)
+    and none at 8, unless --weight-symmetric says."""
+    bits, size = options.weight_bits, options.block_size
+    if bits is not None and bits not in BLOCK_BITS:
+        raise InputError(f"--weight-bits {bits}: give one of {', '.join(map(str, BLOCK_BITS))}")
+    if size is not None and size not in BLOCK_SIZES:
+        raise InputError(f"--block-size {size}: give one of {', '.join(map(str, BLOCK_SIZES))}")
+    if bits in (None, 8) and size is None:
+        if options.weight_symmetric is not None:
+            raise InputError("--weight-symmetric/--weight-asymmetric choose block grids: give --block-size too")
+        return None
+    if scheme.kind is not SchemeKind.WEIGHTS_ONLY:
+        asked = " ".join(f"--{flag} {value}" for flag, value in (("weight-bits", bits), ("block-size", size)) if value)
+        raise InputError(f"{asked}: weights in blocks are for --scheme weights; the {scheme.name} scheme keeps "
+                         "8-bit weights per channel")
+    if options.weight_granularity is not None:
+        raise InputError("--weight-granularity and --block-size both say how weights share grids; give one of them")
+    bits = bits or 8
+    symmetric = options.weight_symmetric if options.weight_symmetric is not None else bits == 8
+    return block_format(bits, size or DEFAULT_BLOCK_SIZE, symmetric)
 
 
 def _calibration_method(options: QuantizeOptions, scheme: Scheme, samples: Samples | None) -> str:
@@ -279,6 +316,7 @@ def resolve(options: QuantizeOptions, model: ir.Model, samples: Samples | None) 
         calibrate=_calibration_method(options, scheme, samples),
         weight_range=_member(WeightRange, options.weight_range, "weight range"),
         weight_rounding=_rounding(options, scheme, samples, model),
+        blocks=_blocks(options, scheme),
         budget=_budget(options, scheme, samples, model),
         metric=options.metric,
         bias_correction=options.bias_correction and static and with_samples and not gives_weight_grids(model),

@@ -14,6 +14,7 @@ from eightbit.passes.quantize_weights import QuantizeWeights
 from eightbit.pipeline.job import Build, Decision, Job
 from eightbit.pipeline.options import WeightRange, WeightRounding
 from eightbit.pipeline.steps.bias import with_corrected_biases
+from eightbit.pipeline.steps.blocks import weights_in_blocks
 from eightbit.pipeline.steps.budget import budget_measure, within_budget
 from eightbit.pipeline.steps.dynamic import quantized_dynamically
 from eightbit.pipeline.steps.equalize import Equalized, equalized
@@ -82,7 +83,11 @@ def static_steps(job: Job) -> Outcome:
 
 
 def weights_steps(job: Job) -> Outcome:
-    """Weights to integer codes (eq. 34's where the job rounds by it), arithmetic float."""
+    """Weights to integer codes (eq. 34's where the job rounds by it), per channel or in blocks, arithmetic
+    float."""
+    if job.options.blocks is not None:
+        built = weights_in_blocks(job)
+        return Outcome(built, built.decisions)
     model = job.reference
     moments = None
     if job.options.weight_rounding is WeightRounding.GPTQ:

@@ -64,12 +64,21 @@ def _inverse_upper_factor(h: np.ndarray) -> np.ndarray | None:
     return None
 
 
+def _per_weight(parameter: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """A grid parameter given per tensor, per row or per weight, as one per weight (rows, columns)."""
+    parameter = np.asarray(parameter, np.float64)
+    if parameter.ndim < 2:
+        parameter = parameter.reshape(-1, 1)
+    return np.broadcast_to(parameter, (rows, columns))
+
+
 def error_feedback_codes(
     weights: np.ndarray, moments: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, fmt: IntegerFormat,
     input_noise: float = 0.0,
 ) -> np.ndarray:
-    """Codes for `weights` (rows = outputs, columns = inputs) on the per-row grid (scale, zero point)
-    that lower tr(E·H·Eᵀ), E = weights − dequantized codes, H = `moments` (inputs × inputs) (eq. 34).
+    """Codes for `weights` (rows = outputs, columns = inputs) on the grid (scale, zero point), one per row
+    or one per weight (rows, columns: a block's repeated over its inputs), that lower tr(E·H·Eᵀ),
+    E = weights − dequantized codes, H = `moments` (inputs × inputs) (eq. 34).
 
     Columns are taken in their own order. `input_noise` (the variance the input's own rounding adds,
     s_x²/12) is added to H's diagonal. Inputs that were always zero take their nearest codes: on
@@ -77,18 +86,16 @@ def error_feedback_codes(
     """
     w = np.array(weights, dtype=np.float64)
     h = np.array(moments, dtype=np.float64)
-    scale = np.asarray(scale, np.float64).reshape(-1)
-    zero_point = np.asarray(zero_point, np.float64).reshape(-1)
     rows, columns = w.shape
-    scale = np.broadcast_to(scale, (rows,))
-    zero_point = np.broadcast_to(zero_point, (rows,))
+    scale = _per_weight(scale, rows, columns)
+    zero_point = _per_weight(zero_point, rows, columns)
     dead = np.diag(h) <= 0
     h[dead, dead] = 1.0  # alone on the diagonal: no error reaches or leaves a dead input's column
     h[np.diag_indices(columns)] += np.where(dead, 0.0, input_noise)
     h[np.diag_indices(columns)] += DAMPING * np.mean(np.diag(h))
     spread = _inverse_upper_factor(h)
     if spread is None:
-        return _nearest(w, scale[:, None], zero_point[:, None], fmt)
+        return _nearest(w, scale, zero_point, fmt)
     # Columns as rows (inputs × outputs). Within a block, a column takes the errors of the block's earlier
     # columns only when its turn comes (one product), and the block's errors reach the later blocks at its end.
     remaining = np.ascontiguousarray(w.T)
@@ -99,9 +106,9 @@ def error_feedback_codes(
         for i in range(last - first):
             c = first + i
             column = remaining[c] - spread[first:c, c] @ errors[:i]
-            code = _nearest(column, scale, zero_point, fmt)
+            code = _nearest(column, scale[:, c], zero_point[:, c], fmt)
             codes[c] = code
-            errors[i] = (column - (code - zero_point) * scale) / spread[c, c]
+            errors[i] = (column - (code - zero_point[:, c]) * scale[:, c]) / spread[c, c]
         remaining[last:] -= spread[first:last, last:].T @ errors
     return codes.T
 
@@ -109,4 +116,17 @@ def error_feedback_codes(
 def output_error(weights: np.ndarray, approximation: np.ndarray, moments: np.ndarray) -> float:
     """tr(E·H·Eᵀ), E = weights − approximation: the summed squared output error over the inputs behind H."""
     e = np.asarray(weights, np.float64) - np.asarray(approximation, np.float64)
-    return float(np.einsum("rk,kl,rl->", e, np.asarray(moments, np.float64), e))
+    return float(np.sum((e @ np.asarray(moments, np.float64)) * e))  # a matrix product: BLAS, not einsum's loop
+
+
+def moments_error(weights: np.ndarray, approximation: np.ndarray, moments: np.ndarray) -> float:
+    """output_error over H as calibrate.moments gives it, (groups, columns, columns) or its diagonal blocks
+    (groups, blocks, B, B), for weights of one group (rows = outputs, columns = inputs)."""
+    h = np.asarray(moments, np.float64)[0]
+    if h.ndim == 2:
+        return output_error(weights, approximation, h)
+    width = h.shape[-1]
+    e = np.asarray(weights, np.float64) - np.asarray(approximation, np.float64)
+    e = np.pad(e, ((0, 0), (0, h.shape[0] * width - e.shape[1]))).reshape(e.shape[0], h.shape[0], width)
+    e = e.transpose(1, 0, 2)  # (blocks, rows, width)
+    return float(np.sum(np.matmul(e, h) * e))

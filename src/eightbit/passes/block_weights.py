@@ -1,0 +1,130 @@
+"""The weights-only scheme in blocks: MatMul, Gemm and Gather weights as 4- or 8-bit codes with a grid per
+block of inputs (docs/quantization.md, section 2b)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
+
+from eightbit.ir.graph import attribute, constant_array
+from eightbit.passes.block_forms import (
+    BLOCK_OPSET,
+    MICROSOFT,
+    BlockForm,
+    BlockWeight,
+    gemm_fits_runtime,
+    runtime_gather,
+    runtime_matmul,
+    standard_dequantize,
+)
+from eightbit.passes.weight_rounding import rounded_codes
+from eightbit.plan.ops import weight_axis
+from eightbit.quant.blocks import BlockFormat, block_grid, dequantized, nearest_codes
+from eightbit.quant.rounding import moments_error
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockedNode:
+    """One node whose weight went in blocks: its name, its op, and whether eq. 34 chose its codes."""
+
+    name: str
+    op_type: str
+    chosen: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Weight:
+    """A node's weight as rows (outputs × inputs; a table's rows for Gather), the node's input it is, and
+    the axis its inputs run along in its own layout."""
+
+    index: int
+    rows: np.ndarray
+    axis: int
+
+
+def _weight(node: ir.Node, size: int) -> _Weight | None:
+    """The weight of `node` that goes in blocks of `size`: a MatMul's or Gemm's constant 2-D float32 second
+    input with at least `size` inputs, or the table of a Gather on axis 0 whose rows are whole blocks; None
+    for any other node (its weight, if any, stays with the per-channel scheme)."""
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type in ("MatMul", "Gemm") and len(node.inputs) > 1 and constant_array(node.inputs[0]) is None:
+        array = constant_array(node.inputs[1])
+        if array is None or array.dtype != np.float32 or array.ndim != 2:
+            return None
+        transposed = node.op_type == "Gemm" and bool(attribute(node, "transB", 0))
+        weight = _Weight(1, array if transposed else array.T, 1 if transposed else 0)
+        return weight if weight.rows.shape[1] >= size else None
+    if node.op_type == "Gather" and attribute(node, "axis", 0) == 0:
+        array = constant_array(node.inputs[0])
+        if array is None or array.dtype != np.float32 or array.ndim != 2 or array.shape[1] % size:
+            return None
+        return _Weight(0, array, 1)
+    return None
+
+
+class QuantizeBlockWeights(ir.passes.InPlacePass):
+    """Rule: the constant weight of MatMul and Gemm and the table of Gather (embeddings) become codes of
+    `block.fmt` with one grid per `block.size` inputs of each output (each table row), written in `form`.
+    A node in `moments` takes the codes eq. 34 chooses on the block grids where they give its output less
+    error over those moments than the nearest codes (eq. 5), the nearest codes otherwise. A Gemm the runtime
+    form cannot compute (transA, alpha, beta, a C that is not a bias) and a weight too narrow for one block
+    are left as they are. `blocked` lists what was done, in graph order."""
+
+    def __init__(self, block: BlockFormat, form: BlockForm, moments: dict[str, np.ndarray] | None = None) -> None:
+        super().__init__()
+        self.block = block
+        self.form = form
+        self.moments = moments or {}
+        self.blocked: list[BlockedNode] = []
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        if self.form is BlockForm.STANDARD and model.opset_imports.get("", 0) < BLOCK_OPSET:
+            raise ValueError(f"block DequantizeLinear needs opset {BLOCK_OPSET}; upgrade the model first")
+        taken: set[str] = set()
+        for node in list(model.graph):
+            weight = _weight(node, self.block.size)
+            if weight is None or not self._fits(node, weight):
+                continue
+            blocked, chosen = self._blocked(node, weight)
+            self._write(model.graph, node, weight, blocked, taken)
+            self.blocked.append(BlockedNode(node.name, node.op_type, chosen))
+        if self.blocked and self.form is BlockForm.RUNTIME:
+            model.opset_imports.setdefault(MICROSOFT, 1)
+        common_passes.RemoveUnusedNodesPass()(model)
+        return ir.passes.PassResult(model, bool(self.blocked))
+
+    def _fits(self, node: ir.Node, weight: _Weight) -> bool:
+        return self.form is BlockForm.STANDARD or node.op_type != "Gemm" \
+            or gemm_fits_runtime(node, weight.rows.shape[0])
+
+    def _blocked(self, node: ir.Node, weight: _Weight) -> tuple[BlockWeight, bool]:
+        """The weight's codes on its block grids, and whether eq. 34 chose them (see the class's rule)."""
+        fmt = self.block.fmt
+        grid = block_grid(weight.rows, self.block)
+        nearest = BlockWeight(nearest_codes(weight.rows, grid, fmt), grid, self.block)
+        h = self.moments.get(node.name) if weight.index == 1 else None
+        if h is None:
+            return nearest, False
+        scale, zero_point = grid.per_input(weight.rows.shape[1])
+        codes = rounded_codes(node, constant_array(node.inputs[1]), h, scale, zero_point, fmt)
+        if weight_axis(node) == 1:
+            codes = codes.T
+        chosen = BlockWeight(codes, grid, self.block)
+        errors = [moments_error(weight.rows, dequantized(candidate.codes, grid), h) for candidate in (chosen, nearest)]
+        return (chosen, True) if errors[0] < errors[1] else (nearest, False)
+
+    def _write(self, graph: ir.Graph, node: ir.Node, weight: _Weight, blocked: BlockWeight, taken: set[str]) -> None:
+        if self.form is BlockForm.STANDARD:
+            value = node.inputs[weight.index]
+            node.replace_input_with(weight.index, standard_dequantize(graph, value, blocked, weight.axis, node, taken))
+            return
+        if node.op_type == "Gather":
+            new = runtime_gather(graph, node, blocked, taken)
+        else:
+            bias = node.inputs[2] if node.op_type == "Gemm" and len(node.inputs) > 2 else None
+            new = runtime_matmul(graph, node, blocked, bias, taken)
+        ir.convenience.replace_nodes_and_values(graph, node, [node], [new], node.outputs, new.outputs)
