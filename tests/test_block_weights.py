@@ -174,3 +174,29 @@ def test_transformer_in_four_bit_blocks_agrees_with_float(tmp_path):
     assert sqnr_db(float_logits, logits) > 30  # 39 dB as built; nearest codes alone give 29.5
     assert np.mean(logits.argmax(1) == float_logits.argmax(1)) >= 0.98
     assert (tmp_path / "q.onnx").stat().st_size < 0.25 * (DATA / "digits_transformer.onnx").stat().st_size
+
+
+@pytest.mark.parametrize("scheme", ["dynamic", "weights"])
+def test_embedding_tables_are_gathered_from_8bit_codes_in_every_weight_scheme(tmp_path, scheme):
+    rng = np.random.default_rng(5)
+    inits = [tensor("table", rng.normal(0, 1, (1000, 96)).astype(np.float32)),  # rows of 3 blocks of 32
+             tensor("w", rng.normal(0, 0.1, (96, 64)).astype(np.float32)),
+             tensor("odd", rng.normal(0, 1, (50, 100)).astype(np.float32))]  # no block size divides 100
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"], axis=0, name="embed"),
+             helper.make_node("MatMul", ["e", "w"], ["y"], name="mm"),
+             helper.make_node("Gather", ["odd", "other"], ["z"], axis=0, name="odd_embed")]
+    path = tmp_path / "embed.onnx"
+    onnx.save(make_model(nodes, [value_info("ids", ["b", 7], onnx.TensorProto.INT64),
+                                 value_info("other", ["b"], onnx.TensorProto.INT64)],
+                         [value_info("y", ["b", 7, 64]), value_info("z", ["b", 100])], inits), path)
+    feeds = {"ids": rng.integers(0, 1000, (3, 7)), "other": rng.integers(0, 50, 3)}
+    expected = OrtSession(path).run(feeds)
+    model = api.quantize(path, scheme=scheme, output=tmp_path / "q.onnx")
+    got = OrtSession(tmp_path / "q.onnx").run(feeds)
+    by_name = {node.name: node for node in model.graph}
+    assert by_name["embed"].op_type == "GatherBlockQuantized"
+    assert by_name["odd_embed"].op_type == "Gather" and by_name["odd_embed"].inputs[0].producer().op_type == \
+        "DequantizeLinear"
+    for name in ("y", "z"):
+        assert sqnr_db(expected[name], got[name]) > 38
+    assert (tmp_path / "q.onnx").stat().st_size < 0.3 * path.stat().st_size

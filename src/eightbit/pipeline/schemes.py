@@ -10,6 +10,7 @@ from eightbit.calibrate.per_tensor import PerTensorCalibration
 from eightbit.config import SchemeKind
 from eightbit.fallback import Fallback
 from eightbit.never_slower import SpeedCheck
+from eightbit.passes.block_forms import BlockForm
 from eightbit.passes.quantize_weights import QuantizeWeights
 from eightbit.pipeline.job import Build, Decision, Job
 from eightbit.pipeline.options import WeightRange, WeightRounding
@@ -17,6 +18,7 @@ from eightbit.pipeline.steps.bias import with_corrected_biases
 from eightbit.pipeline.steps.blocks import weights_in_blocks
 from eightbit.pipeline.steps.budget import budget_measure, within_budget
 from eightbit.pipeline.steps.dynamic import quantized_dynamically
+from eightbit.pipeline.steps.embeddings import embedded
 from eightbit.pipeline.steps.equalize import Equalized, equalized
 from eightbit.pipeline.steps.gates import with_gates
 from eightbit.pipeline.steps.rounding import rounding_measured
@@ -93,9 +95,10 @@ def weights_steps(job: Job) -> Outcome:
     if job.options.weight_rounding is WeightRounding.GPTQ:
         moments = InputMoments(input_moments(model, weighted_nodes(model.graph, list(model.graph)), job.samples,
                                              job.options.threads, job.options.show_progress))
+    decisions = (Decision("scheme", "weights only", "weights only: arithmetic stays float"),
+                 *embedded(model, job.options.block_form, only=BlockForm.RUNTIME))
     QuantizeWeights(job.options.scheme, moments)(model)
-    decision = Decision("scheme", "weights only", "weights only: arithmetic stays float")
-    return Outcome(Build(model, [], (decision,), WeightRange.FULL), (decision,), moments=moments)
+    return Outcome(Build(model, [], decisions, WeightRange.FULL), decisions, moments=moments)
 
 
 def steps(job: Job) -> Outcome:

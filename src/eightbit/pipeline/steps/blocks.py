@@ -10,6 +10,7 @@ from eightbit.passes.block_weights import QuantizeBlockWeights
 from eightbit.passes.quantize_weights import QuantizeWeights
 from eightbit.pipeline.job import Build, Decision, Job
 from eightbit.pipeline.options import WeightRange, WeightRounding
+from eightbit.pipeline.steps.embeddings import embedded
 
 
 def _forms(form: BlockForm) -> str:
@@ -35,6 +36,7 @@ def weights_in_blocks(job: Job) -> Build:
     blocks = QuantizeBlockWeights(block, form, moments)
     with job.timed("weight codes"):
         blocks(model)
+        tables = embedded(model, form, only=BlockForm.RUNTIME)
         QuantizeWeights(options.scheme, moments)(model)
     chosen = sum(node.chosen for node in blocks.blocked)
     kind = "symmetric" if block.symmetric else "a zero point per block"
@@ -47,5 +49,6 @@ def weights_in_blocks(job: Job) -> Build:
                  f"{len(blocks.blocked)} MatMul/Gemm/Gather weights as {block.bits}-bit codes in blocks of "
                  f"{block.size} inputs ({kind}), written as {_forms(form)}{codes}; other weights 8-bit per "
                  "channel"),
+        *tables,
     )
     return Build(model, [], decisions, WeightRange.FULL)

@@ -15,6 +15,7 @@ from eightbit.isa import cpu_features
 from eightbit.passes.dynamic import MEASURED_CHOICES, DynamicChoices, QuantizeDynamically
 from eightbit.pipeline.job import Build, Decision, Job, taken
 from eightbit.pipeline.options import MARGIN_DB, WeightRange
+from eightbit.pipeline.steps.embeddings import embedded
 from eightbit.plan import FloatNode
 
 
@@ -60,12 +61,13 @@ def _input_means(job: Job) -> dict | None:
 
 
 def quantized_dynamically(job: Job) -> Build:
-    """The reference with weights to integers and activations quantized at run time. MatMuls of two run-time
-    tensors and Conv inputs are quantized too where the calibration samples show each costs at most MARGIN_DB;
-    without samples they stay float."""
+    """The reference with weights (embedding tables included) to integers and activations quantized at run
+    time. MatMuls of two run-time tensors and Conv inputs are quantized too where the calibration samples show
+    each costs at most MARGIN_DB; without samples they stay float."""
     choices, weights = dynamic_weights(job.options.scheme, job.options.weight_range)
-    decisions = [weights]
-    source = ir.to_proto(job.reference)
+    tables = ir.from_proto(ir.to_proto(job.reference))
+    decisions = [weights, *embedded(tables, job.options.block_form)]
+    source = ir.to_proto(tables)
     means = _input_means(job)
 
     def build(chosen: DynamicChoices) -> tuple[ir.Model, QuantizeDynamically]:

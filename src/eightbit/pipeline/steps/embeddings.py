@@ -1,0 +1,25 @@
+"""Embedding tables to 8-bit codes in the target's fast form, in every scheme that stores weights as integers
+(docs/quantization.md, section 2b)."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from eightbit.passes.block_forms import BlockForm
+from eightbit.passes.embeddings import QuantizeEmbeddings
+from eightbit.pipeline.job import Decision
+
+
+def embedded(model: ir.Model, form: BlockForm, only: BlockForm | None = None) -> tuple[Decision, ...]:
+    """`model`'s embedding tables rewritten in `form` (in place; nothing where `only` is given and is not
+    `form`: the scheme's own weight rule then takes them), and the decision, where there were any."""
+    if only is not None and form is not only:
+        return ()
+    rewrite = QuantizeEmbeddings(form)
+    rewrite(model)
+    if not rewrite.count:
+        return ()
+    written = "GatherBlockQuantized: rows dequantized as gathered" if form is BlockForm.RUNTIME else \
+        "per-row codes + DequantizeLinear"
+    return (Decision("embeddings", f"{rewrite.count} tables 8-bit", f"{rewrite.count} embedding tables as 8-bit "
+                     f"codes ({written})"),)
