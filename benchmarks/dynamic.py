@@ -6,7 +6,9 @@
 Models: the shipped digits transformer and digits LSTM (scripts/train_digits_sequence.py; held-out
 accuracy on 360 images) and PP-OCRv4 rec from the pinned rapidocr wheel (a real SVTR text
 recognizer: convolutions, attention, a 6,625-class CTC head), on rendered text lines; its task
-figure is the share of lines whose greedy CTC decoding equals the float model's.
+figure is the share of lines whose greedy CTC decoding equals the float model's; and a token encoder built
+here in PyTorch (a 30,522 x 256 token table, two encoder layers, random weights: output SQNR only), where
+the embedding table is most of the file.
 
 eightbit gets 64 calibration samples (only to decide whether the attention's activation x
 activation MatMuls are quantized); the peers need none and are given the model after their own
@@ -38,12 +40,49 @@ from eightbit.measure.latency import interleaved
 from eightbit.measure.metrics import Agreement, compared_values
 
 DATA = Path(eightbit.__file__).parent / "data"
-MODELS = ["digits_transformer", "digits_lstm", "ppocr_rec"]
+MODELS = ["digits_transformer", "digits_lstm", "ppocr_rec", "token_encoder"]
 CALIBRATION = 64
 TEXT_LINES = 32
+# The token encoder: a sentence encoder's shape with random weights (torch's initialization, seed 0): a
+# VOCABULARY x WIDTH token table and a position table, two encoder layers, mean over SEQUENCE tokens.
+VOCABULARY, WIDTH, SEQUENCE = 30522, 256, 32
 
 
-def build_case(name: str) -> Case:
+def _token_encoder(folder: Path) -> Path:
+    """The token encoder exported to ONNX (opset 17) in `folder`."""
+    import torch
+    from torch import nn
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tokens = nn.Embedding(VOCABULARY, WIDTH)
+            self.positions = nn.Embedding(SEQUENCE, WIDTH)
+            layer = nn.TransformerEncoderLayer(WIDTH, 4, 4 * WIDTH, dropout=0.0, batch_first=True)
+            self.layers = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+            for weight in self.layers.parameters():  # the layers start as copies of one
+                if weight.dim() > 1:
+                    nn.init.xavier_uniform_(weight)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            x = self.tokens(ids) + self.positions(torch.arange(ids.shape[1]))
+            return self.layers(x).mean(dim=1)
+
+    torch.manual_seed(0)
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused encoder-layer op has no ONNX export
+    path = folder / "token_encoder.onnx"
+    with torch.no_grad():
+        torch.onnx.export(Encoder().eval(), (torch.zeros(1, SEQUENCE, dtype=torch.int64),), path,
+                          input_names=["ids"], output_names=["embedding"], opset_version=17, dynamo=False,
+                          dynamic_axes={"ids": {0: "batch"}, "embedding": {0: "batch"}})
+    return path
+
+
+def build_case(name: str, folder: Path | None = None) -> Case:
+    """The case `name`; `folder` holds a model built here (the token encoder)."""
+    if name == "token_encoder" and folder is not None:
+        ids = np.random.default_rng(0).integers(0, VOCABULARY, (CALIBRATION + TEXT_LINES, SEQUENCE))
+        return Case(name, _token_encoder(folder), "ids", ids[:CALIBRATION], ids[CALIBRATION:], "sqnr")
     if name.startswith("digits_"):
         digits = shipped_digits()
         return Case(name, DATA / f"{name}.onnx", "rows", digits.x_train[:CALIBRATION, 0], digits.x_test[:, 0],
@@ -98,9 +137,9 @@ def measure(case: Case, float_path: Path, quantized: Path) -> dict[str, str]:
 def run(names: list[str]) -> list[str]:
     rows = ["| model | float | quantizer | output SQNR dB | task | speed-up vs fp32 | size |", "|" + "---|" * 7]
     for name in names:
-        case = build_case(name)
         with tempfile.TemporaryDirectory(prefix="eightbit-dynamic-") as scratch:
             folder = Path(scratch)
+            case = build_case(name, folder)
             ours = folder / "eightbit.onnx"
             eightbit.quantize(case.path, {case.input_name: case.calibration}, scheme="dynamic", output=ours)
             variants = {"eightbit dynamic": ours}
@@ -123,13 +162,14 @@ def run(names: list[str]) -> list[str]:
     return rows
 
 
-SECTION = f"""## Dynamic quantization (transformer, LSTM, PP-OCRv4 rec)
+SECTION = f"""## Dynamic quantization (transformer, LSTM, PP-OCRv4 rec, token encoder)
 
 `{{command}}` on {cpu_features().summary()}, ONNX Runtime on 2 threads.
 Output SQNR is measured before the softmax where the output is one (PP-OCRv4 rec). Task: held-out
 accuracy for the digits models (360 images; in brackets the share classified as the float model
 does), share of {TEXT_LINES} rendered text lines decoded (greedy CTC) to the same text as the float
-model for PP-OCRv4 rec. Speed-up: batch 1. Size: quantized file / float file.
+model for PP-OCRv4 rec. The token encoder (random weights, {VOCABULARY:,} x {WIDTH} token table, {SEQUENCE}
+random tokens a sample) has no task figure. Speed-up: batch 1. Size: quantized file / float file.
 
 {{table}}
 """
