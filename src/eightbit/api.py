@@ -86,6 +86,7 @@ def quantize(
     weight_bits: int | None = None,
     block_size: int | None = None,
     weight_symmetric: bool | None = None,
+    exclude: tuple[str, ...] = (),
     images: ImagePreprocessing | None = None,
     output: str | os.PathLike | None = None,
     threads: int = DEFAULT_THREADS,
@@ -108,8 +109,9 @@ def quantize(
     `scheme` (SCHEMES), `calibrate` (CALIBRATION_METHODS; "auto" chooses one per tensor, section 6a),
     `weight_range` ("auto", "full", "7bit"; section 4), `weight_rounding` ("auto", "gptq", "nearest"; section
     2a), `weight_bits`, `block_size` and `weight_symmetric` (the weights scheme's 4- or 8-bit blocks; section
-    2b), `min_sqnr` (dB, "auto": the scheme's floor, "off" or None; section 11b) or `max_drop` (points of
-    `metric`, default top-1 agreement with float), `bias_correction` (eq. 7b), `equalization` (eq. 35),
+    2b), `exclude` (node names, globs or op types kept float; section 6), `min_sqnr` (dB, "auto": the scheme's
+    floor, "off" or None; section 11b) or `max_drop` (points of `metric`, default top-1 agreement with float),
+    `bias_correction` (eq. 7b), `equalization` (eq. 35),
     `speed_check` (time the model in the target runtime and keep float the nodes slower in int8, section 11c;
     None: on at `effort` "max" only, as it times), `target` ("ort", "openvino"; section 6b) and `effort`
     ("fast", "max"; section 11d). What each measured choice found is in the metadata (float_nodes_of,
@@ -118,7 +120,7 @@ def quantize(
     options = QuantizeOptions(
         scheme=scheme, calibrate=calibrate, weight_range=weight_range, bias_bits=bias_bits,
         weight_granularity=weight_granularity, weight_rounding=weight_rounding, weight_bits=weight_bits,
-        block_size=block_size, weight_symmetric=weight_symmetric, min_sqnr_db=min_sqnr,
+        block_size=block_size, weight_symmetric=weight_symmetric, exclude=tuple(exclude), min_sqnr_db=min_sqnr,
         max_drop_points=max_drop, metric=metric, bias_correction=bias_correction, equalization=equalization,
         speed_check=speed_check, target=target, effort=effort, threads=threads, show_progress=show_progress,
     )

@@ -85,6 +85,7 @@ def _quantize_options(args: argparse.Namespace):
         scheme=args.scheme, calibrate=args.calibrate, weight_range=args.weight_range, bias_bits=args.bias_bits,
         weight_granularity=args.weight_granularity, weight_rounding=args.weight_rounding,
         weight_bits=args.weight_bits, block_size=args.block_size, weight_symmetric=args.weight_symmetric,
+        exclude=tuple(args.exclude),
         min_sqnr_db=args.min_sqnr,
         max_drop_points=args.max_drop, bias_correction=not args.no_bias_correction,
         equalization=not args.no_equalize, speed_check=args.speed_check, target=args.target, effort=args.effort,
@@ -480,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="blocks without zero points (default at 8 bits)")
     zero_points.add_argument("--weight-asymmetric", dest="weight_symmetric", action="store_false",
                              help="a zero point per block (default at 4 bits)")
+    quantize.add_argument("--exclude", nargs="+", action="extend", default=[], metavar="NODE",
+                          help="keep these nodes float: node names (globs such as 'encoder.*' allowed) or op types "
+                               "(Softmax), as `eightbit inspect` lists them")
     quantize.add_argument("--no-bias-correction", action="store_true",
                           help="keep the biases as rounded (by default, static schemes with --calibration move each "
                                "integer layer's bias by its mean output error on those samples where that measures "

@@ -72,10 +72,12 @@ class QuantizeBlockWeights(ir.passes.InPlacePass):
     A node in `moments` takes the codes eq. 34 chooses on the block grids where they give its output less
     error over those moments than the nearest codes (eq. 5), the nearest codes otherwise. A Gemm the runtime
     form cannot compute (transA, alpha, beta, a C that is not a bias) and a weight too narrow for one block
-    are left as they are. `blocked` lists what was done, in graph order."""
+    are left as they are, and so are nodes named in `exclude`. `blocked` lists what was done, in graph order."""
 
-    def __init__(self, block: BlockFormat, form: BlockForm, moments: dict[str, np.ndarray] | None = None) -> None:
+    def __init__(self, block: BlockFormat, form: BlockForm, moments: dict[str, np.ndarray] | None = None,
+                 exclude: frozenset[str] = frozenset()) -> None:
         super().__init__()
+        self.exclude = exclude
         self.block = block
         self.form = form
         self.moments = moments or {}
@@ -86,7 +88,7 @@ class QuantizeBlockWeights(ir.passes.InPlacePass):
             raise ValueError(f"block DequantizeLinear needs opset {BLOCK_OPSET}; upgrade the model first")
         taken: set[str] = set()
         for node in list(model.graph):
-            weight = _weight(node, self.block.size)
+            weight = _weight(node, self.block.size) if node.name not in self.exclude else None
             if weight is None or not self._fits(node, weight):
                 continue
             blocked, chosen = self._blocked(node, weight)

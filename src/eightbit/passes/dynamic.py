@@ -62,12 +62,15 @@ class QuantizeDynamically(ir.passes.InPlacePass):
     - GRU, RNN: weights stored as integers + DequantizeLinear, math in float (no integer kernel).
     With `input_means` (per-channel means of Conv and Gemm inputs on calibration samples, by
     name), Conv and Gemm biases absorb the mean error of the rounded weights (eq. 32).
-    Everything else stays float; `float_nodes` lists the candidates left float and why, and
+    Nodes named in `excluded` stay float, for the reason given there. Everything else stays float;
+    `float_nodes` lists the candidates left float and why, and
     `left_float` counts those a choice (MEASURED_CHOICES) would have quantized.
     """
 
-    def __init__(self, choices: DynamicChoices, input_means: dict[str, np.ndarray] | None = None) -> None:
+    def __init__(self, choices: DynamicChoices, input_means: dict[str, np.ndarray] | None = None,
+                 excluded: dict[str, str] | None = None) -> None:
         super().__init__()
+        self.excluded = excluded or {}
         self.choices = choices
         self.input_means = input_means or {}
         self.corrected: list[str] = []
@@ -86,7 +89,7 @@ class QuantizeDynamically(ir.passes.InPlacePass):
                 node.op_type, self._weights_only if node.op_type in _RECURRENT_WITHOUT_KERNEL else None)
             if rewrite is None:
                 continue
-            reason = rewrite(node)
+            reason = self.excluded.get(node.name) or rewrite(node)
             if reason is None:
                 modified = True
             else:

@@ -38,18 +38,20 @@ class QuantizeEmbeddings(ir.passes.InPlacePass):
     (eq. 5). RUNTIME form: GatherBlockQuantized, one grid per table_block() entries of a row, so that only the
     rows gathered are dequantized (a DequantizeLinear before the Gather dequantizes the whole table at every
     run); a table whose rows no block size divides takes the STANDARD form: codes per row + DequantizeLinear
-    (opset 13) before the Gather. `count` is the number of tables rewritten."""
+    (opset 13) before the Gather. Nodes named in `exclude` are left as they are. `count` is the number of
+    tables rewritten."""
 
-    def __init__(self, form: BlockForm) -> None:
+    def __init__(self, form: BlockForm, exclude: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.form = form
+        self.exclude = exclude
         self.count = 0
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         taken: set[str] = set()
         for node in list(graph):
-            table = _table(node)
+            table = _table(node) if node.name not in self.exclude else None
             if table is None:
                 continue
             size = table_block(table.shape[1])

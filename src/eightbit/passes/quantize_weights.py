@@ -22,12 +22,15 @@ class QuantizeWeights(ir.passes.InPlacePass):
     """Rule: the constant weight of Conv, ConvTranspose, MatMul, Gemm, and the constant table of
     Gather (embeddings), become s8 codes + DequantizeLinear (eq. 6), per output channel (per
     row for Gather), each weight rounded to its nearest code (eq. 5) or, for nodes in `moments`,
-    chosen by eq. 34. Activations and all arithmetic stay float: the file shrinks ~4x.
+    chosen by eq. 34. Activations and all arithmetic stay float: the file shrinks ~4x. Nodes named
+    in `exclude` keep their float weights.
     """
 
-    def __init__(self, scheme: Scheme, moments: dict[str, np.ndarray] | None = None) -> None:
+    def __init__(self, scheme: Scheme, moments: dict[str, np.ndarray] | None = None,
+                 exclude: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.scheme = scheme
+        self.exclude = exclude
         # Node name -> its inputs' second moments: those nodes' weight codes are chosen by eq. 34.
         self.moments = moments or {}
 
@@ -38,7 +41,7 @@ class QuantizeWeights(ir.passes.InPlacePass):
         per_channel = self.scheme.weights.granularity is Granularity.PER_CHANNEL
         modified = False
         for node in list(graph):
-            if node.domain not in ("", "ai.onnx"):
+            if node.domain not in ("", "ai.onnx") or node.name in self.exclude:
                 continue
             if node.op_type in _WEIGHTED and len(node.inputs) > 1:
                 index, axis = 1, weight_axis(node)

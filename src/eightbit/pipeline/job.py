@@ -46,6 +46,16 @@ class Job:
         finally:
             self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - start
 
+    @property
+    def excluded(self) -> frozenset[str]:
+        """The names of the nodes --exclude keeps float."""
+        return frozenset(self.options.excluded)
+
+    def excluded_nodes(self, model: ir.Model) -> list[FloatNode]:
+        """The nodes of `model` --exclude keeps float, as the report lists float nodes."""
+        return [FloatNode(node.name, node.op_type, self.options.excluded[node.name]) for node in model.graph
+                if node.name in self.options.excluded]
+
     def worst_sqnr_db(self, models: list[ir.Model], batches: int = CHECK_BATCHES) -> list[float]:
         """Each model's worst output SQNR (pre-softmax) vs the reference on the first `batches` calibration
         batches."""

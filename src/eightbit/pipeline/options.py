@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import fnmatch
 import math
 import os
 from collections.abc import Callable
@@ -109,6 +110,7 @@ class QuantizeOptions:
     weight_bits: int | None = None  # 4 or 8 (--scheme weights); None: 8
     block_size: int | None = None  # BLOCK_SIZES; None: per channel, or DEFAULT_BLOCK_SIZE for 4 bits
     weight_symmetric: bool | None = None  # blocks without zero points; None: at 8 bits only
+    exclude: tuple[str, ...] = ()  # node names (globs) or op types kept float
     min_sqnr_db: float | str | None = "auto"  # dB, "auto" (the scheme's floor), "off" or None (no budget)
     max_drop_points: float | None = None
     metric: Callable[[np.ndarray, np.ndarray], float] | None = None
@@ -130,6 +132,7 @@ class Resolved:
     weight_range: WeightRange
     weight_rounding: WeightRounding  # AUTO only for a static scheme with samples
     blocks: BlockFormat | None  # weights in blocks (the weights scheme only); None: per channel or tensor
+    excluded: dict[str, str]  # node name -> why it stays float (--exclude)
     budget: Budget | None
     metric: Callable[[np.ndarray, np.ndarray], float] | None
     bias_correction: bool  # resolved: a static scheme, samples, weights not given
@@ -226,6 +229,22 @@ def _blocks(options: QuantizeOptions, scheme: Scheme) -> BlockFormat | None:
     return block_format(bits, size or DEFAULT_BLOCK_SIZE, symmetric)
 
 
+def _excluded(patterns: tuple[str, ...], model: ir.Model) -> dict[str, str]:
+    """The nodes --exclude names, each with its reason: a pattern matches a node whose name it matches as a glob
+    (fnmatch, case-sensitive) or whose op type it is; one that matches no node is refused (a misspelt name
+    would otherwise quantize the layer the user meant to keep float)."""
+    excluded: dict[str, str] = {}
+    for pattern in patterns:
+        matched = [node.name for node in model.graph if node.name and (fnmatch.fnmatchcase(node.name, pattern)
+                                                                      or node.op_type == pattern)]
+        if not matched:
+            raise InputError(f"--exclude {pattern!r} matches no node of the model; give node names (globs such "
+                             "as 'encoder.*' allowed) or op types, as `eightbit inspect` lists them")
+        for name in matched:
+            excluded.setdefault(name, f"excluded (--exclude {pattern})")
+    return excluded
+
+
 def _calibration_method(options: QuantizeOptions, scheme: Scheme, samples: Samples | None) -> str:
     method = options.calibrate or scheme.default_calibration
     if method not in CALIBRATION_METHODS:
@@ -317,6 +336,7 @@ def resolve(options: QuantizeOptions, model: ir.Model, samples: Samples | None) 
         weight_range=_member(WeightRange, options.weight_range, "weight range"),
         weight_rounding=_rounding(options, scheme, samples, model),
         blocks=_blocks(options, scheme),
+        excluded=_excluded(tuple(options.exclude), model),
         budget=_budget(options, scheme, samples, model),
         metric=options.metric,
         bias_correction=options.bias_correction and static and with_samples and not gives_weight_grids(model),

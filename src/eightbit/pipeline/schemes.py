@@ -96,9 +96,9 @@ def weights_steps(job: Job) -> Outcome:
         moments = InputMoments(input_moments(model, weighted_nodes(model.graph, list(model.graph)), job.samples,
                                              job.options.threads, job.options.show_progress))
     decisions = (Decision("scheme", "weights only", "weights only: arithmetic stays float"),
-                 *embedded(model, job.options.block_form, only=BlockForm.RUNTIME))
-    QuantizeWeights(job.options.scheme, moments)(model)
-    return Outcome(Build(model, [], decisions, WeightRange.FULL), decisions, moments=moments)
+                 *embedded(model, job.options.block_form, job.excluded, only=BlockForm.RUNTIME))
+    QuantizeWeights(job.options.scheme, moments, job.excluded)(model)
+    return Outcome(Build(model, job.excluded_nodes(model), decisions, WeightRange.FULL), decisions, moments=moments)
 
 
 def steps(job: Job) -> Outcome:

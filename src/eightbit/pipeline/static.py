@@ -71,6 +71,8 @@ class _Builder:
     moment_samples: Samples | None
 
     def __post_init__(self) -> None:
+        # Nodes --exclude names stay float in every build, beside those a step keeps float.
+        self.kept_float = {**self.job.options.excluded, **(self.kept_float or {})}
         self.unfused = ir.to_proto(self.float_model)
         self.ranges: dict[str, tuple[float, float]] = {}
         # id of a built model -> (the names its activation grids have in it, in activation_qparams' order; scheme)

@@ -33,11 +33,11 @@ def weights_in_blocks(job: Job) -> Build:
         with job.timed("input moments"):
             moments = input_moments(model, weighted_nodes(model.graph, list(model.graph)), job.samples,
                                     options.threads, options.show_progress)
-    blocks = QuantizeBlockWeights(block, form, moments)
+    blocks = QuantizeBlockWeights(block, form, moments, job.excluded)
     with job.timed("weight codes"):
         blocks(model)
-        tables = embedded(model, form, only=BlockForm.RUNTIME)
-        QuantizeWeights(options.scheme, moments)(model)
+        tables = embedded(model, form, job.excluded, only=BlockForm.RUNTIME)
+        QuantizeWeights(options.scheme, moments, job.excluded)(model)
     chosen = sum(node.chosen for node in blocks.blocked)
     kind = "symmetric" if block.symmetric else "a zero point per block"
     codes = (f"; codes chosen from the calibration inputs (eq. 34) for {chosen} of them, rounded to nearest for "
@@ -51,4 +51,4 @@ def weights_in_blocks(job: Job) -> Build:
                  "channel"),
         *tables,
     )
-    return Build(model, [], decisions, WeightRange.FULL)
+    return Build(model, job.excluded_nodes(model), decisions, WeightRange.FULL)

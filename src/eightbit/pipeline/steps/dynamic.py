@@ -66,13 +66,13 @@ def quantized_dynamically(job: Job) -> Build:
     each costs at most MARGIN_DB; without samples they stay float."""
     choices, weights = dynamic_weights(job.options.scheme, job.options.weight_range)
     tables = ir.from_proto(ir.to_proto(job.reference))
-    decisions = [weights, *embedded(tables, job.options.block_form)]
+    decisions = [weights, *embedded(tables, job.options.block_form, job.excluded)]
     source = ir.to_proto(tables)
     means = _input_means(job)
 
     def build(chosen: DynamicChoices) -> tuple[ir.Model, QuantizeDynamically]:
         model = ir.from_proto(source)
-        rewrite = QuantizeDynamically(chosen, means)
+        rewrite = QuantizeDynamically(chosen, means, job.options.excluded)
         rewrite(model)
         common_passes.TopologicalSortPass()(model)
         return model, rewrite

@@ -10,12 +10,14 @@ from eightbit.passes.embeddings import QuantizeEmbeddings
 from eightbit.pipeline.job import Decision
 
 
-def embedded(model: ir.Model, form: BlockForm, only: BlockForm | None = None) -> tuple[Decision, ...]:
-    """`model`'s embedding tables rewritten in `form` (in place; nothing where `only` is given and is not
-    `form`: the scheme's own weight rule then takes them), and the decision, where there were any."""
+def embedded(model: ir.Model, form: BlockForm, exclude: frozenset[str], only: BlockForm | None = None,
+             ) -> tuple[Decision, ...]:
+    """`model`'s embedding tables, but those of nodes in `exclude`, rewritten in `form` (in place; nothing where
+    `only` is given and is not `form`: the scheme's own weight rule then takes them), and the decision, where
+    there were any."""
     if only is not None and form is not only:
         return ()
-    rewrite = QuantizeEmbeddings(form)
+    rewrite = QuantizeEmbeddings(form, exclude)
     rewrite(model)
     if not rewrite.count:
         return ()
