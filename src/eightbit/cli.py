@@ -469,9 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "(default): with --calibration, the static schemes build both and keep gptq where "
                                "it agrees better with the float model on those samples, --scheme weights takes gptq")
     quantize.add_argument("--weight-bits", type=int, default=None,
-                          help="--scheme weights: 4 stores MatMul, Gemm and Gather weights as 4-bit codes in blocks "
-                               "(of --block-size inputs, default 32); 8 (default) as 8-bit codes, per channel unless "
-                               "--block-size is given")
+                          help="--scheme weights: 4 stores MatMul and Gemm weights as 4-bit codes in blocks (of "
+                               "--block-size inputs, default 32), embedding tables as 8-bit; 8 (default) stores 8-bit "
+                               "codes, per channel unless --block-size is given")
     quantize.add_argument("--block-size", type=int, default=None,
                           help="--scheme weights: one grid per this many inputs of each output (16, 32, 64, 128 or "
                                "256), written as ONNX Runtime's MatMulNBits/GatherBlockQuantized for --target ort, "

@@ -47,8 +47,8 @@ def weights_in_blocks(job: Job) -> Build:
         Decision("scheme", "weights only", "weights only: no activation grids are stored"),
         Decision("weight blocks", f"{len(blocks.blocked)} weights in {block.bits}-bit blocks of {block.size}",
                  f"{len(blocks.blocked)} MatMul/Gemm/Gather weights as {block.bits}-bit codes in blocks of "
-                 f"{block.size} inputs ({kind}), written as {_forms(form)}{codes}; other weights 8-bit per "
-                 "channel"),
+                 f"{block.size} inputs ({kind}), written as {_forms(form)}{codes}; other weights and "
+                 "embedding tables 8-bit"),
         *tables,
     )
     return Build(model, job.excluded_nodes(model), decisions, WeightRange.FULL)
