@@ -16,9 +16,11 @@ from onnx import helper
 from conftest import make_model, tensor, value_info
 from eightbit import api
 from eightbit.backends import OrtSession
+from eightbit.backends.reference import ReferenceSession
 from eightbit.cli import main
 from eightbit.config import IntegerFormat
 from eightbit.demo import shipped_digits
+from eightbit.errors import InputError
 from eightbit.measure.metrics import sqnr_db
 from eightbit.quant.blocks import as_unsigned, block_format, block_grid, dequantized, nearest_codes, packed
 from eightbit.quant.rounding import error_feedback_codes, moments_error, output_error
@@ -233,3 +235,30 @@ def test_a_half_precision_model_in_blocks_is_its_float32_twin_in_blocks(mixed, t
     got = OrtSession(tmp_path / "qh.onnx").run({"ids": ids})["y"].astype(np.float32)
     expected = OrtSession(tmp_path / "qt.onnx").run({"ids": ids})["y"]
     np.testing.assert_allclose(got, expected, atol=np.abs(expected).max() * 2.0 ** -10)
+
+
+@pytest.mark.parametrize("bits, symmetric", [(4, False), (8, True)])
+def test_reference_kernels_compute_the_block_operators_as_onnx_runtime_does(mixed, tmp_path, bits, symmetric):
+    path, ids = mixed
+    api.quantize(path, scheme="weights", weight_bits=bits, block_size=32, weight_symmetric=symmetric,
+                 output=tmp_path / "q.onnx")
+    exact = onnx.load(tmp_path / "q.onnx")
+    for node in exact.graph.node:  # float arithmetic, as the reference computes: inputs not rounded to int8
+        for attribute in node.attribute:
+            if attribute.name == "accuracy_level":
+                attribute.i = 0
+    onnx.save(exact, tmp_path / "exact.onnx")
+    by_runtime = OrtSession(tmp_path / "exact.onnx").run({"ids": ids})["y"]
+    by_reference = ReferenceSession(tmp_path / "q.onnx").run({"ids": ids})["y"]
+    np.testing.assert_allclose(by_reference, by_runtime, rtol=1e-4, atol=1e-4 * np.abs(by_runtime).max())
+
+
+def test_the_reference_backend_names_an_operator_it_has_no_kernel_for(tmp_path):
+    node = helper.make_node("FusedMatMul", ["a", "b"], ["y"], domain="com.microsoft", name="fused")
+    graph = helper.make_graph([node], "g", [value_info("a", [2, 3])], [value_info("y", [2, 2])],
+                              [tensor("b", np.ones((3, 2), np.float32))])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    onnx.save(model, tmp_path / "m.onnx")
+    with pytest.raises(InputError, match="no com.microsoft.FusedMatMul; run with --backend ort"):
+        ReferenceSession(tmp_path / "m.onnx")

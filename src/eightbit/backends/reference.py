@@ -21,6 +21,7 @@ from eightbit.errors import InputError
 from eightbit.ir import as_model
 from eightbit.ir.evaluate import evaluate_node
 from eightbit.ir.graph import constant_array, qdq_parameters
+from eightbit.kernels.blocks import gather_block_quantized, matmul_nbits
 from eightbit.kernels.dynamic_lstm import dynamic_lstm
 from eightbit.quant import dequantize, quantize
 
@@ -81,6 +82,38 @@ class DynamicLSTMStep:
             activations=attributes.get("activations"), clip=attributes.get("clip"),
             input_forget=int(attributes.get("input_forget", 0)),
         ))
+
+
+@dataclasses.dataclass
+class BlockStep:
+    """ONNX Runtime's block operators (com.microsoft MatMulNBits, GatherBlockQuantized; kernels/blocks.py)."""
+
+    node: ir.Node
+
+    def run(self, env: dict[str, np.ndarray]) -> list[np.ndarray]:
+        inputs = [env[v.name] if v is not None and v.name else None for v in self.node.inputs]
+        inputs += [None] * (6 - len(inputs))
+        attributes = {name: attr.value for name, attr in self.node.attributes.items()}
+        if self.node.op_type == "MatMulNBits":
+            a, b, scales, zero_points, _, bias = inputs
+            return [matmul_nbits(a, b, scales, zero_points, bias, k=attributes["K"], n=attributes["N"],
+                                 bits=attributes.get("bits", 4), block_size=attributes["block_size"])]
+        data, indices, scales, zero_points = inputs[:4]
+        return [gather_block_quantized(data, indices, scales, zero_points,
+                                       block_size=attributes.get("block_size", 128), bits=attributes.get("bits", 4))]
+
+
+def _block_step(node: ir.Node) -> BlockStep:
+    """The step of a com.microsoft block operator, or InputError for a form kernels/blocks.py does not take."""
+    attributes = {name: attr.value for name, attr in node.attributes.items()}
+    if node.op_type == "GatherBlockQuantized":
+        data = node.inputs[0]
+        rank = data.shape.rank() if data.shape is not None else 2
+        if data.dtype != ir.DataType.UINT8 or attributes.get("gather_axis", 0) != 0 or rank != 2 \
+                or attributes.get("quantize_axis", 1) not in (1, -1):
+            raise InputError(f"{node.name}: the reference kernels take GatherBlockQuantized with a 2-D uint8 table "
+                             "gathered on axis 0 and blocked on axis 1 only; run with --backend ort")
+    return BlockStep(node)
 
 
 def quantized_grid(node: ir.Node, codes_name: str) -> Quantized | None:
@@ -181,6 +214,11 @@ class ReferenceSession:
                                  FloatStep(node, self.opset))
             elif node.op_type == "DynamicQuantizeLSTM" and node.domain == "com.microsoft":
                 steps.append(DynamicLSTMStep(node))
+            elif node.op_type in ("MatMulNBits", "GatherBlockQuantized") and node.domain == "com.microsoft":
+                steps.append(_block_step(node))
+            elif node.domain not in ("", "ai.onnx"):
+                raise InputError(f"{node.name}: the reference kernels have no {node.domain}.{node.op_type}; run with "
+                                 "--backend ort")
             elif node.op_type != "QuantizeLinear":
                 steps.append(FloatStep(node, self.opset))
         return steps
