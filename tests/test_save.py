@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 
+import onnx_ir as ir
 import pytest
 
 from conftest import small_cnn
@@ -94,3 +95,27 @@ def test_sigterm_ends_a_command_with_143_and_one_line(tmp_path):
     assert result.returncode == 143, result.stderr
     assert result.stderr.strip() == "eightbit: terminated; nothing was written"
     assert list(tmp_path.iterdir()) == []
+
+
+def _unloadable():
+    """small_cnn with its Gemm made an op ONNX does not have (a model eightbit should never make)."""
+    model = as_model(small_cnn())
+    fc = next(node for node in model.graph if node.name == "fc")
+    unknown = ir.node("NoSuchOp", list(fc.inputs), name="fc")
+    ir.convenience.replace_nodes_and_values(model.graph, fc, [fc], [unknown], fc.outputs, unknown.outputs)
+    return model
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_a_model_that_does_not_load_replaces_nothing(tmp_path, monkeypatch, external):
+    if external:
+        monkeypatch.setattr(save_module, "_EXTERNAL_DATA_ABOVE_BYTES", 0)
+    path = tmp_path / "out.onnx"
+    path.write_bytes(b"old")
+    from eightbit.backends.onnxruntime import UnloadableOutput, check_loads
+    save_model(as_model(small_cnn()), tmp_path / "good.onnx", check=check_loads)  # a good model passes
+    with pytest.raises(UnloadableOutput, match="nothing was written"):
+        save_model(_unloadable(), path, check=check_loads)
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["out.onnx", "good.onnx", *(["good.onnx.data"] if external else [])])

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from eightbit.backends.onnxruntime import check_loads
 from eightbit.backends.openvino import openvino_available
 from eightbit.calibrate.memo import RangeMemo
 from eightbit.calibrate.per_tensor import PerTensorCalibration
@@ -154,7 +155,7 @@ def quantize_with(model: ModelLike, calibration: DataLike | None, options: Quant
     with_types(quantized, half_types)
     if output is not None:
         start = time.perf_counter()
-        save_model(quantized, output)
+        save_model(quantized, output, check=check_loads)
         seconds["save"] = time.perf_counter() - start
     return quantized
 
@@ -272,7 +273,7 @@ def finetune(
     model = ir.from_proto(tuned)
     model.metadata_props[FINETUNE_KEY] = json.dumps(report.as_dict())
     if output is not None:
-        save_model(model, output)
+        save_model(model, output, check=check_loads)
     return model
 
 

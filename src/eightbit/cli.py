@@ -95,6 +95,7 @@ def _quantize_options(args: argparse.Namespace):
 
 def _quantize(args: argparse.Namespace) -> int:
     from eightbit import api
+    from eightbit.backends.onnxruntime import check_loads
     from eightbit.ir import check_output_path, load_model, save_model
     from eightbit.ir.load import external_data_files
     from eightbit.report.compare import compare_models
@@ -105,7 +106,7 @@ def _quantize(args: argparse.Namespace) -> int:
     images = _images(args)
     seconds: dict[str, float] = {}
     model = api.quantize_with(source, args.calibration, _quantize_options(args), images=images, seconds=seconds)
-    save_model(model, output)
+    save_model(model, output, check=check_loads)
     report_data = args.eval if args.eval is not None else args.calibration
     comparison = None
     if report_data is not None and not args.no_report:
@@ -237,13 +238,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _finetune(args: argparse.Namespace) -> int:
     from eightbit import api
+    from eightbit.backends.onnxruntime import check_loads
     from eightbit.ir import check_output_path, save_model
     output = check_output_path(args.output, args.float_model, args.quantized_model, args.data)
     model = api.finetune(args.float_model, args.quantized_model, args.data, steps=args.steps,
                          augment=not args.no_augment, images=_images(args), threads=args.threads,
                          show_progress=_show_progress(args))
     report = api.finetune_of(model)
-    save_model(model, output)
+    save_model(model, output, check=check_loads)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

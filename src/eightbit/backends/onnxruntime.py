@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnx.checker
 import onnx_ir as ir
 import onnxruntime as ort
 import onnxruntime.capi.onnxruntime_pybind11_state as _state
@@ -98,6 +100,28 @@ class OrtSession:
         if self._scratch is not None:
             self._scratch.cleanup()
             self._scratch = None
+
+
+class UnloadableOutput(RuntimeError):
+    """A model eightbit made fails the ONNX checker or does not open in ONNX Runtime: a bug, not the input's."""
+
+
+def check_loads(path: Path) -> None:
+    """The model file at `path` passes the ONNX checker and opens in ONNX Runtime, or UnloadableOutput: what
+    quantize checks before its output replaces anything at -o."""
+    try:
+        onnx.checker.check_model(os.fspath(path))
+    except onnx.checker.ValidationError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "invalid model"
+        raise UnloadableOutput(f"the model made fails the ONNX checker ({first}); nothing was written") from None
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # opening is the check
+    try:
+        ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # ORT raises its own exception types for bad graphs
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UnloadableOutput(f"ONNX Runtime cannot open the model made ({first}); nothing was written") from None
 
 
 def session_with_outputs(model: ir.Model, values: list[ir.Value], threads: int = DEFAULT_THREADS,

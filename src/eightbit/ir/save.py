@@ -62,8 +62,10 @@ def _synced(path: Path) -> None:
         os.close(descriptor)
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = ".tmp") -> Path:
-    """Call write(temporary) on a temporary file in `path`'s folder, then rename it onto `path`.
+def write_atomically(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = ".tmp",
+                     check: Callable[[Path], None] | None = None) -> Path:
+    """Call write(temporary) on a temporary file in `path`'s folder, then check(temporary) where given (it
+    raises to stop the write), then rename it onto `path`.
 
     Readers see either the old file or the complete new one; a failed or interrupted write leaves no trace.
     The temporary name is short (a long output name stays valid), its bytes are synced before the rename,
@@ -74,6 +76,8 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None], suf
     os.close(descriptor)
     try:
         write(Path(temporary))
+        if check is not None:
+            check(Path(temporary))
         os.chmod(temporary, _mode_for(path))
         _synced(Path(temporary))
         os.replace(temporary, path)
@@ -82,13 +86,16 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None], suf
     return path
 
 
-def _save_external(model: ir.Model, path: Path) -> None:
+def _save_external(model: ir.Model, path: Path, check: Callable[[Path], None] | None) -> None:
     """`model` at `path` with its tensors in `<name>.data` beside it: both written in a temporary folder beside
-    `path` and renamed into place, the data first, so a reader never finds the model without its tensors."""
+    `path`, checked there where `check` is given, and renamed into place, the data first, so a reader never
+    finds the model without its tensors."""
     data = path.with_name(f"{path.name}.data")
     folder = Path(tempfile.mkdtemp(prefix=".eightbit-", dir=path.parent))
     try:
         ir.save(model, folder / path.name, external_data=data.name)
+        if check is not None:
+            check(folder / path.name)
         for written, target in ((folder / data.name, data), (folder / path.name, path)):
             os.chmod(written, _mode_for(target))
             _synced(written)
@@ -99,13 +106,14 @@ def _save_external(model: ir.Model, path: Path) -> None:
         folder.rmdir()
 
 
-def save_model(model: ir.Model, path: str | os.PathLike) -> Path:
-    """Save to `path` through a temporary file in the same folder and an atomic rename.
+def save_model(model: ir.Model, path: str | os.PathLike, check: Callable[[Path], None] | None = None) -> Path:
+    """Save to `path` through a temporary file in the same folder and an atomic rename; `check`, where given,
+    reads the written file first and raises to leave `path` as it was.
 
     Models whose tensors exceed ~1.5 GiB keep their tensors in `<name>.data` beside it.
     """
     path = check_output_path(path)
     if _tensor_bytes(model) > _EXTERNAL_DATA_ABOVE_BYTES:
-        _save_external(model, path)
+        _save_external(model, path, check)
         return path
-    return write_atomically(path, lambda temporary: temporary.write_bytes(model_to_bytes(model)))
+    return write_atomically(path, lambda temporary: temporary.write_bytes(model_to_bytes(model)), check=check)
