@@ -1,5 +1,5 @@
-"""The weights scheme in blocks (--weight-bits 4, --block-size): MatMul, Gemm and Gather weights in blocks, every
-other weight 8-bit per channel (docs/quantization.md, section 2b)."""
+"""The weights scheme in blocks (--weight-bits 4, --block-size): MatMul and Gemm weights (Gather tables too, at 8
+bits) in blocks, every other weight 8-bit (docs/quantization.md, section 2b)."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ def _forms(form: BlockForm) -> str:
 
 
 def weights_in_blocks(job: Job) -> Build:
-    """The reference (upgraded to opset 21 for the standard form) with its MatMul, Gemm and Gather weights in
-    blocks, codes chosen per node by QuantizeBlockWeights' rule where the job rounds by eq. 34 (moments from
-    every calibration sample), and the weights no block form takes (convolutions, narrow or batched weights)
-    8-bit per channel."""
+    """The reference (upgraded to opset 21 for the standard form) with its MatMul and Gemm weights (Gather
+    tables too, at 8 bits) in blocks, codes chosen per node by QuantizeBlockWeights' rule where the job rounds
+    by eq. 34 (moments from every calibration sample), embedding tables under 4-bit blocks 8-bit
+    (QuantizeEmbeddings' rule for ONNX Runtime), and the weights no block form takes (convolutions, narrow or
+    batched weights, other tables) 8-bit per channel or row."""
     options = job.options
     block, form = options.blocks, options.block_form
     model = upgraded(job.reference, BLOCK_OPSET) if form is BlockForm.STANDARD else job.reference
@@ -46,7 +47,7 @@ def weights_in_blocks(job: Job) -> Build:
     decisions = (
         Decision("scheme", "weights only", "weights only: no activation grids are stored"),
         Decision("weight blocks", f"{len(blocks.blocked)} weights in {block.bits}-bit blocks of {block.size}",
-                 f"{len(blocks.blocked)} MatMul/Gemm/Gather weights as {block.bits}-bit codes in blocks of "
+                 f"{len(blocks.blocked)} weights as {block.bits}-bit codes in blocks of "
                  f"{block.size} inputs ({kind}), written as {_forms(form)}{codes}; other weights and "
                  "embedding tables 8-bit"),
         *tables,
