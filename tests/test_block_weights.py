@@ -3,6 +3,7 @@ against the codes they store, eq. 34 on block grids, the options' refusals, and 
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from onnx import helper
 
 from conftest import make_model, tensor, value_info
 from eightbit import api
+from eightbit.api import DECISIONS_KEY
 from eightbit.backends import OrtSession
 from eightbit.backends.reference import ReferenceSession
 from eightbit.cli import main
@@ -262,3 +264,37 @@ def test_the_reference_backend_names_an_operator_it_has_no_kernel_for(tmp_path):
     onnx.save(model, tmp_path / "m.onnx")
     with pytest.raises(InputError, match="no com.microsoft.FusedMatMul; run with --backend ort"):
         ReferenceSession(tmp_path / "m.onnx")
+
+
+def test_min_sqnr_gives_the_fewest_weights_8_bit_blocks_that_reach_it(tmp_path):
+    digits = shipped_digits()
+    calibration = {"rows": digits.x_train[:64, 0]}
+    source = DATA / "digits_transformer.onnx"
+    plain = api.quantize(source, calibration, scheme="weights", weight_bits=4)
+    decisions = json.loads(plain.metadata_props[DECISIONS_KEY])
+    assert not any(d["step"] == "weight bits" for d in decisions)  # no budget asked: every weight 4-bit
+    sizes = {}
+    for limit in (43.0, 60.0):
+        model = api.quantize(source, calibration, scheme="weights", weight_bits=4, min_sqnr=limit,
+                             output=tmp_path / f"{limit}.onnx")
+        bits = {node.attributes["bits"].value for node in model.graph if node.op_type == "MatMulNBits"}
+        taken = next(d["taken"] for d in json.loads(model.metadata_props[DECISIONS_KEY]) if d["step"] == "weight bits")
+        sizes[limit] = (tmp_path / f"{limit}.onnx").stat().st_size
+        if limit == 43.0:  # met with some weights 8-bit, others 4-bit
+            assert bits == {4, 8} and "meets --min-sqnr 43" in taken
+        else:  # out of reach: every weight 8-bit, and said so
+            assert bits == {8} and "13 of 13" in taken and "falls short" in taken
+    assert sizes[43.0] < sizes[60.0]
+
+
+def test_min_sqnr_is_refused_for_per_channel_weights_and_with_nearest_codes(capsys, tmp_path):
+    source = str(DATA / "digits_transformer.onnx")
+    digits = shipped_digits()
+    np.savez(tmp_path / "cal.npz", rows=digits.x_train[:16, 0])
+    for flags, message in ((["--min-sqnr", "30"], "not to --scheme weights without --weight-bits 4"),
+                           (["--weight-bits", "4", "--min-sqnr", "30", "--weight-rounding", "nearest"],
+                            "does not read: drop one of the two")):
+        out = tmp_path / "out.onnx"
+        assert main(["quantize", source, "-o", str(out), "--scheme", "weights", "--calibration",
+                     str(tmp_path / "cal.npz"), *flags]) == 2
+        assert message in capsys.readouterr().err and not out.exists()

@@ -519,7 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
                                f"(static schemes). Default: auto, {DEFAULT_MIN_SQNR_DB:g} dB for the eightbit scheme "
                                f"({DEFAULT_MIN_SQNR_DB_CLASSES:g} dB where an output is a softmax's) with "
                                "--calibration and no --max-drop, none otherwise; where the default cannot be met, the "
-                               "all-integer model is written and the report says what to try; off: no budget")
+                               "all-integer model is written and the report says what to try; off: no budget. With "
+                               "--scheme weights --weight-bits 4: the fewest weights in 8-bit blocks instead")
     quantize.add_argument("--max-drop", type=float, metavar="POINTS",
                           help="keep the fewest tensors in float (as --min-sqnr) until top-1 agreement with the float "
                                "model (argmax of the first output's last axis) on every calibration sample is at "

@@ -22,17 +22,29 @@ from eightbit.passes.block_forms import (
 )
 from eightbit.passes.weight_rounding import rounded_codes
 from eightbit.plan.ops import weight_axis
-from eightbit.quant.blocks import BlockFormat, block_grid, dequantized, nearest_codes
+from eightbit.quant.blocks import BlockFormat, block_format, block_grid, dequantized, nearest_codes
 from eightbit.quant.rounding import moments_error
 
 
 @dataclasses.dataclass(frozen=True)
 class BlockedNode:
-    """One node whose weight went in blocks: its name, its op, and whether eq. 34 chose its codes."""
+    """One node whose weight went in blocks: its name, its op, whether eq. 34 chose its codes, their width, and
+    its output's SQNR over its H, 10·log10(tr(W H Wᵀ) / tr(E H Eᵀ)) (None without H)."""
 
     name: str
     op_type: str
     chosen: bool
+    bits: int
+    sqnr_db: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockedWeight:
+    """The codes one node's weight took, whether eq. 34 chose them, and its output SQNR over H (BlockedNode)."""
+
+    weight: BlockWeight
+    chosen: bool
+    sqnr_db: float | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,12 +89,17 @@ class QuantizeBlockWeights(ir.passes.InPlacePass):
     A node in `moments` takes the codes eq. 34 chooses on the block grids where they give its output less
     error over those moments than the nearest codes (eq. 5), the nearest codes otherwise. A Gemm the runtime
     form cannot compute (transA, alpha, beta, a C that is not a bias) and a weight too narrow for one block
-    are left as they are, and so are nodes named in `exclude`. `blocked` lists what was done, in graph order."""
+    are left as they are, and so are nodes named in `exclude`. Nodes named in `wider` take 8-bit symmetric
+    blocks of the same size instead. `known` (node name and bits -> codes) keeps codes between builds of one
+    call. `blocked` lists what was done, in graph order."""
 
     def __init__(self, block: BlockFormat, form: BlockForm, moments: dict[str, np.ndarray] | None = None,
-                 exclude: frozenset[str] = frozenset()) -> None:
+                 exclude: frozenset[str] = frozenset(), wider: frozenset[str] = frozenset(),
+                 known: dict[tuple[str, int], BlockedWeight] | None = None) -> None:
         super().__init__()
         self.exclude = exclude
+        self.wider = wider
+        self.known = {} if known is None else known
         self.block = block
         self.form = form
         self.moments = moments or {}
@@ -96,9 +113,13 @@ class QuantizeBlockWeights(ir.passes.InPlacePass):
             weight = _weight(node, self.block) if node.name not in self.exclude else None
             if weight is None or not self._fits(node, weight):
                 continue
-            blocked, chosen = self._blocked(node, weight)
-            self._write(model.graph, node, weight, blocked, taken)
-            self.blocked.append(BlockedNode(node.name, node.op_type, chosen))
+            block = block_format(8, self.block.size, True) if node.name in self.wider else self.block
+            key = (node.name, block.bits)
+            if key not in self.known:
+                self.known[key] = self._blocked(node, weight, block)
+            found = self.known[key]
+            self._write(model.graph, node, weight, found.weight, taken)
+            self.blocked.append(BlockedNode(node.name, node.op_type, found.chosen, block.bits, found.sqnr_db))
         if self.blocked and self.form is BlockForm.RUNTIME:
             model.opset_imports.setdefault(MICROSOFT, 1)
         common_passes.RemoveUnusedNodesPass()(model)
@@ -108,21 +129,25 @@ class QuantizeBlockWeights(ir.passes.InPlacePass):
         return self.form is BlockForm.STANDARD or node.op_type != "Gemm" \
             or gemm_fits_runtime(node, weight.rows.shape[0])
 
-    def _blocked(self, node: ir.Node, weight: _Weight) -> tuple[BlockWeight, bool]:
-        """The weight's codes on its block grids, and whether eq. 34 chose them (see the class's rule)."""
-        fmt = self.block.fmt
-        grid = block_grid(weight.rows, self.block)
-        nearest = BlockWeight(nearest_codes(weight.rows, grid, fmt), grid, self.block)
+    def _blocked(self, node: ir.Node, weight: _Weight, block: BlockFormat) -> BlockedWeight:
+        """The weight's codes on its block grids, whether eq. 34 chose them (see the class's rule), and the
+        layer's output SQNR over its H."""
+        fmt = block.fmt
+        grid = block_grid(weight.rows, block)
+        nearest = BlockWeight(nearest_codes(weight.rows, grid, fmt), grid, block)
         h = self.moments.get(node.name) if weight.index == 1 else None
         if h is None:
-            return nearest, False
+            return BlockedWeight(nearest, False, None)
         scale, zero_point = grid.per_input(weight.rows.shape[1])
         codes = rounded_codes(node, constant_array(node.inputs[1]), h, scale, zero_point, fmt)
         if weight_axis(node) == 1:
             codes = codes.T
-        chosen = BlockWeight(codes, grid, self.block)
+        chosen = BlockWeight(codes, grid, block)
         errors = [moments_error(weight.rows, dequantized(candidate.codes, grid), h) for candidate in (chosen, nearest)]
-        return (chosen, True) if errors[0] < errors[1] else (nearest, False)
+        signal = moments_error(weight.rows, np.zeros_like(weight.rows), h)
+        best = min(errors)
+        sqnr_db = float(10 * np.log10(signal / best)) if best > 0 and signal > 0 else float("inf")
+        return BlockedWeight(chosen, True, sqnr_db) if errors[0] < errors[1] else BlockedWeight(nearest, False, sqnr_db)
 
     def _write(self, graph: ir.Graph, node: ir.Node, weight: _Weight, blocked: BlockWeight, taken: set[str]) -> None:
         if self.form is BlockForm.STANDARD:

@@ -279,8 +279,10 @@ def _min_sqnr_db(options: QuantizeOptions, scheme: Scheme, samples: Samples | No
     return scheme.default_min_sqnr_db, True
 
 
-def _budget(options: QuantizeOptions, scheme: Scheme, samples: Samples | None, model: ir.Model) -> Budget | None:
-    """The budget asked for, checked: one of the two, a static scheme, calibration samples, a finite limit."""
+def _budget(options: QuantizeOptions, scheme: Scheme, samples: Samples | None, model: ir.Model,
+            blocks: BlockFormat | None) -> Budget | None:
+    """The budget asked for, checked: one of the two, a static scheme (or --min-sqnr for 4-bit blocks: the
+    weights that take 8 bits instead), calibration samples, a finite limit."""
     min_sqnr, floor = _min_sqnr_db(options, scheme, samples, model)
     max_drop, metric = options.max_drop_points, options.metric
     if min_sqnr is None and max_drop is None:
@@ -290,10 +292,18 @@ def _budget(options: QuantizeOptions, scheme: Scheme, samples: Samples | None, m
     if min_sqnr is not None and max_drop is not None:
         raise InputError("--min-sqnr and --max-drop are two budgets for the same search; give one of them")
     flag, limit = ("--min-sqnr", min_sqnr) if min_sqnr is not None else ("--max-drop", max_drop)
-    if scheme.kind is not SchemeKind.STATIC:
-        raise InputError(f"{flag} applies to the static schemes (eightbit, po2), not to {scheme.name!r}")
+    four_bit_blocks = blocks is not None and blocks.bits == 4 and min_sqnr is not None
+    if scheme.kind is not SchemeKind.STATIC and not four_bit_blocks:
+        also = " and to --scheme weights --weight-bits 4" if min_sqnr is not None else ""
+        what = "--scheme weights without --weight-bits 4" if scheme.kind is SchemeKind.WEIGHTS_ONLY else \
+            repr(scheme.name)
+        raise InputError(f"{flag} applies to the static schemes (eightbit, po2){also}, not to {what}")
     if samples is None:
         raise InputError(f"{flag} measures the model on calibration samples; pass --calibration samples.npz")
+    if four_bit_blocks and _member(WeightRounding, options.weight_rounding or "auto", "weight rounding") \
+            is WeightRounding.NEAREST:
+        raise InputError("--min-sqnr with --weight-bits 4 ranks the weights by their calibration inputs, which "
+                         "--weight-rounding nearest does not read: drop one of the two")
     if not math.isfinite(limit) or (max_drop is not None and max_drop < 0):
         raise InputError(f"{flag} must be a finite number{' of dB' if min_sqnr is not None else ', 0 or more'}, "
                          f"got {limit}")
@@ -330,14 +340,15 @@ def resolve(options: QuantizeOptions, model: ir.Model, samples: Samples | None) 
     effort = _member(Effort, options.effort, "effort")
     with_samples = samples is not None
     speed_check = options.speed_check if options.speed_check is not None else effort is Effort.MAX
+    blocks = _blocks(options, scheme)
     return Resolved(
         scheme=scheme,
         calibrate=_calibration_method(options, scheme, samples),
         weight_range=_member(WeightRange, options.weight_range, "weight range"),
         weight_rounding=_rounding(options, scheme, samples, model),
-        blocks=_blocks(options, scheme),
+        blocks=blocks,
         excluded=_excluded(tuple(options.exclude), model),
-        budget=_budget(options, scheme, samples, model),
+        budget=_budget(options, scheme, samples, model, blocks),
         metric=options.metric,
         bias_correction=options.bias_correction and static and with_samples and not gives_weight_grids(model),
         equalization=options.equalization and static and with_samples and not gives_grids(model),

@@ -3,14 +3,27 @@ bits) in blocks, every other weight 8-bit (docs/quantization.md, section 2b)."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import onnx_ir as ir
+
 from eightbit.calibrate.moments import input_moments, weighted_nodes
 from eightbit.ir.load import upgraded
 from eightbit.passes.block_forms import ACCURACY_LEVEL, BLOCK_OPSET, BlockForm
-from eightbit.passes.block_weights import QuantizeBlockWeights
+from eightbit.passes.block_weights import BlockedNode, BlockedWeight, QuantizeBlockWeights
 from eightbit.passes.quantize_weights import QuantizeWeights
 from eightbit.pipeline.job import Build, Decision, Job
 from eightbit.pipeline.options import WeightRange, WeightRounding
 from eightbit.pipeline.steps.embeddings import embedded
+
+
+@dataclasses.dataclass(frozen=True)
+class _Blocked:
+    """One model built in blocks: what the block pass did, and the embedding tables' decision."""
+
+    model: ir.Model
+    nodes: tuple[BlockedNode, ...]
+    tables: tuple[Decision, ...]
 
 
 def _forms(form: BlockForm) -> str:
@@ -20,36 +33,88 @@ def _forms(form: BlockForm) -> str:
     return f"DequantizeLinear with block_size (ONNX opset {BLOCK_OPSET})"
 
 
+def _built(job: Job, model: ir.Model, moments: dict | None, wider: frozenset[str],
+           known: dict[tuple[str, int], BlockedWeight]) -> _Blocked:
+    """`model` (changed in place) with its weights in the job's blocks, those of `wider` in 8-bit ones, the
+    embedding tables 8-bit and every other weight 8-bit per channel."""
+    options = job.options
+    blocks = QuantizeBlockWeights(options.blocks, options.block_form, moments, job.excluded, wider, known)
+    blocks(model)
+    tables = embedded(model, options.block_form, job.excluded, only=BlockForm.RUNTIME)
+    QuantizeWeights(options.scheme, moments, job.excluded)(model)
+    return _Blocked(model, tuple(blocks.blocked), tables)
+
+
+def _within_budget(job: Job, source: ir.Model, moments: dict, known: dict, first: _Blocked) -> tuple[_Blocked,
+                                                                                                      Decision]:
+    """Rule (--min-sqnr with 4-bit blocks): where the model's worst output SQNR on the calibration samples is
+    below the limit, the fewest weights that reach it take 8-bit blocks, those whose layer output has the lowest
+    SQNR over its H first; the shortest such prefix is found by bisection (the SQNR taken as rising with it).
+    Where even every weight at 8 bits falls short, that model is taken and the decision says so. `source` is
+    the float model, left as it is."""
+    budget = job.options.budget
+    ranked = [node.name for node in sorted((n for n in first.nodes if n.sqnr_db is not None),
+                                           key=lambda n: n.sqnr_db)]
+    measured: dict[int, tuple[_Blocked, float]] = {0: (first, job.worst_sqnr_db([first.model])[0])}
+
+    def probe(count: int) -> float:
+        if count not in measured:
+            built = _built(job, ir.from_proto(ir.to_proto(source)), moments, frozenset(ranked[:count]), known)
+            measured[count] = (built, job.worst_sqnr_db([built.model])[0])
+        return measured[count][1]
+
+    if budget.meets(probe(0)):
+        low = high = 0
+    elif not budget.meets(probe(len(ranked))):
+        low = high = len(ranked)
+    else:
+        low, high = 1, len(ranked)
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if budget.meets(probe(middle)) else (middle + 1, high)
+    built, db = measured[low]
+    met = "meets" if budget.meets(db) else "falls short of"
+    taken = f"{low} of {len(ranked)} weights 8-bit: {db:.1f} dB {met} --min-sqnr {budget.limit:g}"
+    return built, Decision("weight bits", taken, f"{taken} (worst output SQNR on the calibration samples; with "
+                                                 f"every weight 4-bit {measured[0][1]:.1f} dB; the weights whose "
+                                                 "layer output SQNR over its inputs is lowest take 8 bits first)")
+
+
+def _blocks_decision(job: Job, nodes: tuple[BlockedNode, ...], moments: dict | None) -> Decision:
+    block, form = job.options.blocks, job.options.block_form
+    chosen = sum(node.chosen for node in nodes)
+    kind = "symmetric" if block.symmetric else "a zero point per block"
+    codes = (f"; codes chosen from the calibration inputs (eq. 34) for {chosen} of them, rounded to nearest for "
+             "the rest (whichever gives the layer's output less error)" if moments is not None else
+             "; codes rounded to nearest")
+    return Decision("weight blocks", f"{len(nodes)} weights in {block.bits}-bit blocks of {block.size}",
+                    f"{len(nodes)} weights as {block.bits}-bit codes in blocks of {block.size} inputs ({kind}), "
+                    f"written as {_forms(form)}{codes}; other weights and embedding tables 8-bit")
+
+
 def weights_in_blocks(job: Job) -> Build:
     """The reference (upgraded to opset 21 for the standard form) with its MatMul and Gemm weights (Gather
     tables too, at 8 bits) in blocks, codes chosen per node by QuantizeBlockWeights' rule where the job rounds
     by eq. 34 (moments from every calibration sample), embedding tables under 4-bit blocks 8-bit
     (QuantizeEmbeddings' rule for ONNX Runtime), and the weights no block form takes (convolutions, narrow or
-    batched weights, other tables) 8-bit per channel or row."""
+    batched weights, other tables) 8-bit per channel or row; under a --min-sqnr budget, some weights in 8-bit
+    blocks (_within_budget)."""
     options = job.options
-    block, form = options.blocks, options.block_form
-    model = upgraded(job.reference, BLOCK_OPSET) if form is BlockForm.STANDARD else job.reference
+    source = upgraded(job.reference, BLOCK_OPSET) if options.block_form is BlockForm.STANDARD else job.reference
     moments = None
     if options.weight_rounding is WeightRounding.GPTQ:
         with job.timed("input moments"):
-            moments = input_moments(model, weighted_nodes(model.graph, list(model.graph)), job.samples,
+            moments = input_moments(source, weighted_nodes(source.graph, list(source.graph)), job.samples,
                                     options.threads, options.show_progress)
-    blocks = QuantizeBlockWeights(block, form, moments, job.excluded)
+    known: dict[tuple[str, int], BlockedWeight] = {}
+    searching = options.budget is not None and moments is not None
     with job.timed("weight codes"):
-        blocks(model)
-        tables = embedded(model, form, job.excluded, only=BlockForm.RUNTIME)
-        QuantizeWeights(options.scheme, moments, job.excluded)(model)
-    chosen = sum(node.chosen for node in blocks.blocked)
-    kind = "symmetric" if block.symmetric else "a zero point per block"
-    codes = (f"; codes chosen from the calibration inputs (eq. 34) for {chosen} of them, rounded to nearest for "
-             "the rest (whichever gives the layer's output less error)" if moments is not None else
-             "; codes rounded to nearest")
-    decisions = (
-        Decision("scheme", "weights only", "weights only: no activation grids are stored"),
-        Decision("weight blocks", f"{len(blocks.blocked)} weights in {block.bits}-bit blocks of {block.size}",
-                 f"{len(blocks.blocked)} weights as {block.bits}-bit codes in blocks of "
-                 f"{block.size} inputs ({kind}), written as {_forms(form)}{codes}; other weights and "
-                 "embedding tables 8-bit"),
-        *tables,
-    )
-    return Build(model, job.excluded_nodes(model), decisions, WeightRange.FULL)
+        built = _built(job, ir.from_proto(ir.to_proto(source)) if searching else source, moments, frozenset(), known)
+    budget = ()
+    if searching:
+        with job.timed("budget"):
+            built, decision = _within_budget(job, source, moments, known, built)
+        budget = (decision,)
+    decisions = (Decision("scheme", "weights only", "weights only: no activation grids are stored"),
+                 _blocks_decision(job, built.nodes, moments), *budget, *built.tables)
+    return Build(built.model, job.excluded_nodes(built.model), decisions, WeightRange.FULL)
