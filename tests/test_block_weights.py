@@ -109,9 +109,10 @@ def test_layer_error_over_diagonal_blocks_of_h_is_the_sum_over_the_blocks():
 def test_runtime_and_standard_forms_compute_the_same_codes(mixed, tmp_path, bits, symmetric):
     path, ids = mixed
     float_y = OrtSession(path).run({"ids": ids})["y"]
-    runtime = api.quantize(path, scheme="weights", weight_bits=bits, block_size=32, weight_symmetric=symmetric,
+    # blocks of 16: every weight's inputs are whole blocks, as the standard form needs
+    runtime = api.quantize(path, scheme="weights", weight_bits=bits, block_size=16, weight_symmetric=symmetric,
                            output=tmp_path / "runtime.onnx")
-    standard = api.quantize(path, scheme="weights", weight_bits=bits, block_size=32, weight_symmetric=symmetric,
+    standard = api.quantize(path, scheme="weights", weight_bits=bits, block_size=16, weight_symmetric=symmetric,
                             target="openvino", output=tmp_path / "standard.onnx")
     assert sorted(node.op_type for node in runtime.graph) == ["GatherBlockQuantized", *["MatMulNBits"] * 3]
     assert standard.opset_imports[""] == 21
@@ -130,6 +131,17 @@ def test_runtime_and_standard_forms_compute_the_same_codes(mixed, tmp_path, bits
     onnx.save(exact, tmp_path / "exact.onnx")
     assert sqnr_db(by_reference, OrtSession(tmp_path / "exact.onnx").run({"ids": ids})["y"]) > 60
     assert sqnr_db(by_reference, by_runtime) > 25  # the runtime's int8 inputs
+
+
+def test_the_standard_form_blocks_only_weights_of_whole_blocks(mixed, tmp_path):
+    path, ids = mixed
+    model = api.quantize(path, scheme="weights", weight_bits=4, block_size=32, target="openvino",
+                         output=tmp_path / "q.onnx")
+    forms = {node.name: dict(node.inputs[1].producer().attributes) for node in model.graph if node.op_type in
+             ("MatMul", "Gemm")}
+    assert "block_size" in forms["widen"] and "block_size" in forms["mm"]  # 64 and 96 inputs
+    assert "block_size" not in forms["fc"] and forms["fc"]["axis"].value == 0  # 48: per channel instead
+    assert sqnr_db(OrtSession(path).run({"ids": ids})["y"], OrtSession(tmp_path / "q.onnx").run({"ids": ids})["y"]) > 12
 
 
 def test_a_gemm_the_runtime_operator_cannot_compute_keeps_eight_bits_per_channel(tmp_path):

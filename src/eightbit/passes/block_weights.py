@@ -85,13 +85,13 @@ def _weight(node: ir.Node, block: BlockFormat) -> _Weight | None:
 class QuantizeBlockWeights(ir.passes.InPlacePass):
     """Rule: the constant weight of MatMul and Gemm and, at 8 bits, the table of Gather (embeddings) become
     codes of `block.fmt` with one grid per `block.size` inputs of each output (each table row), written in
-    `form`.
-    A node in `moments` takes the codes eq. 34 chooses on the block grids where they give its output less
-    error over those moments than the nearest codes (eq. 5), the nearest codes otherwise. A Gemm the runtime
-    form cannot compute (transA, alpha, beta, a C that is not a bias) and a weight too narrow for one block
-    are left as they are, and so are nodes named in `exclude`. Nodes named in `wider` take 8-bit symmetric
-    blocks of the same size instead. `known` (node name and bits -> codes) keeps codes between builds of one
-    call. `blocked` lists what was done, in graph order."""
+    `form`. A node in `moments` takes the codes eq. 34 chooses on the block grids where they give its output
+    less error over those moments than the nearest codes (eq. 5), the nearest codes otherwise. Left as they
+    are: a Gemm the runtime form cannot compute (transA, alpha, beta, a C that is not a bias), a weight too
+    narrow for one block, in the standard form a weight whose inputs are not whole blocks, and nodes named in
+    `exclude`. Nodes named in `wider` take 8-bit symmetric blocks of the same size instead. `known` (node
+    name and bits -> codes) keeps codes between builds of one call. `blocked` lists what was done, in graph
+    order."""
 
     def __init__(self, block: BlockFormat, form: BlockForm, moments: dict[str, np.ndarray] | None = None,
                  exclude: frozenset[str] = frozenset(), wider: frozenset[str] = frozenset(),
@@ -126,8 +126,9 @@ class QuantizeBlockWeights(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, bool(self.blocked))
 
     def _fits(self, node: ir.Node, weight: _Weight) -> bool:
-        return self.form is BlockForm.STANDARD or node.op_type != "Gemm" \
-            or gemm_fits_runtime(node, weight.rows.shape[0])
+        if self.form is BlockForm.STANDARD:  # OpenVINO's DequantizeLinear takes no shorter last block
+            return weight.rows.shape[1] % self.block.size == 0
+        return node.op_type != "Gemm" or gemm_fits_runtime(node, weight.rows.shape[0])
 
     def _blocked(self, node: ir.Node, weight: _Weight, block: BlockFormat) -> BlockedWeight:
         """The weight's codes on its block grids, whether eq. 34 chose them (see the class's rule), and the
