@@ -278,3 +278,16 @@ def test_cli_max_drop_refuses_what_it_cannot_measure(tmp_path, images):
     assert_refused(run_cli("quantize", source, "--calibration", data, "-o", refused, "--scheme", "dynamic",
                            "--max-drop", "1"), "--max-drop", "dynamic")
     assert not refused.exists() and unchanged(source, before)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--min-sqnr", "-inf"], "--min-sqnr must be a finite number of dB, got -inf"),
+    (["--max-drop", "-nan"], "--max-drop must be a finite number, 0 or more, got nan"),
+    (["--min-sqnr", "inf"], "--min-sqnr must be a finite number of dB, got inf"),
+])
+def test_a_budget_that_is_not_a_finite_number_is_refused_by_name(cnn_path, cnn_data, tmp_path, capsys, flags,
+                                                                 message):
+    out = tmp_path / "out.onnx"
+    assert main(["quantize", str(cnn_path), "--calibration", str(cnn_data), "-o", str(out), *flags]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"eightbit: error: {message}" and not out.exists()

@@ -640,8 +640,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags whose value may be written as -inf or -nan: argparse takes a word that starts with "-" and is not a
+# negative number for a flag, and would answer "expected one argument" instead of saying what is wrong.
+_NUMBER_FLAGS = ("--min-sqnr", "--max-drop")
+
+
+def _joined_values(argv: list[str]) -> list[str]:
+    """`argv` with "--flag -inf" written "--flag=-inf" for the number flags, so that the value reaches its
+    own check."""
+    joined: list[str] = []
+    for word in argv:
+        if joined and joined[-1] in _NUMBER_FLAGS and word.lower().lstrip("-") in ("inf", "infinity", "nan"):
+            joined[-1] = f"{joined[-1]}={word}"
+        else:
+            joined.append(word)
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = _joined_values(sys.argv[1:] if argv is None else list(argv))
     args = build_parser().parse_args(argv)
     args.argv = argv
     previous = signal.signal(signal.SIGTERM, _terminate)
