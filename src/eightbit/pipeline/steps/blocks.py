@@ -14,6 +14,7 @@ from eightbit.passes.block_weights import BlockedNode, BlockedWeight, QuantizeBl
 from eightbit.passes.quantize_weights import QuantizeWeights
 from eightbit.pipeline.job import Build, Decision, Job
 from eightbit.pipeline.options import WeightRange, WeightRounding
+from eightbit.pipeline.static import held_out_from_checks
 from eightbit.pipeline.steps.embeddings import embedded
 
 
@@ -103,8 +104,10 @@ def weights_in_blocks(job: Job) -> Build:
     source = upgraded(job.reference, BLOCK_OPSET) if options.block_form is BlockForm.STANDARD else job.reference
     moments = None
     if options.weight_rounding is WeightRounding.GPTQ:
+        # Under a budget, H comes from the samples the budget is not measured on, where there are enough.
+        samples = held_out_from_checks(job.samples) if options.budget is not None else job.samples
         with job.timed("input moments"):
-            moments = input_moments(source, weighted_nodes(source.graph, list(source.graph)), job.samples,
+            moments = input_moments(source, weighted_nodes(source.graph, list(source.graph)), samples,
                                     options.threads, options.show_progress)
     known: dict[tuple[str, int], BlockedWeight] = {}
     searching = options.budget is not None and moments is not None
