@@ -310,3 +310,22 @@ def test_min_sqnr_is_refused_for_per_channel_weights_and_with_nearest_codes(caps
         assert main(["quantize", source, "-o", str(out), "--scheme", "weights", "--calibration",
                      str(tmp_path / "cal.npz"), *flags]) == 2
         assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_the_static_scheme_gathers_embedding_rows_from_8bit_codes_too(tmp_path):
+    rng = np.random.default_rng(6)
+    inits = [tensor("table", rng.normal(0, 1, (1000, 96)).astype(np.float32)),
+             tensor("w", rng.normal(0, 0.1, (96, 64)).astype(np.float32))]
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"], axis=0, name="embed"),
+             helper.make_node("MatMul", ["e", "w"], ["y"], name="mm")]
+    path = tmp_path / "embed.onnx"
+    onnx.save(make_model(nodes, [value_info("ids", ["b", 7], onnx.TensorProto.INT64)], [value_info("y", ["b", 7, 64])],
+                         inits), path)
+    ids = rng.integers(0, 1000, (32, 7))
+    model = api.quantize(path, {"ids": ids}, output=tmp_path / "q.onnx")
+    assert {node.name: node.op_type for node in model.graph}["embed"] == "GatherBlockQuantized"
+    decisions = json.loads(model.metadata_props[DECISIONS_KEY])
+    assert {"step": "embeddings", "taken": "1 table 8-bit"} in decisions
+    expected, got = (OrtSession(p).run({"ids": ids[:4]})["y"] for p in (path, tmp_path / "q.onnx"))
+    assert sqnr_db(expected, got) > 30
+    assert (tmp_path / "q.onnx").stat().st_size < 0.3 * path.stat().st_size

@@ -55,7 +55,8 @@ def _equalized(job: Job) -> tuple[Job, Equalized | None]:
 
 
 def static_steps(job: Job) -> Outcome:
-    """Equalize, round weights, meet the budget, check the speed, correct biases: each where the job asks."""
+    """Equalize, round weights, meet the budget, check the speed, correct biases: each where the job asks; then
+    embedding tables to 8-bit codes."""
     job, equalization = _equalized(job)
     options = job.options
     nearest = equalization.nearest if equalization is not None else None
@@ -81,6 +82,9 @@ def static_steps(job: Job) -> Outcome:
         with job.timed("bias correction"):
             built, corrected = with_corrected_biases(job, built, measured, fallback)
         decisions = (*decisions, corrected)
+    # Embedding tables last, on the model built: a Gather of a constant table stays float in the plan, and the
+    # grid calibrated on its output holds for rows moved by at most half an 8-bit step.
+    decisions = (*decisions, *embedded(built.model, options.block_form, job.excluded))
     return Outcome(built, decisions, equalization, fallback, checked, moments)
 
 

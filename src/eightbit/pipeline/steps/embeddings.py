@@ -23,5 +23,5 @@ def embedded(model: ir.Model, form: BlockForm, exclude: frozenset[str], only: Bl
         return ()
     written = "GatherBlockQuantized: rows dequantized as gathered" if form is BlockForm.RUNTIME else \
         "per-row codes + DequantizeLinear"
-    return (Decision("embeddings", f"{rewrite.count} tables 8-bit", f"{rewrite.count} embedding tables as 8-bit "
-                     f"codes ({written})"),)
+    tables = f"{rewrite.count} table{'s' if rewrite.count != 1 else ''}"
+    return (Decision("embeddings", f"{tables} 8-bit", f"{tables} of embeddings as 8-bit codes ({written})"),)
