@@ -9,7 +9,7 @@ import onnx
 import onnx.version_converter
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, EncodeError
 
 from eightbit.config import MIN_OPSET
 from eightbit.errors import InputError
@@ -38,9 +38,17 @@ def _default_opset(proto: onnx.ModelProto) -> int:
     raise InputError("the model imports no default-domain opset; it is not a standard ONNX model")
 
 
+def _fits_protobuf(proto: onnx.ModelProto) -> bool:
+    """Whether `proto` (its tensors loaded) is under protobuf's 2 GiB limit; protobuf cannot even size one above."""
+    try:
+        return proto.ByteSize() < onnx.checker.MAXIMUM_PROTOBUF
+    except EncodeError:
+        return False
+
+
 def _check(proto: onnx.ModelProto, source: str, path: Path | None) -> None:
     try:
-        if proto.ByteSize() < onnx.checker.MAXIMUM_PROTOBUF:
+        if _fits_protobuf(proto):
             onnx.checker.check_model(proto)
         elif path is not None:
             onnx.checker.check_model(os.fspath(path))
