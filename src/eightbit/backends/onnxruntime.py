@@ -15,6 +15,7 @@ import onnx.checker
 import onnx_ir as ir
 import onnxruntime as ort
 import onnxruntime.capi.onnxruntime_pybind11_state as _state
+from google.protobuf.message import EncodeError
 
 from eightbit.config import DEFAULT_THREADS
 from eightbit.errors import InputError
@@ -65,7 +66,7 @@ class OrtSession:
         if isinstance(model, ir.Model):
             try:
                 source = model_to_bytes(model)
-            except ValueError:
+            except (ValueError, EncodeError):  # above protobuf's 2 GiB: through a file with external data
                 source = ""
             if not source or len(source) >= _PROTOBUF_LIMIT:
                 self._scratch = tempfile.TemporaryDirectory(prefix="eightbit-")

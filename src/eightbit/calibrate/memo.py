@@ -13,8 +13,19 @@ from eightbit.datasets import Samples
 
 
 def _fingerprint(model: ir.Model) -> bytes:
-    """What tells float models apart: their serialized graph, weights included."""
-    return hashlib.sha256(ir.to_proto(model).SerializeToString(deterministic=True)).digest()
+    """What tells float models apart: their nodes (serialized one by one), inputs, outputs and the bytes of
+    their weights; never the model as one message, which protobuf cannot hold above 2 GiB."""
+    digest = hashlib.sha256()
+    graph = model.graph
+    digest.update(repr([(v.name, str(v.dtype), str(v.shape)) for v in (*graph.inputs, *graph.outputs)]).encode())
+    for node in graph:
+        digest.update(ir.serde.serialize_node(node).SerializeToString(deterministic=True))
+    for name, value in graph.initializers.items():
+        tensor = value.const_value
+        digest.update(repr((name, str(value.dtype), str(value.shape))).encode())
+        if tensor is not None:
+            digest.update(tensor.tobytes())
+    return digest.digest()
 
 
 _FLOATS = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE)

@@ -89,6 +89,39 @@ def _raise_ir_version(proto: onnx.ModelProto) -> None:
     proto.ir_version = max(proto.ir_version, needed)
 
 
+# Tensors of more bytes than this are left out of the stand-in shape inference reads above 2 GiB: shapes
+# never depend on their values (those of Reshape and the like are small).
+_STAND_IN_TENSOR_BYTES = 1 << 20
+
+
+def _with_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """`proto` with ONNX's shape inference (data propagation on) where it succeeds, `proto` as it is where not:
+    shapes are a help, not a requirement. Above protobuf's 2 GiB, which inference cannot take, it runs on the
+    same graph with its large tensors' bytes set aside and put back after (each keeps its type and shape):
+    without it the planner would see tensors of unknown type and quantize nothing."""
+    set_aside: list[tuple[onnx.TensorProto, bytes]] = []
+    if not _fits_protobuf(proto):
+        for tensor in proto.graph.initializer:
+            if len(tensor.raw_data) > _STAND_IN_TENSOR_BYTES:
+                set_aside.append((tensor, tensor.raw_data))
+                tensor.ClearField("raw_data")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception:
+        inferred = None
+    finally:
+        for tensor, data in set_aside:
+            tensor.raw_data = data
+    if inferred is None:
+        return proto
+    if not set_aside:
+        return inferred
+    proto.graph.value_info.extend(inferred.graph.value_info)
+    for value, typed in zip(proto.graph.output, inferred.graph.output):
+        value.type.CopyFrom(typed.type)
+    return proto
+
+
 def load_model(path: str | os.PathLike) -> ir.Model:
     """Load, validate and upgrade a model to at least opset MIN_OPSET (see `standard_model`)."""
     path = Path(path)
@@ -118,10 +151,7 @@ def standard_model(proto: onnx.ModelProto, source: str = "the model", path: Path
                 f"re-export the model at opset {MIN_OPSET} or newer"
             ) from None
     _raise_ir_version(proto)
-    try:
-        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    except Exception:  # shape information is a help, not a requirement
-        pass
+    proto = _with_shapes(proto)
     model = ir.serde.deserialize_model(proto)
     common_passes.RemoveInitializersFromInputsPass()(model)
     return model
