@@ -47,7 +47,8 @@ def gather_block_quantized(data: np.ndarray, indices: np.ndarray, scales: np.nda
     blocks = codes.shape[1] // block_size
     scale = scales.reshape(rows, blocks).astype(np.float32)
     zero = _zero_points(zero_points, rows, blocks, bits)
-    picked = np.take(codes, indices.astype(np.int64), axis=0)
-    step = np.repeat(np.take(scale, indices.astype(np.int64), axis=0), block_size, axis=-1)
-    offset = np.repeat(np.take(zero, indices.astype(np.int64), axis=0), block_size, axis=-1)
+    indices = indices.astype(np.int64)
+    picked = np.take(codes, indices, axis=0)
+    step = np.repeat(np.take(scale, indices, axis=0), block_size, axis=-1)
+    offset = np.repeat(np.take(zero, indices, axis=0), block_size, axis=-1)
     return (picked - offset) * step
