@@ -70,8 +70,9 @@ def test_uncorrelated_and_dead_inputs_give_nearest_codes():
     {"pads": [2, 2, 2, 2], "dilations": [2, 2], "group": 2},
     {"auto_pad": "SAME_UPPER", "strides": [2, 2], "group": 4},
 ])
-def test_conv_moments_give_the_mean_squared_output(attributes):
+def test_conv_moments_give_the_mean_squared_output(attributes, monkeypatch):
     """For a Conv without bias, mean over output positions of Σ_o y_o² is tr(W_g H_g W_gᵀ) summed over groups."""
+    monkeypatch.setattr(moments_module, "FIELDS_PER_COLUMN", 10**6)  # every position
     rng = np.random.default_rng(1)
     groups = attributes.get("group", 1)
     w = rng.normal(size=(8, 4 // groups, 3, 3)).astype(np.float32)
@@ -91,7 +92,11 @@ def test_conv_moments_give_the_mean_squared_output(attributes):
     assert predicted == pytest.approx(measured, rel=1e-4)
 
 
-def test_large_feature_maps_give_the_moments_of_every_kth_row_and_column(monkeypatch):
+@pytest.mark.parametrize(("most", "per_column", "step"), [
+    (20, 10**6, 3),  # 130 positions, at most 20 a sample: every 3rd row and column
+    (4096, 1, 4),  # 27 columns, 2 samples: 14 fields a sample suffice, so every 4th
+])
+def test_large_feature_maps_give_the_moments_of_every_kth_row_and_column(monkeypatch, most, per_column, step):
     rng = np.random.default_rng(6)
     w = rng.normal(size=(5, 3, 3, 3)).astype(np.float32)
     conv = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])
@@ -99,13 +104,14 @@ def test_large_feature_maps_give_the_moments_of_every_kth_row_and_column(monkeyp
                        [tensor("w", w)])
     x = rng.normal(size=(2, 3, 10, 13)).astype(np.float32)
     y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    monkeypatch.setattr(moments_module, "POSITIONS_PER_SAMPLE", 20)  # 130 positions: every 3rd row and column
+    monkeypatch.setattr(moments_module, "POSITIONS_PER_SAMPLE", most)
+    monkeypatch.setattr(moments_module, "FIELDS_PER_COLUMN", per_column)
     ir_model = as_model(model)
     samples = samples_from_arrays({"x": x}, input_specs(ir_model))
     moments = input_moments(ir_model, weighted_nodes(ir_model.graph, list(ir_model.graph)), samples,
                             show_progress=False)["conv"]
     predicted = output_error(w.reshape(5, -1), 0, moments[0])
-    kept = y[:, :, ::3, ::3].astype(np.float64)
+    kept = y[:, :, ::step, ::step].astype(np.float64)
     assert predicted == pytest.approx(float((kept ** 2).sum(axis=1).mean()), rel=1e-4)
 
 

@@ -2,9 +2,9 @@
 calibration samples (what eq. 34's weight rounding needs).
 
 For a Conv, x is one receptive field (input channels of its group × kernel window), one per
-output position (evenly thinned past POSITIONS_PER_SAMPLE a sample); for Gemm and MatMul, one row
-of the input. Running sums: memory does not grow with the number of samples. A layer with more
-than DIAGONAL_BLOCK inputs (VGG's first fully connected layer has 25,088) keeps H's diagonal blocks
+output position (evenly thinned, see _positions_per_sample); for Gemm and MatMul, one row of the
+input. Running sums: memory does not grow with the number of samples. A layer with more than
+DIAGONAL_BLOCK inputs (VGG's first fully connected layer has 25,088) keeps H's diagonal blocks
 of that size only (docs/quantization.md, section 2a): its whole H would take gigabytes.
 """
 
@@ -17,6 +17,7 @@ import numpy as np
 import onnx_ir as ir
 
 from eightbit.backends.onnxruntime import session_with_outputs
+from eightbit.calibrate.means import ChannelSums
 from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import Samples
 from eightbit.ir.graph import attribute, constant_array
@@ -28,10 +29,22 @@ DIAGONAL_BLOCK = 4096
 # same for both). H is a mean; 4,096 fields a sample over the calibration set estimate it well, and
 # VGG-19's first layers have 50,176.
 POSITIONS_PER_SAMPLE = 4096
+# Fewer suffice where the layer has few inputs: a Conv's fields are thinned further while the samples still
+# give this many per column of H (neighbouring fields overlap and hold nearly the same values).
+FIELDS_PER_COLUMN = 8
 
 
-def _conv_windows(node: ir.Node, x: np.ndarray, kernel: tuple[int, ...]) -> np.ndarray:
-    """(groups, positions, channels per group × kernel) receptive fields of a 2-D Conv on one input (C, H, W)."""
+def _positions_per_sample(columns: int, samples: int) -> int:
+    """How many receptive fields a sample gives a Conv with `columns` inputs per group, at most: enough that
+    `samples` samples give FIELDS_PER_COLUMN per column, and never more than POSITIONS_PER_SAMPLE. H's cost
+    is the fields times its columns squared; ResNet-50's first 3x3 convolutions have 3,136 fields a sample
+    and 576 columns."""
+    return min(POSITIONS_PER_SAMPLE, -(-FIELDS_PER_COLUMN * columns // max(samples, 1)))
+
+
+def _conv_windows(node: ir.Node, x: np.ndarray, kernel: tuple[int, ...], positions: int) -> np.ndarray:
+    """(groups, positions, channels per group × kernel) receptive fields of a 2-D Conv on one input (C, H, W),
+    of every k-th output row and column, k the smallest that leaves at most `positions`."""
     strides = list(attribute(node, "strides", [1, 1]))
     dilations = list(attribute(node, "dilations", [1, 1]))
     pads = list(attribute(node, "pads", [0, 0, 0, 0]))
@@ -48,7 +61,7 @@ def _conv_windows(node: ir.Node, x: np.ndarray, kernel: tuple[int, ...]) -> np.n
     padded = np.pad(x, ((0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
     windows = np.lib.stride_tricks.sliding_window_view(padded, spans, axis=(1, 2))
     windows = windows[:, ::strides[0], ::strides[1], ::dilations[0], ::dilations[1]]  # C, Ho, Wo, kh, kw
-    step = math.ceil(math.sqrt(windows.shape[1] * windows.shape[2] / POSITIONS_PER_SAMPLE))
+    step = math.ceil(math.sqrt(windows.shape[1] * windows.shape[2] / positions))
     windows = windows[:, ::step, ::step]
     groups = int(attribute(node, "group", 1))
     channels, out_h, out_w = windows.shape[:3]
@@ -57,12 +70,13 @@ def _conv_windows(node: ir.Node, x: np.ndarray, kernel: tuple[int, ...]) -> np.n
     return windows.transpose(0, 2, 1, 3, 4).reshape(groups, out_h * out_w, per_group * math.prod(kernel))
 
 
-def _node_inputs(node: ir.Node, x: np.ndarray, kernel: tuple[int, ...]) -> Iterator[np.ndarray]:
+def _node_inputs(node: ir.Node, x: np.ndarray, kernel: tuple[int, ...], positions: int) -> Iterator[np.ndarray]:
     """(groups, rows, columns) pieces: the vectors `node` multiplies its weights with, for one batch `x`
-    (one piece per sample for a Conv, whose receptive fields are many; `kernel` is its window)."""
+    (one piece per sample for a Conv, whose receptive fields are many, at most `positions` of them; `kernel`
+    is its window)."""
     if node.op_type == "Conv":
         for sample in x:
-            yield _conv_windows(node, sample, kernel)
+            yield _conv_windows(node, sample, kernel, positions)
         return
     if node.op_type == "Gemm" and attribute(node, "transA", 0):
         x = x.T
@@ -131,19 +145,25 @@ def weighted_nodes(graph: ir.Graph, candidates: list[ir.Node]) -> list[ir.Node]:
 
 def input_moments(
     model: ir.Model, nodes: list[ir.Node], samples: Samples, threads: int = DEFAULT_THREADS,
-    show_progress: bool = True,
+    show_progress: bool = True, sums: ChannelSums | None = None,
 ) -> dict[str, np.ndarray]:
     """Node name -> H (groups, columns, columns), float64: the mean of x·xᵀ over every input vector of
     every sample (past DIAGONAL_BLOCK columns, its diagonal blocks: see _add_products).
 
-    `nodes` are nodes of `model` (see weighted_nodes); `model` runs as it is, in float.
+    `nodes` are nodes of `model` (see weighted_nodes); `model` runs as it is, in float. `sums`, where given,
+    is fed the tensors it names in the same pass (bias correction's float means, on the same samples).
     """
     graph_inputs = {v.name for v in model.graph.inputs}
+    by_name = {v.name: v for node in model.graph for v in node.outputs}
     values = list({node.inputs[0].name: node.inputs[0] for node in nodes}.values())
+    values += [by_name[name] for name in (sums.axes if sums is not None else ()) if name in by_name]
+    values = list({v.name: v for v in values}.values())
     produced = [v for v in values if v.name not in graph_inputs]
     names = [v.name for v in produced]
-    sums = {node.name: _MomentSum() for node in nodes}
+    moment_sums = {node.name: _MomentSum() for node in nodes}
     kernels = {node.name: tuple(constant_array(node.inputs[1]).shape[2:]) for node in nodes}
+    positions = {node.name: _positions_per_sample(math.prod(constant_array(node.inputs[1]).shape[1:]), samples.count)
+                 for node in nodes}
     session = session_with_outputs(model, produced, threads)
     try:
         batches = progress_bar(samples.batches(), samples.number_of_batches(), "input moments", show_progress)
@@ -152,12 +172,14 @@ def input_moments(
             for node in nodes:
                 name = node.inputs[0].name
                 x = np.asarray(feeds[name] if name in graph_inputs else results[name], np.float32)
-                for vectors in _node_inputs(node, x, kernels[node.name]):
-                    sums[node.name].add(vectors)
+                for vectors in _node_inputs(node, x, kernels[node.name], positions[node.name]):
+                    moment_sums[node.name].add(vectors)
+            for name in sums.axes if sums is not None else ():
+                sums.add(name, feeds[name] if name in graph_inputs else results[name])
     finally:
         session.close()
     moments = {}
-    for name, moment_sum in sums.items():
+    for name, moment_sum in moment_sums.items():
         moment_sum.flush()
         if moment_sum.total is not None:
             moment_sum.total /= moment_sum.count  # in place: the widest layers' H take hundreds of MB

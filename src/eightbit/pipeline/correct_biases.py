@@ -47,9 +47,20 @@ def _channel_mean(batches: list[np.ndarray]) -> np.ndarray:
     return sums / sum(b.size // b.shape[1] for b in batches)
 
 
+def _corrected_nodes(reference: ir.Model) -> dict[str, ir.Node]:
+    """The nodes of the float model whose quantized counterparts get their biases corrected, by name."""
+    return {node.name: node for node in reference.graph
+            if node.name and node.op_type in CORRECTED_OPS and not is_gate_ramp(node)}
+
+
+def corrected_outputs(reference: ir.Model) -> dict[str, int]:
+    """The float tensors whose per-channel means bias correction reads, and their channel axis (1)."""
+    return {node.outputs[0].name: 1 for node in _corrected_nodes(reference).values()}
+
+
 def correct_biases(
     quantized: ir.Model, reference: ir.Model, samples: Samples, bias_format: IntegerFormat,
-    threads: int = DEFAULT_THREADS, show_progress: bool = False,
+    threads: int = DEFAULT_THREADS, show_progress: bool = False, means: dict[str, np.ndarray] | None = None,
 ) -> list[str]:
     """Correct `quantized` in place against `reference` (the float model its same-named nodes come from);
     returns the names of the nodes whose bias codes moved, and records by how much in the model's
@@ -57,17 +68,19 @@ def correct_biases(
     quantized model's in graph order, each layer's with the layers before it corrected, so that each is
     corrected for the error it sees then. (All in one pass instead, each layer corrected for the error
     it sees with the layers before it uncorrected, corrects twice what a layer inherits: SqueezeNet measured
-    32.1 dB that way against 44.8 dB uncorrected.)"""
+    32.1 dB that way against 44.8 dB uncorrected.) `means`: the float means on `samples`, where a pass over
+    them took them already (they are taken here where any is missing)."""
     # A gate's ramp (passes/hard_gates.py) keeps its bias: the bias places the ramp, and the mean error of its
     # unclipped output lies mostly where the clip makes it vanish (its input's grid stops at the gate's cutoff,
     # eq. 8a); moved by that mean, the ramp would move for every value.
-    originals = {node.name: node for node in reference.graph
-                 if node.name and node.op_type in CORRECTED_OPS and not is_gate_ramp(node)}
+    originals = _corrected_nodes(reference)
     targets = [node for node in quantized.graph if node.op_type in CORRECTED_OPS and node.name in originals
                and originals[node.name].op_type == node.op_type and _bias_codes(node) is not None]
     if not targets:
         return []
-    expected = channel_means(reference, {originals[n.name].outputs[0].name: 1 for n in targets}, samples, threads)
+    wanted = {originals[n.name].outputs[0].name: 1 for n in targets}
+    expected = means if means is not None and all(name in means for name in wanted) else \
+        channel_means(reference, wanted, samples, threads)
     moved: dict[str, list[int]] = {}
     position = {node: index for index, node in enumerate(quantized.graph)}
     run = PiecewiseRun(quantized, samples, threads)

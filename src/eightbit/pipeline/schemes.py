@@ -80,7 +80,7 @@ def static_steps(job: Job) -> Outcome:
     decisions = (*built.decisions, *rounding)
     if options.bias_correction:
         with job.timed("bias correction"):
-            built, corrected = with_corrected_biases(job, built, measured, fallback)
+            built, corrected = with_corrected_biases(job, built, measured, fallback, moments)
         decisions = (*decisions, corrected)
     # Embedding tables last, on the model built: a Gather of a constant table stays float in the plan, and the
     # grid calibrated on its output holds for rows moved by at most half an 8-bit step.

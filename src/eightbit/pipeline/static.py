@@ -11,6 +11,7 @@ from collections.abc import Callable
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
+from eightbit.calibrate.means import ChannelSums
 from eightbit.calibrate.moments import input_moments, weighted_nodes
 from eightbit.calibrate.per_tensor import SEARCH_BATCHES, PerTensorCalibration, search_methods
 from eightbit.calibrate.runner import collect_candidate_ranges
@@ -27,6 +28,7 @@ from eightbit.passes.fuse_activation import FuseActivations, name_after_activati
 from eightbit.passes.insert_qdq import InsertQDQ, QParams, activation_qparams
 from eightbit.passes.read_qdq import GIVEN_GRID, given_grid, grid_in_format
 from eightbit.passes.resize_channels_first import ResizeChannelsFirst
+from eightbit.pipeline.correct_biases import corrected_outputs
 from eightbit.pipeline.job import Build, Decision, Job, taken
 from eightbit.pipeline.options import Target, WeightRange, gives_weight_grids
 from eightbit.plan import FloatNode, Plan, make_plan
@@ -131,14 +133,22 @@ class _Builder:
             wanted = weighted_nodes(graph, [n for n in graph if n.name in int8_names])
             missing = [node for node in wanted if node.name not in self.moments]
             if missing:
-                self.moments.update(input_moments(self.float_model, missing, self.moment_samples or job.samples,
-                                                  job.options.threads, job.options.show_progress))
+                self._take_moments(missing, self.moment_samples or job.samples)
         rewrite = InsertQDQ(plan, qparams, chosen, self.moments)
         rewrite(model)
         common_passes.TopologicalSortPass()(model)
         _record_bias_saturation(model, scheme, rewrite.bias_saturation)
         self.contexts[id(model)] = ([value.name for value in qparams], chosen)
         return model, plan.float_nodes
+
+    def _take_moments(self, nodes: list[ir.Node], samples: Samples) -> None:
+        """The moments of `nodes`' inputs on `samples`; and, the first time, in the same pass, the float means
+        bias correction reads on these samples."""
+        options, moments = self.job.options, self.moments
+        sums = None if moments.mean_rows is not None else ChannelSums(corrected_outputs(self.float_model))
+        moments.update(input_moments(self.float_model, nodes, samples, options.threads, options.show_progress, sums))
+        if sums is not None:
+            moments.means, moments.mean_rows = sums.means(), (samples.start, samples.count)
 
     def searched(self, built: ir.Model, value_bits: int | None) -> tuple[ir.Model, list[FloatNode]] | None:
         """--calibrate auto: the model built again on the methods searched per tensor from `built`

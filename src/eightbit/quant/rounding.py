@@ -30,11 +30,16 @@ class InputMoments(dict):
     search), and a node's codes depend only on its weight, its H, its grid and its input's scale: `codes`
     keeps them by those (passes/weight_rounding.py), so each is chosen once a call. A rewrite that changes
     the weights (equalization) gets moments of its own.
+
+    The float model's pass that takes the moments also takes the per-channel means bias correction compares
+    with (eq. 7b): `means`, by tensor name, and `mean_rows`, which samples they are over (start, count).
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.codes: dict[tuple, np.ndarray] = {}
+        self.means: dict[str, np.ndarray] = {}
+        self.mean_rows: tuple[int, int] | None = None
 
 
 def _nearest(column: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, fmt: IntegerFormat) -> np.ndarray:

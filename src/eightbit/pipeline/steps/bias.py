@@ -12,6 +12,7 @@ from eightbit.fallback import Fallback
 from eightbit.pipeline.correct_biases import correct_biases
 from eightbit.pipeline.job import Build, Decision, Job, taken
 from eightbit.pipeline.static import held_out_from_checks
+from eightbit.quant.rounding import InputMoments
 
 # The means are taken on at most this many samples: the quantized model's run keeps, for every sample, the
 # tensors that cross between its pieces (ResNet-50: about 9 MB a sample, PP-OCRv4 det at 320x320: 5 MB), so
@@ -20,15 +21,17 @@ BIAS_SAMPLES = 32
 
 
 def with_corrected_biases(job: Job, built: Build, measured: Callable[[ir.Model], float] | None,
-                          fallback: Fallback | None) -> tuple[Build, Decision]:
+                          fallback: Fallback | None, moments: InputMoments | None = None) -> tuple[Build, Decision]:
     """`built` with its biases corrected by eq. 7b, layer by layer, where that raises the worst output SQNR on
     the calibration samples by MARGIN_DB (and keeps a budget `built` met, or brings one it misses no further
     from it, by the budget's `measured`); and the decision. The means are taken on other batches than the SQNR
-    where the samples have enough. A kept correction updates `fallback`'s figure."""
+    where the samples have enough; the float model's are those `moments` took beside them, where they were
+    taken on the same samples. A kept correction updates `fallback`'s figure."""
     corrected = ir.from_proto(ir.to_proto(built.model))
-    samples = held_out_from_checks(job.samples)
-    moved = correct_biases(corrected, job.reference, samples.take(0, BIAS_SAMPLES), job.options.scheme.bias,
-                           job.options.threads, job.options.show_progress)
+    samples = held_out_from_checks(job.samples).take(0, BIAS_SAMPLES)
+    known = moments.means if moments is not None and moments.mean_rows == (samples.start, samples.count) else None
+    moved = correct_biases(corrected, job.reference, samples, job.options.scheme.bias, job.options.threads,
+                           job.options.show_progress, known)
     if not moved:
         return built, Decision("bias correction", "nothing to correct", "no bias to correct")
     plain_db, corrected_db = job.worst_sqnr_db([built.model, corrected])
