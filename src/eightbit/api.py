@@ -27,6 +27,7 @@ from eightbit.datasets import (
     samples_from_arrays,
 )
 from eightbit.errors import InputError
+from eightbit.frontends.pytorch import from_pt2, from_torch, is_pt2_path, is_torch_model
 from eightbit.ir import as_model, check_output_path, save_model
 from eightbit.measure.context import Measure
 from eightbit.metadata import (
@@ -48,20 +49,27 @@ from eightbit.pipeline.schemes import Outcome, steps
 from eightbit.prepare import prepare
 from eightbit.record import bias_saturation_of, fallback_of, finetune_of, float_nodes_of, speed_check_of
 
-ModelLike = ir.Model | str | os.PathLike  # or an onnx.ModelProto
-DataLike = Samples | dict[str, np.ndarray] | str | os.PathLike
+ModelLike = ir.Model | str | os.PathLike  # or an onnx.ModelProto, a torch.nn.Module, a torch ExportedProgram
+DataLike = Samples | dict[str, np.ndarray] | np.ndarray | str | os.PathLike
 
 __all__ = ["BIAS_KEY", "FLOAT_NODES_KEY", "WEIGHT_RANGE_KEY", "InputError", "bias_saturation_of", "fallback_of",
-           "finetune", "finetune_of", "float_nodes_of", "load_samples", "quantize", "speed_check_of"]
+           "finetune", "finetune_of", "float_nodes_of", "load_samples", "onnx_of", "quantize", "speed_check_of"]
 
 
 def load_samples(data: DataLike, model: ir.Model, images: ImagePreprocessing | None = None) -> Samples:
-    """Calibration or evaluation samples for `model` from an .npz, an image folder, or arrays."""
+    """Calibration or evaluation samples for `model` from an .npz, an image folder, arrays by input name, or one
+    array (or tensor) for a model of one input."""
     specs = input_specs(model)
     if isinstance(data, Samples):
         return data
     if isinstance(data, dict):
         return samples_from_arrays(data, specs)
+    if not isinstance(data, (str, os.PathLike)) and hasattr(data, "__array__"):
+        if len(specs) != 1:
+            names = ", ".join(spec.name for spec in specs)
+            raise InputError(f"one array of samples fits a model of one input; this one has {len(specs)} ({names}): "
+                             "give a dict of arrays by input name")
+        return samples_from_arrays({specs[0].name: np.asarray(data)}, specs)
     path = Path(data)
     if path.is_dir():
         if images is None:
@@ -100,9 +108,12 @@ def quantize(
     speed_check: bool | None = None,
     target: str = "ort",
     effort: str = "fast",
+    example_inputs: object = None,
 ) -> ir.Model:
-    """Quantize a float ONNX model (a path, an onnx.ModelProto or an onnx_ir.Model, which is left
-    unchanged); returns the quantized onnx_ir model (and saves it to `output`).
+    """Quantize a float model (an ONNX file's path, an onnx.ModelProto or an onnx_ir.Model, which is left
+    unchanged; or a PyTorch model: a torch.nn.Module with `example_inputs`, a torch.export.ExportedProgram, or
+    a .pt2 file's path, exported to ONNX first, frontends/pytorch.py); returns the quantized onnx_ir model (and
+    saves it to `output`).
 
     The result has the same input and output names, shapes and float types as the original. Nodes left in
     float and the reason for each are stored in the model's metadata. The options are the command line's
@@ -116,7 +127,9 @@ def quantize(
     `speed_check` (time the model in the target runtime and keep float the nodes slower in int8, section 11c;
     None: on at `effort` "max" only, as it times), `target` ("ort", "openvino"; section 6b) and `effort`
     ("fast", "max"; section 11d). What each measured choice found is in the metadata (float_nodes_of,
-    fallback_of, speed_check_of, WEIGHT_RANGE_KEY).
+    fallback_of, speed_check_of, WEIGHT_RANGE_KEY). `example_inputs`: a tensor or tuple of tensors of the
+    shapes and types a PyTorch module takes, to export it; its ONNX inputs are named after forward()'s arguments,
+    and `calibration` may be one array or tensor where there is one input.
     """
     options = QuantizeOptions(
         scheme=scheme, calibrate=calibrate, weight_range=weight_range, bias_bits=bias_bits,
@@ -125,12 +138,22 @@ def quantize(
         max_drop_points=max_drop, metric=metric, bias_correction=bias_correction, equalization=equalization,
         speed_check=speed_check, target=target, effort=effort, threads=threads, show_progress=show_progress,
     )
-    return quantize_with(model, calibration, options, images=images, output=output)
+    return quantize_with(model, calibration, options, images=images, output=output, example_inputs=example_inputs)
+
+
+def onnx_of(model: ModelLike, example_inputs: object = None) -> ModelLike:
+    """A PyTorch model exported to ONNX (frontends/pytorch.py); any other model as it is."""
+    if is_torch_model(model):
+        return from_torch(model, example_inputs)
+    if example_inputs is not None:
+        raise InputError("example_inputs are for a PyTorch module (they trace it for export); an ONNX model needs "
+                         "none")
+    return from_pt2(model) if is_pt2_path(model) else model
 
 
 def quantize_with(model: ModelLike, calibration: DataLike | None, options: QuantizeOptions, *,
                   images: ImagePreprocessing | None = None, output: str | os.PathLike | None = None,
-                  seconds: dict[str, float] | None = None) -> ir.Model:
+                  seconds: dict[str, float] | None = None, example_inputs: object = None) -> ir.Model:
     """quantize() with its options as one QuantizeOptions; `seconds`, where given, receives the time each stage
     took (load, the steps, save)."""
     seconds = {} if seconds is None else seconds
@@ -138,6 +161,7 @@ def quantize_with(model: ModelLike, calibration: DataLike | None, options: Quant
     if output is not None:
         check_output_path(output, *([model] if isinstance(model, (str, os.PathLike)) else []))
     start = time.perf_counter()
+    model = onnx_of(model, example_inputs)
     source = model
     model = as_model(model)
     half_types = as_float32(model)  # a float16 or bfloat16 model is quantized as float32, its I/O kept

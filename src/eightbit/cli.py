@@ -105,15 +105,16 @@ def _quantize(args: argparse.Namespace) -> int:
     check_output_path(output, source, *external_data_files(source), *given)
     images = _images(args)
     seconds: dict[str, float] = {}
-    model = api.quantize_with(source, args.calibration, _quantize_options(args), images=images, seconds=seconds)
+    float_model = api.onnx_of(source)  # a .pt2 program exported once, for quantize and the report
+    model = api.quantize_with(float_model, args.calibration, _quantize_options(args), images=images, seconds=seconds)
     save_model(model, output, check=check_loads)
     report_data = args.eval if args.eval is not None else args.calibration
     comparison = None
     if report_data is not None and not args.no_report:
-        samples = api.load_samples(report_data, load_model(source), images)
+        samples = api.load_samples(report_data, load_model(source) if float_model is source else float_model, images)
         if args.eval is None:
             samples = samples.take(0, min(samples.count, DEFAULT_REPORT_SAMPLES))
-        comparison = compare_models(source, output, samples, threads=args.threads,
+        comparison = compare_models(float_model, output, samples, threads=args.threads,
                                     show_progress=_show_progress(args))
     if args.json:
         print(json.dumps(_quantize_json(args, model, comparison, seconds), indent=2))
@@ -443,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     quantize = commands.add_parser("quantize", help="quantize a float ONNX model")
-    quantize.add_argument("model", help="float model (.onnx)")
+    quantize.add_argument("model", help="float model (.onnx; or .pt2, a program torch.export.save wrote)")
     quantize.add_argument("-o", "--output", required=True, help="where to write the quantized model")
     quantize.add_argument("--calibration", help="calibration samples: .npz keyed by input name, or an image folder")
     quantize.add_argument("--scheme", choices=tuple(SCHEMES), default=DEFAULT_SCHEME)
