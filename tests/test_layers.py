@@ -10,7 +10,7 @@ from pathlib import Path
 # own package and from lower layers, at module level or inside a function alike.
 LAYERS = [
     {"errors", "config", "isa", "metadata"},
-    {"ir", "quant", "sources"},
+    {"ir", "quant", "sources", "frontends"},
     {"kernels", "plan", "datasets"},
     {"passes", "backends"},
     {"prepare", "measure"},
