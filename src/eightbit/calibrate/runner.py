@@ -14,6 +14,7 @@ from eightbit.calibrate.minmax import MinMaxObserver
 from eightbit.config import DEFAULT_THREADS, IntegerFormat
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
+from eightbit.measure.context import KeptValues
 from eightbit.measure.progress import progress_bar
 from eightbit.quant import power_of_two
 from eightbit.quant.clipping import entropy_range, mse_range, percentile_range
@@ -37,8 +38,10 @@ def collect_ranges(
     threads: int = DEFAULT_THREADS,
     show_progress: bool = True,
     fmt: IntegerFormat | None = None,
+    kept: KeptValues | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """The clipping range of each named value of `model` over all samples, keyed by name.
+    """The clipping range of each named value of `model` over all samples, keyed by name (and, given `kept`, the
+    values it names, every batch's, kept there).
 
     minmax: the smallest and largest value seen; percentile, mse, entropy: chosen from a
     fixed-size histogram (quant/clipping.py); with a power-of-two `fmt`, mse searches the
@@ -47,14 +50,14 @@ def collect_ranges(
     with the number of samples.
     """
     if method == "minmax":
-        observers = _observe(model, names, samples, MinMaxObserver, threads, show_progress)
+        observers = _observe(model, names, samples, MinMaxObserver, threads, show_progress, kept)
         return {name: observer.range() for name, observer in observers.items()}
     try:
         rule = _rules(fmt)[method]
     except KeyError:
         raise InputError(f"unknown calibration method {method!r}; choose one of: minmax, "
                          f"{', '.join(_rules(fmt))}") from None
-    observers = _observe(model, names, samples, lambda: HistogramObserver(rule), threads, show_progress)
+    observers = _observe(model, names, samples, lambda: HistogramObserver(rule), threads, show_progress, kept)
     return {name: observer.range() for name, observer in observers.items()}
 
 
@@ -78,13 +81,15 @@ def collect_candidate_ranges(
 
 def _observe(
     model: ir.Model, names: list[str], samples: Samples, observer_type: Callable[[], Observer], threads: int,
-    show_progress: bool,
+    show_progress: bool, kept: KeptValues | None = None,
 ) -> dict[str, Observer]:
-    """One observer per named value, fed every batch of `samples` as the float model computes it."""
+    """One observer per named value, fed every batch of `samples` as the float model computes it; and the values
+    `kept` names, every batch's, added to it."""
     observers = {name: observer_type() for name in names}
     input_names = {v.name for v in model.graph.inputs}
     by_name = {v.name: v for node in model.graph for v in node.outputs}
-    produced = [name for name in names if name not in input_names]
+    also = [name for name in (kept.names if kept is not None else ()) if name not in names]
+    produced = [name for name in [*names, *also] if name not in input_names]
     session = session_with_outputs(model, [by_name[name] for name in produced], threads)
     try:
         batches = samples.batches()
@@ -97,6 +102,9 @@ def _observe(
                         f"tensor {name!r} becomes NaN or Inf on the calibration data; check the model and samples"
                     )
                 observer.observe(batch)
+            if kept is not None:
+                kept.batches.append({name: feeds[name] if name in input_names else results[name]
+                                     for name in kept.names})
     finally:
         session.close()
     return observers

@@ -8,6 +8,9 @@ session and one pass over the batches.
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import onnx_ir as ir
 
 from eightbit.backends.onnxruntime import OrtSession, session_with_outputs
@@ -23,6 +26,15 @@ def _session(model: ir.Model, threads: int) -> tuple[OrtSession, list[str]]:
     """A session of `model` that gives its compared values (pre-softmax where a softmax ends it), and their names."""
     compared = list(compared_values(model).values())
     return session_with_outputs(model, compared, threads), [value.name for value in compared]
+
+
+@dataclasses.dataclass
+class KeptValues:
+    """Values a pass of the float model over the calibration batches hands back as well, every batch's in order:
+    the compared outputs a Measure needs, from the pass calibration makes anyway (calibrate/runner.py)."""
+
+    names: list[str]
+    batches: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)
 
 
 class Measure:
@@ -52,6 +64,19 @@ class Measure:
             session.close()
             self._expected[key] = (reference, names, outputs)
         return names, outputs[:batches]
+
+    def wanted(self, reference: ir.Model) -> KeptValues | None:
+        """What a pass of `reference` over every calibration batch should keep for this measure (its compared
+        values), where it holds none for `reference` yet; else None."""
+        if id(reference) in self._expected:
+            return None
+        return KeptValues([value.name for value in compared_values(reference).values()])
+
+    def adopt(self, reference: ir.Model, kept: KeptValues) -> None:
+        """`reference`'s compared values on the first calibration batches, from a pass that kept them."""
+        held = self._expected.get(id(reference), (reference, [], []))[2]
+        if len(kept.batches) > len(held):
+            self._expected[id(reference)] = (reference, kept.names, kept.batches)
 
     def worst_sqnr_db(self, models: list[ir.Model], reference: ir.Model,
                       batches: int = CHECK_BATCHES) -> list[float]:

@@ -116,8 +116,13 @@ class _Builder:
                                                                       progress, scheme.activations))
             self.ranges.update(job.method.ranges(unknown))
         else:
+            # The pass also keeps the reference's outputs on the batches, which every measured choice compares with.
+            kept = job.measure.wanted(job.reference) if job.measure is not None and \
+                self.float_model is job.reference else None
             self.ranges.update(job.ranges.ranges(self.float_model, unknown, job.method, threads, progress,
-                                                         scheme.activations))
+                                                 scheme.activations, kept))
+            if kept is not None:
+                job.measure.adopt(job.reference, kept)
 
     def build(self, value_bits: int | None) -> tuple[ir.Model, list[FloatNode]]:
         job = self.job

@@ -59,7 +59,7 @@ def _inverse_upper_factor(h: np.ndarray) -> np.ndarray | None:
     """
     for factor, invert, dtype in ((lapack.spotrf, lapack.strtri, np.float32),
                                   (lapack.dpotrf, lapack.dtrtri, np.float64)):
-        reversed_h = np.ascontiguousarray(h[::-1, ::-1], dtype=dtype)
+        reversed_h = np.asfortranarray(h[::-1, ::-1], dtype=dtype)  # LAPACK's order: no copy inside the call
         lower, info = factor(reversed_h, lower=1, clean=1, overwrite_a=1)
         if info != 0:
             continue
