@@ -46,9 +46,10 @@ def _nearest(column: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, fmt:
     return np.clip(np.rint(column / scale) + zero_point, fmt.qmin, fmt.qmax)
 
 
-def _inverse_upper_factor(h: np.ndarray) -> np.ndarray | None:
-    """U, upper triangular, with H⁻¹ = Uᵀ·U (row i: how column i's error spreads to the columns after it);
-    None where H is not positive definite.
+def _inverse_upper_factor(h: np.ndarray, diagonal: np.ndarray) -> np.ndarray | None:
+    """U, upper triangular, with H⁻¹ = Uᵀ·U (row i: how column i's error spreads to the columns after it), for H
+    the matrix `h` with `diagonal` on its diagonal (`h` itself is left as it is); None where H is not positive
+    definite.
 
     With J the reversal of the columns' order and J·H·J = L·Lᵀ (Cholesky), H = (J·L·J)(J·L·J)ᵀ where J·L·J is
     upper triangular, so U = (J·L·J)⁻¹ = J·L⁻¹·J: one factorization and one triangular inverse, a third of the
@@ -59,13 +60,16 @@ def _inverse_upper_factor(h: np.ndarray) -> np.ndarray | None:
     """
     for factor, invert, dtype in ((lapack.spotrf, lapack.strtri, np.float32),
                                   (lapack.dpotrf, lapack.dtrtri, np.float64)):
-        reversed_h = np.asfortranarray(h[::-1, ::-1], dtype=dtype)  # LAPACK's order: no copy inside the call
-        lower, info = factor(reversed_h, lower=1, clean=1, overwrite_a=1)
+        # J·H·J is symmetric, so its rows in C order are its columns in LAPACK's (Fortran) order: copied once,
+        # reading memory forwards, and handed over without another copy.
+        reversed_h = np.ascontiguousarray(h[::-1, ::-1], dtype=dtype)
+        np.fill_diagonal(reversed_h, diagonal[::-1])
+        lower, info = factor(reversed_h.T, lower=1, clean=1, overwrite_a=1)
         if info != 0:
             continue
         inverse, info = invert(lower, lower=1, overwrite_c=1)
-        if info == 0:
-            return np.ascontiguousarray(inverse[::-1, ::-1], dtype=np.float64)
+        if info == 0:  # U in column order, as LAPACK left it: the column walk reads U's columns
+            return np.array(inverse[::-1, ::-1], dtype=np.float64, order="F")
     return None
 
 
@@ -90,15 +94,14 @@ def error_feedback_codes(
     these samples they cost nothing, and where other inputs do reach them their float weights hold.
     """
     w = np.array(weights, dtype=np.float64)
-    h = np.array(moments, dtype=np.float64)
     rows, columns = w.shape
     scale = _per_weight(scale, rows, columns)
     zero_point = _per_weight(zero_point, rows, columns)
-    dead = np.diag(h) <= 0
-    h[dead, dead] = 1.0  # alone on the diagonal: no error reaches or leaves a dead input's column
-    h[np.diag_indices(columns)] += np.where(dead, 0.0, input_noise)
-    h[np.diag_indices(columns)] += DAMPING * np.mean(np.diag(h))
-    spread = _inverse_upper_factor(h)
+    diagonal = np.diag(moments).astype(np.float64)
+    dead = diagonal <= 0  # such an input's row and column of H are zero too
+    diagonal = np.where(dead, 1.0, diagonal + input_noise)  # dead: alone on the diagonal, no error reaches it
+    diagonal += DAMPING * np.mean(diagonal)
+    spread = _inverse_upper_factor(moments, diagonal)
     if spread is None:
         return _nearest(w, scale, zero_point, fmt)
     # Columns as rows (inputs × outputs). Within a block, a column takes the errors of the block's earlier
