@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
+from eightbit.errors import InputError
+from eightbit.ir.graph import constant_array
 from eightbit.passes import (
     FoldAffineIntoConv,
     FoldBatchNorm,
@@ -30,9 +33,26 @@ def _name_unnamed_nodes(model: ir.Model) -> None:
             taken.add(name)
 
 
+# The ops whose constant inputs become integer codes in some scheme: their weights must be finite numbers.
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather")
+
+
+def _check_finite_weights(model: ir.Model) -> None:
+    """InputError naming the first weight (a constant float input of a WEIGHTED_OPS node, as folding left it)
+    that holds NaN or an infinity: no grid holds it, and the float model computes nothing useful with it."""
+    for node in model.graph:
+        if node.op_type not in WEIGHTED_OPS:
+            continue
+        for value in node.inputs:
+            array = constant_array(value) if value is not None else None
+            if array is not None and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+                raise InputError(f"weight {value.name!r} of {node.op_type} node {node.name!r} holds NaN or "
+                                 "infinite values; fix the model (or re-export it from a good checkpoint)")
+
+
 def prepare(model: ir.Model) -> ir.Model:
     """Fold constants, batch norms and affine ops (into the linear op before or after them), remove
-    identities, read a QDQ model's grids."""
+    identities, read a QDQ model's grids; refuse a model whose weights are not finite."""
     passes = ir.passes.Sequential(
         FoldConstants(),
         RemoveIdentity(),
@@ -49,4 +69,5 @@ def prepare(model: ir.Model) -> ir.Model:
     )
     passes(model)
     _name_unnamed_nodes(model)
+    _check_finite_weights(model)
     return model

@@ -46,7 +46,33 @@ def _fits_protobuf(proto: onnx.ModelProto) -> bool:
         return False
 
 
+def _repeated(field) -> bool:
+    """Whether a protobuf field is repeated (newer protobuf says so directly; older ones by the field's label)."""
+    repeated = getattr(field, "is_repeated", None)
+    return repeated if repeated is not None else field.label == field.LABEL_REPEATED
+
+
+def _broken_text(message, where: str = "model") -> str | None:
+    """Where a text field of `message` (or of a message inside it) holds bytes that are not UTF-8, named as a
+    path of fields; None where all its text is. Protobuf reads such bytes without complaint (ONNX's messages
+    are proto2), and they fail only when the model is written again."""
+    for field, value in message.ListFields():
+        values = value if _repeated(field) else [value]
+        if field.type == field.TYPE_STRING:
+            if any(isinstance(text, bytes) for text in values):
+                return f"{where}.{field.name}"
+        elif field.type == field.TYPE_MESSAGE:
+            for index, item in enumerate(values):
+                found = _broken_text(item, f"{where}.{field.name}[{index}]")
+                if found is not None:
+                    return found
+    return None
+
+
 def _check(proto: onnx.ModelProto, source: str, path: Path | None) -> None:
+    broken = _broken_text(proto)
+    if broken is not None:
+        raise InputError(f"{source}: {broken} is not valid UTF-8 text; the file is damaged, or not an ONNX model")
     try:
         if _fits_protobuf(proto):
             onnx.checker.check_model(proto)

@@ -15,6 +15,7 @@ import onnx_ir as ir
 
 from eightbit.backends.onnxruntime import OrtSession, session_with_outputs
 from eightbit.datasets import Samples
+from eightbit.errors import InputError
 from eightbit.measure.metrics import Agreement, compared_values
 
 # The choices measured on the calibration samples (weight range, codes, gates, equalization, bias correction)
@@ -26,6 +27,15 @@ def _session(model: ir.Model, threads: int) -> tuple[OrtSession, list[str]]:
     """A session of `model` that gives its compared values (pre-softmax where a softmax ends it), and their names."""
     compared = list(compared_values(model).values())
     return session_with_outputs(model, compared, threads), [value.name for value in compared]
+
+
+def _finite(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`outputs` of the float model, or InputError where one holds NaN or an infinity: nothing can agree with it."""
+    for name, array in outputs.items():
+        if np.asarray(array).dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise InputError(f"the float model's output {name!r} is NaN or infinite on the calibration samples; "
+                             "check the model and the samples")
+    return outputs
 
 
 @dataclasses.dataclass
@@ -60,7 +70,7 @@ class Measure:
                 if index >= wanted:
                     break
                 if index >= len(outputs):
-                    outputs.append(session.run(feeds, names))
+                    outputs.append(_finite(session.run(feeds, names)))
             session.close()
             self._expected[key] = (reference, names, outputs)
         return names, outputs[:batches]
@@ -75,6 +85,8 @@ class Measure:
     def adopt(self, reference: ir.Model, kept: KeptValues) -> None:
         """`reference`'s compared values on the first calibration batches, from a pass that kept them."""
         held = self._expected.get(id(reference), (reference, [], []))[2]
+        for batch in kept.batches:
+            _finite(batch)
         if len(kept.batches) > len(held):
             self._expected[id(reference)] = (reference, kept.names, kept.batches)
 
