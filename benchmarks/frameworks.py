@@ -1,7 +1,7 @@
 """PyTorch in: the MTCNN face detector's three networks, quantized from the torch modules by one call each,
 beside ONNX Runtime's quantizer on the same exported ONNX model.
 
-    pip install -e ".[dev]" && python -m benchmarks.frameworks            # writes BENCHMARKS.md
+    pip install -e ".[dev,bench]" && python -m benchmarks.frameworks      # writes BENCHMARKS.md
     python -m benchmarks.frameworks --models rnet --no-write                # a subset, table on stdout
 
 The weights are the trained ones the `facenet-pytorch==2.6.0` wheel ships (MIT licence; downloaded with pip,
@@ -12,13 +12,14 @@ The images come from the `scikit-image==0.25.2` wheel's data (read from the whee
 (RNet 24x24, ONet 48x48); and for PNet, the fully convolutional first stage, 128x128 windows of its
 `astronaut.png`, `chelsea.png` and `coffee.png`, at several scales.
 
-Per network: eightbit's default (`eightbit.quantize(module, samples, example_inputs=...)`) and ORT's
-`quantize_static` (QDQ, u8 activations, s8 per-channel weights, min/max) on the ONNX model the same export
-gives, both on the same 32 calibration samples; both times include the module's export (the exporter runs once,
-untimed, before). Figures on the other samples: the worst output SQNR; the face decision's agreement with the
-float model's (face probability above MTCNN's thresholds, 0.6 for each position of PNet's map, 0.7 for RNet's
-and ONet's crops); for RNet and ONet, the float model's own accuracy on the face/non-face labels. Latency: batch
-1, ONNX Runtime, 2 threads, float and int8 timed in alternating blocks (medians).
+Per network: eightbit's default (`eightbit.quantize(module, samples, example_inputs=...)`), ORT's
+`quantize_static` (QDQ, u8 activations, s8 per-channel weights, min/max) and NNCF's `nncf.quantize` (its
+defaults) on the ONNX model the same export gives, all on the same 32 calibration samples and run in ONNX
+Runtime; every time includes the module's export (the exporter runs once, untimed, before). Figures on the
+other samples: the worst output SQNR; the face decision's agreement with the float model's (face probability
+above MTCNN's thresholds, 0.6 for each position of PNet's map, 0.7 for RNet's and ONet's crops); for RNet and
+ONet, the float model's own accuracy on the face/non-face labels. Latency: batch 1, ONNX Runtime, 2 threads,
+float and int8 timed in alternating blocks (medians).
 """
 
 from __future__ import annotations
@@ -187,6 +188,17 @@ class Scores:
     speedup: float
 
 
+def _nncf(float_path: Path, target: Path, data: Data) -> None:
+    """NNCF's post-training quantization of the ONNX model (its defaults, every calibration sample)."""
+    import nncf
+    import onnx
+
+    model = onnx.load(float_path)
+    name = model.graph.input[0].name
+    dataset = nncf.Dataset([row[None] for row in data.calibration], lambda row: {name: row})
+    onnx.save(nncf.quantize(model, dataset, subset_size=len(data.calibration)), target)
+
+
 def _faces(probabilities: np.ndarray, threshold: float) -> np.ndarray:
     return probabilities[:, 1] > threshold  # (N,) for crops, (N, H, W) for PNet's map
 
@@ -235,9 +247,13 @@ def run(names: list[str]) -> list[str]:
             export_s = time.perf_counter() - start
             quantize_with_onnxruntime(again, folder / "ort.onnx", load_samples(data.calibration, exported))
             theirs_s = time.perf_counter() - start
+            start = time.perf_counter()
+            _nncf(save_model(onnx_of(module, example), folder / "again_nncf.onnx"), folder / "nncf.onnx", data)
+            nncf_s = time.perf_counter() - start
             size = float_path.stat().st_size
             for who, path, seconds in (("eightbit", folder / "eightbit.onnx", ours_s),
-                                       ("ORT quantize_static", folder / "ort.onnx", theirs_s)):
+                                       ("ORT quantize_static", folder / "ort.onnx", theirs_s),
+                                       ("NNCF", folder / "nncf.onnx", nncf_s)):
                 rows.append(_row(name, who, _scores(float_path, path, data, name), seconds,
                                  path.stat().st_size / size))
                 print(rows[-1], flush=True)
