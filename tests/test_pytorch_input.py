@@ -73,6 +73,7 @@ def test_an_exported_program_and_a_pt2_file_are_quantized(tmp_path):
     assert main(["quantize", str(path), "--calibration", str(tmp_path / "calibration.npz"), "-o", str(out), "-q",
                  "--no-report"]) == 0
     assert out.is_file() and path.is_file()
+    assert main(["explain", str(out), "--float", str(path), "--runs", "2", "--json"]) == 0  # the float side exported
 
 
 def test_pytorch_input_errors_are_one_line_and_write_nothing(tmp_path, capsys):

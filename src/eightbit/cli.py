@@ -370,6 +370,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from eightbit import api
+    from eightbit.frontends.pytorch import is_pt2_path
     from eightbit.ir import load_model
     from eightbit.report.explain import explain
     from eightbit.report.tables import explain_tables, print_tables
@@ -377,7 +378,7 @@ def _explain(args: argparse.Namespace) -> int:
     if args.runs < 1 or args.top < 0:
         raise InputError(f"--runs {args.runs} --top {args.top}: give at least 1 profiled run and a top of 0 or more")
     model = load_model(args.model)
-    if args.float_model is not None:
+    if args.float_model is not None and not is_pt2_path(args.float_model):  # a .pt2 is checked as it is exported
         load_model(args.float_model)
     feeds = None
     if args.data is not None:

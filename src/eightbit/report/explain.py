@@ -25,6 +25,7 @@ from eightbit.backends.onnxruntime import KernelTime, is_integer_kernel, profile
 from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import input_specs
 from eightbit.errors import InputError
+from eightbit.frontends.pytorch import from_pt2, is_pt2_path
 from eightbit.ir import load_model
 from eightbit.isa import cpu_features
 from eightbit.measure.latency import interleaved
@@ -172,7 +173,8 @@ def explain(
     runs: int = 20,
     threads: int = DEFAULT_THREADS,
 ) -> Explanation:
-    """Profile `int8_path` (and `float_path`, if given) in ONNX Runtime and say where the time goes."""
+    """Profile `int8_path` (and `float_path`, if given: an ONNX file, or a .pt2 program exported to ONNX as
+    quantize does) in ONNX Runtime and say where the time goes."""
     from eightbit.backends import OrtSession
 
     model = load_model(int8_path)
@@ -193,12 +195,13 @@ def explain(
         inputs="the samples given" if given else "zeros (free dimensions 1)", speed_check=speed_check_of(model),
     )
     if float_path is not None:
-        float_kernels = profile_kernels(float_path, feeds, runs=runs, threads=threads)
+        float_model = from_pt2(float_path) if is_pt2_path(float_path) else load_model(float_path)
+        float_kernels = profile_kernels(float_model, feeds, runs=runs, threads=threads)
         result.float_kernel_microseconds = sum(kernel.microseconds for kernel in float_kernels)
-        float_session, int8_session = OrtSession(float_path, threads=threads), OrtSession(int8_path, threads=threads)
+        float_session, int8_session = OrtSession(float_model, threads=threads), OrtSession(int8_path, threads=threads)
         latency = interleaved(lambda: float_session.run(feeds), lambda: int8_session.run(feeds))
         result.float_ms, result.int8_ms = latency.first_ms, latency.second_ms
-        result.slower = slower_in_int8(model, load_model(float_path), feeds, threads, runs=runs,
+        result.slower = slower_in_int8(model, float_model, feeds, threads, runs=runs,
                                        profiles=(kernels, float_kernels))
     return result
 
