@@ -195,10 +195,11 @@ def explain(
         inputs="the samples given" if given else "zeros (free dimensions 1)", speed_check=speed_check_of(model),
     )
     if float_path is not None:
-        float_model = from_pt2(float_path) if is_pt2_path(float_path) else load_model(float_path)
-        float_kernels = profile_kernels(float_model, feeds, runs=runs, threads=threads)
+        source = from_pt2(float_path) if is_pt2_path(float_path) else float_path  # a file ONNX Runtime reads as is
+        float_model = source if isinstance(source, ir.Model) else load_model(source)
+        float_kernels = profile_kernels(source, feeds, runs=runs, threads=threads)
         result.float_kernel_microseconds = sum(kernel.microseconds for kernel in float_kernels)
-        float_session, int8_session = OrtSession(float_model, threads=threads), OrtSession(int8_path, threads=threads)
+        float_session, int8_session = OrtSession(source, threads=threads), OrtSession(int8_path, threads=threads)
         latency = interleaved(lambda: float_session.run(feeds), lambda: int8_session.run(feeds))
         result.float_ms, result.int8_ms = latency.first_ms, latency.second_ms
         result.slower = slower_in_int8(model, float_model, feeds, threads, runs=runs,
