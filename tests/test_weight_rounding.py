@@ -205,3 +205,34 @@ def test_static_default_measures_both_roundings_and_keeps_the_better(tmp_path):
     assert weights(model) == weights(forced)
     # without samples there is nothing to measure: nearest, no note
     assert "auto" not in api.quantize(path, scheme="weights").metadata_props[api.WEIGHT_RANGE_KEY]
+
+
+def test_the_calibration_pass_takes_the_moments_of_the_held_out_batches_as_their_own_pass_does():
+    """A MomentPass fed by the ranges' pass over every sample, on the batches holding the held-out samples, sums
+    exactly what a pass over those samples alone sums (one float pass instead of two, the same codes)."""
+    from eightbit.calibrate.means import ChannelSums
+    from eightbit.calibrate.moments import MomentPass
+    from eightbit.calibrate.runner import collect_ranges
+    from eightbit.pipeline.static import _batches_within, held_out_from_checks
+
+    model = as_model(small_cnn())
+    rng = np.random.default_rng(3)
+    spec = input_specs(model)[0]
+    samples = samples_from_arrays({spec.name: rng.normal(size=(140, *spec.shape[1:])).astype(np.float32)},
+                                  input_specs(model))
+    held_out = held_out_from_checks(samples)
+    assert 0 < held_out.count < samples.count
+    nodes = weighted_nodes(model.graph, list(model.graph))
+    outputs = {node.outputs[0].name: 1 for node in nodes}
+    fed = MomentPass(nodes, held_out.count, ChannelSums(outputs), _batches_within(held_out, samples))
+    observed = [node.outputs[0].name for node in model.graph][:2]
+    collect_ranges(model, observed, samples, show_progress=False, consumers=[fed])
+    alone = MomentPass(nodes, held_out.count, ChannelSums(outputs))
+    moments_module.run_moment_pass(model, alone, held_out, show_progress=False)
+    assert fed.taken == alone.taken == held_out.number_of_batches()
+    got, expected = fed.moments(), alone.moments()
+    assert got.keys() == expected.keys() and got
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])
+    for name, mean in alone.sums.means().items():
+        np.testing.assert_array_equal(fed.sums.means()[name], mean)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import weakref
+from collections.abc import Sequence
 
 import onnx_ir as ir
 
 from eightbit.calibrate.runner import collect_ranges
 from eightbit.config import IntegerFormat
 from eightbit.datasets import Samples
-from eightbit.measure.context import KeptValues
+from eightbit.measure.context import PassConsumer
 
 
 def _fingerprint(model: ir.Model) -> bytes:
@@ -59,10 +60,10 @@ class RangeMemo:
         return self._samples() is samples
 
     def ranges(self, model: ir.Model, names: list[str], method: str, threads: int, show_progress: bool,
-               fmt: IntegerFormat | None, kept: KeptValues | None = None) -> dict[str, tuple[float, float]]:
-        """collect_ranges(model, names, <the sample set>, method, threads, show_progress, fmt, kept), running the
-        samples through `model` only where some name is not known already: for those names the first time,
-        for every float tensor of the model the second (`kept` is filled only where the samples run)."""
+               fmt: IntegerFormat | None, consumers: Sequence[PassConsumer] = ()) -> dict[str, tuple[float, float]]:
+        """collect_ranges(model, names, <the sample set>, method, threads, show_progress, fmt, consumers), running
+        the samples through `model` only where some name is not known already: for those names the first time,
+        for every float tensor of the model the second (`consumers` are fed only where the samples run)."""
         samples = self._samples()
         if samples is None:
             raise RuntimeError("the memo's sample set is gone")
@@ -74,6 +75,6 @@ class RangeMemo:
             # so every float tensor is collected in this one pass.
             missing += [name for name in _float_values(model) if name not in known and name not in missing]
         if missing:
-            known.update(collect_ranges(model, missing, samples, method, threads, show_progress, fmt, kept))
+            known.update(collect_ranges(model, missing, samples, method, threads, show_progress, fmt, consumers))
             self.runs += 1
         return {name: known[name] for name in names}

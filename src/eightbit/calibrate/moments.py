@@ -143,45 +143,72 @@ def weighted_nodes(graph: ir.Graph, candidates: list[ir.Node]) -> list[ir.Node]:
     return chosen
 
 
+class MomentPass:
+    """The sums behind input_moments for `nodes` of one float model, fed a batch of its values at a time (a
+    PassConsumer: the pass that collects the activation ranges can feed it too). It takes the batches `batches`
+    counts (all where None), `count` samples in all; `sums`, where given, is fed the tensors it names from the
+    same batches (bias correction's float means)."""
+
+    def __init__(self, nodes: list[ir.Node], count: int, sums: ChannelSums | None = None,
+                 batches: range | None = None) -> None:
+        self.nodes, self.sums, self.batches = nodes, sums, batches
+        inputs = [node.inputs[0].name for node in nodes]
+        self.names = list(dict.fromkeys([*inputs, *(sums.axes if sums is not None else ())]))
+        weights = {node.name: constant_array(node.inputs[1]).shape for node in nodes}
+        self._kernels = {name: tuple(shape[2:]) for name, shape in weights.items()}
+        self._positions = {name: _positions_per_sample(math.prod(shape[1:]), count) for name, shape in weights.items()}
+        self._sums = {node.name: _MomentSum() for node in nodes}
+        self.taken = 0  # batches taken so far
+
+    def take(self, index: int, values: dict[str, np.ndarray]) -> None:
+        if self.batches is not None and index not in self.batches:
+            return
+        self.taken += 1
+        for node in self.nodes:
+            x = np.asarray(values[node.inputs[0].name], np.float32)
+            for vectors in _node_inputs(node, x, self._kernels[node.name], self._positions[node.name]):
+                self._sums[node.name].add(vectors)
+        for name in self.sums.axes if self.sums is not None else ():
+            self.sums.add(name, values[name])
+
+    def moments(self) -> dict[str, np.ndarray]:
+        """Node name -> H (groups, columns, columns), float64, the mean of x·xᵀ over every vector taken."""
+        moments = {}
+        for name, moment_sum in self._sums.items():
+            moment_sum.flush()
+            if moment_sum.total is not None:
+                moment_sum.total /= moment_sum.count  # in place: the widest layers' H take hundreds of MB
+                moments[name] = moment_sum.total
+        return moments
+
+
+def run_moment_pass(model: ir.Model, moment_pass: MomentPass, samples: Samples, threads: int = DEFAULT_THREADS,
+                    show_progress: bool = True) -> None:
+    """Feed `moment_pass` every batch of `samples`, as `model` (whose nodes it holds) computes them in float."""
+    graph_inputs = {v.name for v in model.graph.inputs}
+    by_name = {v.name: v for node in model.graph for v in node.outputs}
+    produced = [by_name[name] for name in moment_pass.names if name not in graph_inputs]
+    names = [v.name for v in produced]
+    session = session_with_outputs(model, produced, threads)
+    try:
+        batches = progress_bar(samples.batches(), samples.number_of_batches(), "input moments", show_progress)
+        for index, feeds in enumerate(batches):
+            results = session.run(feeds, names) if names else {}
+            moment_pass.take(index, {name: feeds[name] if name in graph_inputs else results[name]
+                                     for name in moment_pass.names})
+    finally:
+        session.close()
+
+
 def input_moments(
     model: ir.Model, nodes: list[ir.Node], samples: Samples, threads: int = DEFAULT_THREADS,
-    show_progress: bool = True, sums: ChannelSums | None = None,
+    show_progress: bool = True,
 ) -> dict[str, np.ndarray]:
     """Node name -> H (groups, columns, columns), float64: the mean of x·xᵀ over every input vector of
     every sample (past DIAGONAL_BLOCK columns, its diagonal blocks: see _add_products).
 
-    `nodes` are nodes of `model` (see weighted_nodes); `model` runs as it is, in float. `sums`, where given,
-    is fed the tensors it names in the same pass (bias correction's float means, on the same samples).
+    `nodes` are nodes of `model` (see weighted_nodes); `model` runs as it is, in float.
     """
-    graph_inputs = {v.name for v in model.graph.inputs}
-    by_name = {v.name: v for node in model.graph for v in node.outputs}
-    values = list({node.inputs[0].name: node.inputs[0] for node in nodes}.values())
-    values += [by_name[name] for name in (sums.axes if sums is not None else ()) if name in by_name]
-    values = list({v.name: v for v in values}.values())
-    produced = [v for v in values if v.name not in graph_inputs]
-    names = [v.name for v in produced]
-    moment_sums = {node.name: _MomentSum() for node in nodes}
-    kernels = {node.name: tuple(constant_array(node.inputs[1]).shape[2:]) for node in nodes}
-    positions = {node.name: _positions_per_sample(math.prod(constant_array(node.inputs[1]).shape[1:]), samples.count)
-                 for node in nodes}
-    session = session_with_outputs(model, produced, threads)
-    try:
-        batches = progress_bar(samples.batches(), samples.number_of_batches(), "input moments", show_progress)
-        for feeds in batches:
-            results = session.run(feeds, names) if names else {}
-            for node in nodes:
-                name = node.inputs[0].name
-                x = np.asarray(feeds[name] if name in graph_inputs else results[name], np.float32)
-                for vectors in _node_inputs(node, x, kernels[node.name], positions[node.name]):
-                    moment_sums[node.name].add(vectors)
-            for name in sums.axes if sums is not None else ():
-                sums.add(name, feeds[name] if name in graph_inputs else results[name])
-    finally:
-        session.close()
-    moments = {}
-    for name, moment_sum in moment_sums.items():
-        moment_sum.flush()
-        if moment_sum.total is not None:
-            moment_sum.total /= moment_sum.count  # in place: the widest layers' H take hundreds of MB
-            moments[name] = moment_sum.total
-    return moments
+    moment_pass = MomentPass(nodes, samples.count)
+    run_moment_pass(model, moment_pass, samples, threads, show_progress)
+    return moment_pass.moments()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -14,7 +14,7 @@ from eightbit.calibrate.minmax import MinMaxObserver
 from eightbit.config import DEFAULT_THREADS, IntegerFormat
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
-from eightbit.measure.context import KeptValues
+from eightbit.measure.context import PassConsumer
 from eightbit.measure.progress import progress_bar
 from eightbit.quant import power_of_two
 from eightbit.quant.clipping import entropy_range, mse_range, percentile_range
@@ -38,10 +38,10 @@ def collect_ranges(
     threads: int = DEFAULT_THREADS,
     show_progress: bool = True,
     fmt: IntegerFormat | None = None,
-    kept: KeptValues | None = None,
+    consumers: Sequence[PassConsumer] = (),
 ) -> dict[str, tuple[float, float]]:
-    """The clipping range of each named value of `model` over all samples, keyed by name (and, given `kept`, the
-    values it names, every batch's, kept there).
+    """The clipping range of each named value of `model` over all samples, keyed by name (and each of
+    `consumers` fed the values it names, every batch's).
 
     minmax: the smallest and largest value seen; percentile, mse, entropy: chosen from a
     fixed-size histogram (quant/clipping.py); with a power-of-two `fmt`, mse searches the
@@ -50,14 +50,15 @@ def collect_ranges(
     with the number of samples.
     """
     if method == "minmax":
-        observers = _observe(model, names, samples, MinMaxObserver, threads, show_progress, kept)
+        observers = _observe(model, names, samples, MinMaxObserver, threads, show_progress, consumers)
         return {name: observer.range() for name, observer in observers.items()}
     try:
         rule = _rules(fmt)[method]
     except KeyError:
         raise InputError(f"unknown calibration method {method!r}; choose one of: minmax, "
                          f"{', '.join(_rules(fmt))}") from None
-    observers = _observe(model, names, samples, lambda: HistogramObserver(rule), threads, show_progress, kept)
+    observers = _observe(model, names, samples, lambda: HistogramObserver(rule), threads, show_progress,
+                         consumers)
     return {name: observer.range() for name, observer in observers.items()}
 
 
@@ -81,19 +82,19 @@ def collect_candidate_ranges(
 
 def _observe(
     model: ir.Model, names: list[str], samples: Samples, observer_type: Callable[[], Observer], threads: int,
-    show_progress: bool, kept: KeptValues | None = None,
+    show_progress: bool, consumers: Sequence[PassConsumer] = (),
 ) -> dict[str, Observer]:
-    """One observer per named value, fed every batch of `samples` as the float model computes it; and the values
-    `kept` names, every batch's, added to it."""
+    """One observer per named value, fed every batch of `samples` as the float model computes it; and each of
+    `consumers` fed the values it names."""
     observers = {name: observer_type() for name in names}
     input_names = {v.name for v in model.graph.inputs}
     by_name = {v.name: v for node in model.graph for v in node.outputs}
-    also = [name for name in (kept.names if kept is not None else ()) if name not in names]
-    produced = [name for name in [*names, *also] if name not in input_names]
+    wanted = list(dict.fromkeys([*names, *(name for consumer in consumers for name in consumer.names)]))
+    produced = [name for name in wanted if name not in input_names]
     session = session_with_outputs(model, [by_name[name] for name in produced], threads)
     try:
         batches = samples.batches()
-        for feeds in progress_bar(batches, samples.number_of_batches(), "calibrating", show_progress):
+        for index, feeds in enumerate(progress_bar(batches, samples.number_of_batches(), "calibrating", show_progress)):
             results = session.run(feeds, produced) if produced else {}
             for name, observer in observers.items():
                 batch = feeds[name] if name in input_names else results[name]
@@ -102,9 +103,9 @@ def _observe(
                         f"tensor {name!r} becomes NaN or Inf on the calibration data; check the model and samples"
                     )
                 observer.observe(batch)
-            if kept is not None:
-                kept.batches.append({name: feeds[name] if name in input_names else results[name]
-                                     for name in kept.names})
+            for consumer in consumers:
+                consumer.take(index, {name: feeds[name] if name in input_names else results[name]
+                                      for name in consumer.names})
     finally:
         session.close()
     return observers

@@ -9,6 +9,7 @@ session and one pass over the batches.
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol
 
 import numpy as np
 import onnx_ir as ir
@@ -38,13 +39,25 @@ def _finite(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return outputs
 
 
+class PassConsumer(Protocol):
+    """What else a pass of the float model over the calibration batches feeds (calibrate/runner.py): the values
+    it `names`, batch by batch (`index` counts the batches from the first)."""
+
+    names: list[str]
+
+    def take(self, index: int, values: dict[str, np.ndarray]) -> None: ...
+
+
 @dataclasses.dataclass
 class KeptValues:
     """Values a pass of the float model over the calibration batches hands back as well, every batch's in order:
-    the compared outputs a Measure needs, from the pass calibration makes anyway (calibrate/runner.py)."""
+    the compared outputs a Measure needs, from the pass calibration makes anyway (a PassConsumer)."""
 
     names: list[str]
     batches: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)
+
+    def take(self, index: int, values: dict[str, np.ndarray]) -> None:
+        self.batches.append(values)
 
 
 class Measure:

@@ -12,7 +12,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from eightbit.calibrate.means import ChannelSums
-from eightbit.calibrate.moments import input_moments, weighted_nodes
+from eightbit.calibrate.moments import MomentPass, run_moment_pass, weighted_nodes
 from eightbit.calibrate.per_tensor import SEARCH_BATCHES, PerTensorCalibration, search_methods
 from eightbit.calibrate.runner import collect_candidate_ranges
 from eightbit.config import Scheme
@@ -37,6 +37,15 @@ from eightbit.quant.rounding import InputMoments
 
 def rows_per_batch(samples: Samples) -> int:
     return 1 if samples.per_sample else samples.batch
+
+
+def _batches_within(part: Samples | None, whole: Samples) -> range:
+    """Which batches of `whole` (counted from its first) hold the samples of `part` (all of them where None), a
+    part taken from `whole` on its batches' bounds."""
+    if part is None:
+        return range(whole.number_of_batches())
+    first = (part.start - whole.start) // rows_per_batch(whole)
+    return range(first, first + part.number_of_batches())
 
 
 def held_out_from_checks(samples: Samples) -> Samples:
@@ -71,6 +80,7 @@ class _Builder:
     kept_float: dict[str, str] | None
     moments: InputMoments | None
     moment_samples: Samples | None
+    nearest_codes: bool = False  # with `moments`: taken along for a later build, the codes rounded to nearest
 
     def __post_init__(self) -> None:
         # Nodes --exclude names stay float in every build, beside those a step keeps float.
@@ -116,13 +126,20 @@ class _Builder:
                                                                       progress, scheme.activations))
             self.ranges.update(job.method.ranges(unknown))
         else:
-            # The pass also keeps the reference's outputs on the batches, which every measured choice compares with.
+            # The pass also keeps the reference's outputs on the batches, which every measured choice compares with,
+            # and takes the moments of the nodes whose codes eq. 34 will choose, on the batches they are taken on.
             kept = job.measure.wanted(job.reference) if job.measure is not None and \
                 self.float_model is job.reference else None
+            missing = self._missing_moments(plan)
+            moment_pass = self._moment_pass(missing, _batches_within(self.moment_samples, job.samples)) \
+                if missing else None
+            consumers = [consumer for consumer in (kept, moment_pass) if consumer is not None]
             self.ranges.update(job.ranges.ranges(self.float_model, unknown, job.method, threads, progress,
-                                                 scheme.activations, kept))
+                                                 scheme.activations, consumers))
             if kept is not None:
                 job.measure.adopt(job.reference, kept)
+            if moment_pass is not None and moment_pass.taken:
+                self._keep_moments(moment_pass)
 
     def build(self, value_bits: int | None) -> tuple[ir.Model, list[FloatNode]]:
         job = self.job
@@ -132,28 +149,41 @@ class _Builder:
         chosen = scheme if value_bits is None else scheme.with_weight_bits(value_bits)
         qparams = activation_qparams(plan, self.ranges, chosen)
         name_after_activations(model.graph)
-        if self.moments is not None and job.samples is not None:
-            int8_names = {node.name for node in plan.int8_nodes}
-            graph = self.float_model.graph
-            wanted = weighted_nodes(graph, [n for n in graph if n.name in int8_names])
-            missing = [node for node in wanted if node.name not in self.moments]
-            if missing:
-                self._take_moments(missing, self.moment_samples or job.samples)
-        rewrite = InsertQDQ(plan, qparams, chosen, self.moments)
+        missing = [] if self.nearest_codes else self._missing_moments(plan)
+        if missing:
+            moment_pass = self._moment_pass(missing)
+            run_moment_pass(self.float_model, moment_pass, self.moment_samples or job.samples, job.options.threads,
+                            job.options.show_progress)
+            self._keep_moments(moment_pass)
+        rewrite = InsertQDQ(plan, qparams, chosen, None if self.nearest_codes else self.moments)
         rewrite(model)
         common_passes.TopologicalSortPass()(model)
         _record_bias_saturation(model, scheme, rewrite.bias_saturation)
         self.contexts[id(model)] = ([value.name for value in qparams], chosen)
         return model, plan.float_nodes
 
-    def _take_moments(self, nodes: list[ir.Node], samples: Samples) -> None:
-        """The moments of `nodes`' inputs on `samples`; and, the first time, in the same pass, the float means
-        bias correction reads on these samples."""
-        options, moments = self.job.options, self.moments
-        sums = None if moments.mean_rows is not None else ChannelSums(corrected_outputs(self.float_model))
-        moments.update(input_moments(self.float_model, nodes, samples, options.threads, options.show_progress, sums))
-        if sums is not None:
-            moments.means, moments.mean_rows = sums.means(), (samples.start, samples.count)
+    def _missing_moments(self, plan: Plan) -> list[ir.Node]:
+        """The nodes of the float model that `plan` makes integer, whose codes eq. 34 chooses, and whose moments
+        are not taken yet (none without moments or samples)."""
+        if self.moments is None or self.job.samples is None:
+            return []
+        int8_names = {node.name for node in plan.int8_nodes}
+        graph = self.float_model.graph
+        wanted = weighted_nodes(graph, [n for n in graph if n.name in int8_names])
+        return [node for node in wanted if node.name not in self.moments]
+
+    def _moment_pass(self, nodes: list[ir.Node], batches: range | None = None) -> MomentPass:
+        """The sums of `nodes`' moments over the moment samples (of their `batches`, where a pass over every
+        calibration sample feeds it); and, the first time, the float means bias correction reads on them."""
+        samples = self.moment_samples or self.job.samples
+        sums = None if self.moments.mean_rows is not None else ChannelSums(corrected_outputs(self.float_model))
+        return MomentPass(nodes, samples.count, sums, batches)
+
+    def _keep_moments(self, moment_pass: MomentPass) -> None:
+        samples = self.moment_samples or self.job.samples
+        self.moments.update(moment_pass.moments())
+        if moment_pass.sums is not None:
+            self.moments.means, self.moments.mean_rows = moment_pass.sums.means(), (samples.start, samples.count)
 
     def searched(self, built: ir.Model, value_bits: int | None) -> tuple[ir.Model, list[FloatNode]] | None:
         """--calibrate auto: the model built again on the methods searched per tensor from `built`
@@ -183,7 +213,7 @@ class _Builder:
 
 def build_static(
     job: Job, float_model: ir.Model, weight_range: WeightRange, kept_float: dict[str, str] | None = None,
-    moments: InputMoments | None = None, moment_samples: Samples | None = None,
+    moments: InputMoments | None = None, moment_samples: Samples | None = None, nearest_codes: bool = False,
 ) -> Build:
     """`float_model` quantized by the job's static scheme, with the weight range `weight_range` names or, for
     AUTO, the one measured better on this CPU (docs/quantization.md, section 4).
@@ -191,12 +221,14 @@ def build_static(
     Tensors whose grids the model gives (a QDQ model) are not calibrated; the others are, from the job's
     samples. Nodes named in `kept_float` stay float, for the reason given there. With `moments` (filled here
     from `moment_samples`, else the calibration samples, where it lacks a node, and kept for the caller's next
-    build), weight codes are chosen by eq. 34 instead of rounded to nearest. A PerTensorCalibration method
+    build), weight codes are chosen by eq. 34 instead of rounded to nearest; with `nearest_codes` too, they are
+    rounded to nearest, and the moments taken in the calibration pass, where it runs, for the caller's next
+    build (one float pass instead of two). A PerTensorCalibration method
     (--calibrate auto) is searched on the first model built with it, and the model built again on what it finds
     where that is measured better (section 6a). For the ONNX Runtime target, channel shuffles and nearest
     Resizes are written in the forms it runs fast on codes (section 6b).
     """
-    builder = _Builder(job, float_model, kept_float, moments, moment_samples)
+    builder = _Builder(job, float_model, kept_float, moments, moment_samples, nearest_codes)
     model, float_nodes, decision, range_taken = _weights_decided(job, float_model, weight_range, builder.build)
     method = job.method
     if isinstance(method, PerTensorCalibration) and not method.searched and method.candidates:

@@ -23,16 +23,17 @@ def _gated(float_model: ir.Model) -> ir.Model:
 def with_gates(
     job: Job, weight_range: WeightRange, kept_float: dict[str, str] | None = None,
     moments: InputMoments | None = None, moment_samples: Samples | None = None, like: Build | None = None,
+    nearest_codes: bool = False,
 ) -> Build:
     """The job's reference built by build_static, with hard-sigmoid gates as convolutions, and hard-swish too
     where that costs at most MARGIN_DB of output SQNR on the calibration samples; or, given `like` (an earlier
     build whose hard-swish form is decided), in `like`'s form, with its decision. For the ONNX Runtime target
     with an asymmetric activation grid only: the gate's Clip(0, 1) folds only into such a grid, and OpenVINO
-    runs the gate convolutions slower than the ops."""
+    runs the gate convolutions slower than the ops. `moments`, `moment_samples`, `nearest_codes`: build_static's."""
     reference, options = job.reference, job.options
 
     def built(float_model: ir.Model) -> Build:
-        return build_static(job, float_model, weight_range, kept_float, moments, moment_samples)
+        return build_static(job, float_model, weight_range, kept_float, moments, moment_samples, nearest_codes)
 
     if job.samples is None or options.scheme.activations.symmetric or options.target is not Target.ORT:
         return built(reference)

@@ -27,11 +27,12 @@ def rounding_measured(job: Job, nearest: Build | None = None) -> Rounded:
     favour the other form); the second where it agrees better with float by MARGIN_DB. `nearest`: the model
     with nearest codes, where an earlier step has built it already. The moments are taken on the samples the
     choice is not measured on, where there are enough."""
-    if nearest is None:
-        nearest = with_gates(job, job.options.weight_range)
-    moments = InputMoments()
-    chosen = with_gates(job, job.options.weight_range, moments=moments,
-                        moment_samples=held_out_from_checks(job.samples), like=form_of(job, nearest))
+    moments, held_out = InputMoments(), held_out_from_checks(job.samples)
+    if nearest is None:  # its calibration pass takes the moments too
+        nearest = with_gates(job, job.options.weight_range, moments=moments, moment_samples=held_out,
+                             nearest_codes=True)
+    chosen = with_gates(job, job.options.weight_range, moments=moments, moment_samples=held_out,
+                        like=form_of(job, nearest))
     nearest_db, chosen_db = job.worst_sqnr_db([nearest.model, chosen.model])
     measured = (f"weight codes chosen from the calibration inputs (--weight-rounding auto): {chosen_db:.1f} dB "
                 f"output SQNR on the calibration samples, rounded to nearest {nearest_db:.1f} dB")
