@@ -30,12 +30,19 @@ damage = st.tuples(st.one_of(st.none(), st.integers(0, 4000)),
                    st.lists(st.tuples(st.integers(0, 10**7), st.integers(0, 255)), max_size=6))
 
 
-def _quantize(tmp_path: Path, model: Path, *extra: str) -> tuple[int, Path]:
+def _assert_refused_or_quantized(tmp_path: Path, capsys, damaged: Path, before: bytes, *flags: str,
+                                 model: Path | None = None) -> None:
+    """`eightbit quantize` of `model` (else `damaged`) with `flags` exits 0, or 2 with one line and no file
+    written; `damaged` still holds `before`."""
     out = tmp_path / "out.onnx"
     if out.exists():
         out.unlink()
-    code = main(["quantize", str(model), "-o", str(out), "-q", "--no-report", *extra])
-    return code, out
+    code = main(["quantize", str(model or damaged), "-o", str(out), "-q", "--no-report", *flags])
+    error = capsys.readouterr().err
+    assert code in (0, 2), error
+    assert damaged.read_bytes() == before
+    if code == 2:
+        assert not out.exists() and len(error.strip().splitlines()) == 1
 
 
 @FUZZ
@@ -44,12 +51,7 @@ def test_a_damaged_model_is_refused_in_one_line_or_quantized(tmp_path, capsys, c
     model = tmp_path / "model.onnx"
     model.write_bytes(_damaged(Path(shipped_model()).read_bytes(), *change))
     before = model.read_bytes()
-    code, out = _quantize(tmp_path, model, "--scheme", "weights")
-    error = capsys.readouterr().err
-    assert code in (0, 2), error
-    assert model.read_bytes() == before
-    if code == 2:
-        assert not out.exists() and len(error.strip().splitlines()) == 1
+    _assert_refused_or_quantized(tmp_path, capsys, model, before, "--scheme", "weights")
 
 
 @FUZZ
@@ -62,12 +64,8 @@ def test_damaged_samples_are_refused_in_one_line_or_used(tmp_path, capsys, chang
     samples = tmp_path / "samples.npz"
     samples.write_bytes(_damaged(clean.read_bytes(), *change))
     before = samples.read_bytes()
-    code, out = _quantize(tmp_path, model, "--calibration", str(samples), "--min-sqnr", "off")
-    error = capsys.readouterr().err
-    assert code in (0, 2), error
-    assert samples.read_bytes() == before
-    if code == 2:
-        assert not out.exists() and len(error.strip().splitlines()) == 1
+    _assert_refused_or_quantized(tmp_path, capsys, samples, before, "--calibration", str(samples), "--min-sqnr", "off",
+                                 model=model)
 
 
 @FUZZ
@@ -88,9 +86,4 @@ def test_a_model_with_extreme_weights_is_refused_in_one_line_or_quantized(tmp_pa
     before = model.read_bytes()
     samples = tmp_path / "samples.npz"
     np.savez(samples, **{INPUT_NAME: shipped_digits().x_train[:16]})
-    code, out = _quantize(tmp_path, model, "--calibration", str(samples))
-    error = capsys.readouterr().err
-    assert code in (0, 2), error
-    assert model.read_bytes() == before
-    if code == 2:
-        assert not out.exists() and len(error.strip().splitlines()) == 1
+    _assert_refused_or_quantized(tmp_path, capsys, model, before, "--calibration", str(samples))
