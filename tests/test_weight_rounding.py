@@ -212,7 +212,7 @@ def test_the_calibration_pass_takes_the_moments_of_the_held_out_batches_as_their
     exactly what a pass over those samples alone sums (one float pass instead of two, the same codes)."""
     from eightbit.calibrate.means import ChannelSums
     from eightbit.calibrate.moments import MomentPass
-    from eightbit.calibrate.runner import collect_ranges
+    from eightbit.calibrate.runner import collect_ranges, run_pass
     from eightbit.pipeline.static import _batches_within, held_out_from_checks
 
     model = as_model(small_cnn())
@@ -228,7 +228,7 @@ def test_the_calibration_pass_takes_the_moments_of_the_held_out_batches_as_their
     observed = [node.outputs[0].name for node in model.graph][:2]
     collect_ranges(model, observed, samples, show_progress=False, consumers=[fed])
     alone = MomentPass(nodes, held_out.count, ChannelSums(outputs))
-    moments_module.run_moment_pass(model, alone, held_out, show_progress=False)
+    run_pass(model, held_out, [alone], show_progress=False)
     assert fed.taken == alone.taken == held_out.number_of_batches()
     got, expected = fed.moments(), alone.moments()
     assert got.keys() == expected.keys() and got

@@ -16,12 +16,11 @@ from collections.abc import Iterator
 import numpy as np
 import onnx_ir as ir
 
-from eightbit.backends.onnxruntime import session_with_outputs
 from eightbit.calibrate.means import ChannelSums
+from eightbit.calibrate.runner import run_pass
 from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import Samples
 from eightbit.ir.graph import attribute, constant_array
-from eightbit.measure.progress import progress_bar
 
 # Widest H kept whole; wider layers keep its diagonal blocks of this many inputs, (groups, blocks, B, B).
 DIAGONAL_BLOCK = 4096
@@ -182,24 +181,6 @@ class MomentPass:
         return moments
 
 
-def run_moment_pass(model: ir.Model, moment_pass: MomentPass, samples: Samples, threads: int = DEFAULT_THREADS,
-                    show_progress: bool = True) -> None:
-    """Feed `moment_pass` every batch of `samples`, as `model` (whose nodes it holds) computes them in float."""
-    graph_inputs = {v.name for v in model.graph.inputs}
-    by_name = {v.name: v for node in model.graph for v in node.outputs}
-    produced = [by_name[name] for name in moment_pass.names if name not in graph_inputs]
-    names = [v.name for v in produced]
-    session = session_with_outputs(model, produced, threads)
-    try:
-        batches = progress_bar(samples.batches(), samples.number_of_batches(), "input moments", show_progress)
-        for index, feeds in enumerate(batches):
-            results = session.run(feeds, names) if names else {}
-            moment_pass.take(index, {name: feeds[name] if name in graph_inputs else results[name]
-                                     for name in moment_pass.names})
-    finally:
-        session.close()
-
-
 def input_moments(
     model: ir.Model, nodes: list[ir.Node], samples: Samples, threads: int = DEFAULT_THREADS,
     show_progress: bool = True,
@@ -210,5 +191,5 @@ def input_moments(
     `nodes` are nodes of `model` (see weighted_nodes); `model` runs as it is, in float.
     """
     moment_pass = MomentPass(nodes, samples.count)
-    run_moment_pass(model, moment_pass, samples, threads, show_progress)
+    run_pass(model, samples, [moment_pass], threads, show_progress, "input moments")
     return moment_pass.moments()

@@ -80,32 +80,48 @@ def collect_candidate_ranges(
             for name, observer in observers.items()}
 
 
-def _observe(
-    model: ir.Model, names: list[str], samples: Samples, observer_type: Callable[[], Observer], threads: int,
-    show_progress: bool, consumers: Sequence[PassConsumer] = (),
-) -> dict[str, Observer]:
-    """One observer per named value, fed every batch of `samples` as the float model computes it; and each of
-    `consumers` fed the values it names."""
-    observers = {name: observer_type() for name in names}
+def run_pass(model: ir.Model, samples: Samples, consumers: Sequence[PassConsumer], threads: int = DEFAULT_THREADS,
+             show_progress: bool = True, label: str = "calibrating") -> None:
+    """Run the float `model` over every batch of `samples` once, feeding each of `consumers` the values it names
+    (graph inputs or nodes' outputs), batch by batch."""
     input_names = {v.name for v in model.graph.inputs}
     by_name = {v.name: v for node in model.graph for v in node.outputs}
-    wanted = list(dict.fromkeys([*names, *(name for consumer in consumers for name in consumer.names)]))
+    wanted = list(dict.fromkeys(name for consumer in consumers for name in consumer.names))
     produced = [name for name in wanted if name not in input_names]
     session = session_with_outputs(model, [by_name[name] for name in produced], threads)
     try:
-        batches = samples.batches()
-        for index, feeds in enumerate(progress_bar(batches, samples.number_of_batches(), "calibrating", show_progress)):
+        batches = progress_bar(samples.batches(), samples.number_of_batches(), label, show_progress)
+        for index, feeds in enumerate(batches):
             results = session.run(feeds, produced) if produced else {}
-            for name, observer in observers.items():
-                batch = feeds[name] if name in input_names else results[name]
-                if not np.all(np.isfinite(batch)):
-                    raise InputError(
-                        f"tensor {name!r} becomes NaN or Inf on the calibration data; check the model and samples"
-                    )
-                observer.observe(batch)
             for consumer in consumers:
                 consumer.take(index, {name: feeds[name] if name in input_names else results[name]
                                       for name in consumer.names})
     finally:
         session.close()
-    return observers
+
+
+class _Observing:
+    """One observer per named value (a PassConsumer), refusing a value that is not finite."""
+
+    def __init__(self, names: list[str], observer_type: Callable[[], Observer]) -> None:
+        self.names = list(names)
+        self.observers = {name: observer_type() for name in names}
+
+    def take(self, index: int, values: dict[str, np.ndarray]) -> None:
+        for name, observer in self.observers.items():
+            if not np.all(np.isfinite(values[name])):
+                raise InputError(
+                    f"tensor {name!r} becomes NaN or Inf on the calibration data; check the model and samples"
+                )
+            observer.observe(values[name])
+
+
+def _observe(
+    model: ir.Model, names: list[str], samples: Samples, observer_type: Callable[[], Observer], threads: int,
+    show_progress: bool, consumers: Sequence[PassConsumer] = (),
+) -> dict[str, Observer]:
+    """One observer per named value, fed every batch of `samples` as the float model computes it; and each of
+    `consumers` fed the values it names, in the same pass."""
+    observing = _Observing(names, observer_type)
+    run_pass(model, samples, [observing, *consumers], threads, show_progress)
+    return observing.observers

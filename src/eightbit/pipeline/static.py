@@ -12,9 +12,9 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from eightbit.calibrate.means import ChannelSums
-from eightbit.calibrate.moments import MomentPass, run_moment_pass, weighted_nodes
+from eightbit.calibrate.moments import MomentPass, weighted_nodes
 from eightbit.calibrate.per_tensor import SEARCH_BATCHES, PerTensorCalibration, search_methods
-from eightbit.calibrate.runner import collect_candidate_ranges
+from eightbit.calibrate.runner import collect_candidate_ranges, run_pass
 from eightbit.config import Scheme
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
@@ -152,8 +152,8 @@ class _Builder:
         missing = [] if self.nearest_codes else self._missing_moments(plan)
         if missing:
             moment_pass = self._moment_pass(missing)
-            run_moment_pass(self.float_model, moment_pass, self.moment_samples or job.samples, job.options.threads,
-                            job.options.show_progress)
+            run_pass(self.float_model, self.moment_samples or job.samples, [moment_pass], job.options.threads,
+                     job.options.show_progress, "input moments")
             self._keep_moments(moment_pass)
         rewrite = InsertQDQ(plan, qparams, chosen, None if self.nearest_codes else self.moments)
         rewrite(model)
