@@ -74,6 +74,9 @@ def test_an_exported_program_and_a_pt2_file_are_quantized(tmp_path):
                  "--no-report"]) == 0
     assert out.is_file() and path.is_file()
     assert main(["explain", str(out), "--float", str(path), "--runs", "2", "--json"]) == 0  # the float side exported
+    data = str(tmp_path / "calibration.npz")
+    assert main(["compare", str(path), str(out), "--data", data, "--no-timing", "--json"]) == 0
+    assert main(["inspect", str(path), str(out), "--data", data, "--json"]) == 0
 
 
 def test_pytorch_input_errors_are_one_line_and_write_nothing(tmp_path, capsys):

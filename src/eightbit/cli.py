@@ -260,14 +260,15 @@ def _finetune(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from eightbit import api
-    from eightbit.ir import load_model
+    from eightbit.ir import as_model, load_model
     from eightbit.report.compare import compare_models, file_size
     from eightbit.report.tables import comparison_table, print_tables
 
-    float_model = load_model(args.float_model)
+    source = api.onnx_of(args.float_model)  # a .pt2 program exported as quantize exports it
+    float_model = as_model(source)
     load_model(args.quantized_model)
     samples = api.load_samples(args.data, float_model, _images(args))
-    comparison = compare_models(args.float_model, args.quantized_model, samples, threads=args.threads,
+    comparison = compare_models(source, args.quantized_model, samples, threads=args.threads,
                                 time_it=not args.no_timing, show_progress=_show_progress(args),
                                 backend=args.backend)
     comparison.float_bytes = file_size(args.float_model)
@@ -282,7 +283,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from eightbit import api
-    from eightbit.ir import check_output_path, load_model, write_atomically
+    from eightbit.ir import as_model, check_output_path, load_model, write_atomically
     from eightbit.report.inspect import inspect_models
     from eightbit.report.tables import db_text, inspection_table, print_tables
 
@@ -290,7 +291,7 @@ def _inspect(args: argparse.Namespace) -> int:
                for path in (args.html, args.png) if path is not None]
     if len(set(written)) < len(written):
         raise InputError("--html and --png name the same file; choose two paths")
-    float_model = load_model(args.float_model)
+    float_model = as_model(api.onnx_of(args.float_model))  # a .pt2 program exported as quantize exports it
     samples = api.load_samples(args.data, float_model, _images(args))
     inspection = inspect_models(float_model, load_model(args.quantized_model), samples, impact=args.impact,
                                 threads=args.threads, show_progress=_show_progress(args))
@@ -566,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.set_defaults(handler=_finetune)
 
     compare = commands.add_parser("compare", help="agreement and speed of a quantized model vs its float original")
-    compare.add_argument("float_model")
+    compare.add_argument("float_model", help="the float model (.onnx, or the .pt2 program it was exported from)")
     compare.add_argument("quantized_model")
     compare.add_argument("--data", required=True)
     compare.add_argument("--json", action="store_true")
@@ -580,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser(
         "inspect", help="per-tensor diagnosis of a quantized model vs its float original, worst first")
-    inspect.add_argument("float_model")
+    inspect.add_argument("float_model", help="the float model (.onnx, or the .pt2 program it was exported from)")
     inspect.add_argument("quantized_model")
     inspect.add_argument("--data", required=True, help="samples: .npz keyed by input name, or an image folder")
     inspect.add_argument("--impact", action="store_true",
