@@ -18,7 +18,7 @@ import onnxruntime.capi.onnxruntime_pybind11_state as _state
 from google.protobuf.message import EncodeError
 
 from eightbit.config import DEFAULT_THREADS
-from eightbit.errors import InputError
+from eightbit.errors import InputError, first_line
 from eightbit.ir import model_to_bytes, save_model
 
 _PROTOBUF_LIMIT = 2**31 - 1
@@ -78,7 +78,7 @@ class OrtSession:
         try:
             self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # ORT raises its own exception types for bad graphs
-            first = _first_line(error)
+            first = first_line(error)
             raise InputError(f"ONNX Runtime cannot load the model: {first}") from None
         self.output_names = [o.name for o in self._session.get_outputs()]
         self.input_names = [i.name for i in self._session.get_inputs()]
@@ -103,12 +103,6 @@ class OrtSession:
             self._scratch = None
 
 
-def _first_line(error: BaseException, default: str | None = None) -> str:
-    """The first line of an error's message, or `default` (the error's type name) where it has none."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else default or type(error).__name__
-
-
 class UnloadableOutput(RuntimeError):
     """A model eightbit made fails the ONNX checker or does not open in ONNX Runtime: a bug, not the input's."""
 
@@ -119,7 +113,7 @@ def check_loads(path: Path) -> None:
     try:
         onnx.checker.check_model(os.fspath(path))
     except onnx.checker.ValidationError as error:
-        first = _first_line(error, "invalid model")
+        first = first_line(error, "invalid model")
         raise UnloadableOutput(f"the model made fails the ONNX checker ({first}); nothing was written") from None
     options = ort.SessionOptions()
     options.log_severity_level = 4
@@ -127,7 +121,7 @@ def check_loads(path: Path) -> None:
     try:
         ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # ORT raises its own exception types for bad graphs
-        first = _first_line(error)
+        first = first_line(error)
         raise UnloadableOutput(f"ONNX Runtime cannot open the model made ({first}); nothing was written") from None
 
 
@@ -193,7 +187,7 @@ def profile_kernels(model: ir.Model | str | os.PathLike, feeds: dict[str, np.nda
         try:
             session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # ORT raises its own exception types for bad graphs
-            first = _first_line(error)
+            first = first_line(error)
             raise InputError(f"ONNX Runtime cannot load the model: {first}") from None
         feeds = feeds if feeds is not None else _zeros_for(session)
         for _ in range(runs):

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from eightbit.config import DEFAULT_THREADS
-from eightbit.errors import InputError
+from eightbit.errors import InputError, first_line
 
 PRECISIONS = ("f32", "bf16")
 
@@ -39,7 +39,7 @@ def _compiled_model(path: str | os.PathLike, precision: str, threads: int, profi
     try:
         return core.compile_model(core.read_model(os.fspath(path)), "CPU", config)
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise InputError(f"OpenVINO cannot load the model: {first}") from None
 
 

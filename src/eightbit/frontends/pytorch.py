@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from eightbit.errors import InputError
+from eightbit.errors import InputError, first_line
 
 # The opset the exporter writes (its own default at torch 2.13; every op the passes know exists in it).
 EXPORT_OPSET = 18
@@ -61,7 +61,7 @@ def _export(torch, model, inputs: tuple | None, what: str) -> ir.Model:
             program = torch.onnx.export(model, inputs, dynamo=True, opset_version=EXPORT_OPSET,
                                         dynamic_shapes=dynamic, verbose=False)
     except Exception as error:  # the exporter raises many kinds; each is the user's model not exporting
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        first = first_line(error)[:200]
         raise InputError(f"{what} did not export to ONNX ({first}); export it yourself with torch.onnx.export and "
                          "pass the .onnx file") from None
     return program.model
@@ -96,6 +96,6 @@ def from_pt2(path: str | os.PathLike) -> ir.Model:
     try:
         program = torch.export.load(path)
     except Exception as error:  # a file torch cannot read is bad input
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        first = first_line(error)[:200]
         raise InputError(f"{path}: not a program torch.export.save wrote ({first})") from None
     return _export(torch, program, None, str(path))

@@ -12,7 +12,7 @@ import onnx_ir.passes.common as common_passes
 from google.protobuf.message import DecodeError, EncodeError
 
 from eightbit.config import MIN_OPSET
-from eightbit.errors import InputError
+from eightbit.errors import InputError, first_line
 
 _OLDEST_OPSET = 7
 
@@ -79,7 +79,7 @@ def _check(proto: onnx.ModelProto, source: str, path: Path | None) -> None:
         elif path is not None:
             onnx.checker.check_model(os.fspath(path))
     except onnx.checker.ValidationError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "invalid model"
+        first = first_line(error, "invalid model")
         raise InputError(f"{source}: the ONNX checker rejects this model: {first}") from None
 
 

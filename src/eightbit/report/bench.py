@@ -24,7 +24,7 @@ from eightbit.backends.openvino import OpenVinoSession, openvino_available, open
 from eightbit.backends.peer import PEER_NAME, quantize_with_onnxruntime
 from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import Samples
-from eightbit.errors import InputError
+from eightbit.errors import InputError, first_line
 from eightbit.isa import cpu_features
 from eightbit.measure.latency import interleaved_medians
 from eightbit.measure.metrics import Agreement
@@ -123,7 +123,7 @@ def bench(
                 quantize_with_onnxruntime(float_path, target, calibration)
                 rows.append(BenchRow(f"{PEER_NAME} int8, ONNX Runtime", "ort", target))
             except Exception as error:  # the peer failing on a model is a result too
-                first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+                first = first_line(error)[:160]
                 notes.append(f"{PEER_NAME} failed on this model: {first}")
         if openvino and not openvino_available():
             notes.append("OpenVINO rows left out: OpenVINO is not installed (pip install openvino)")
