@@ -152,7 +152,7 @@ class MomentPass:
                  batches: range | None = None) -> None:
         self.nodes, self.sums, self.batches = nodes, sums, batches
         inputs = [node.inputs[0].name for node in nodes]
-        self.names = list(dict.fromkeys([*inputs, *(sums.axes if sums is not None else ())]))
+        self.names = list(dict.fromkeys([*inputs, *(sums.names if sums is not None else ())]))
         weights = {node.name: constant_array(node.inputs[1]).shape for node in nodes}
         self._kernels = {name: tuple(shape[2:]) for name, shape in weights.items()}
         self._positions = {name: _positions_per_sample(math.prod(shape[1:]), count) for name, shape in weights.items()}
@@ -167,8 +167,8 @@ class MomentPass:
             x = np.asarray(values[node.inputs[0].name], np.float32)
             for vectors in _node_inputs(node, x, self._kernels[node.name], self._positions[node.name]):
                 self._sums[node.name].add(vectors)
-        for name in self.sums.axes if self.sums is not None else ():
-            self.sums.add(name, values[name])
+        if self.sums is not None:
+            self.sums.take(index, values)
 
     def moments(self) -> dict[str, np.ndarray]:
         """Node name -> H (groups, columns, columns), float64, the mean of x·xᵀ over every vector taken."""
