@@ -419,6 +419,19 @@ def _export_int(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_c(args: argparse.Namespace) -> int:
+    import re
+
+    from eightbit.codegen import export_c
+    from eightbit.ir import load_model
+
+    name = args.name or re.sub(r"\W|^(?=\d)", "_", Path(args.model).name.split(".")[0], flags=re.ASCII)
+    library = export_c(load_model(args.model), args.output, name)
+    print(f"{args.model} -> {Path(args.output) / name}.h, .c: {library.steps} integer steps; constants (flash) "
+          f"{library.flash_bytes} bytes, static tensors (RAM) {library.ram_bytes} bytes")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from eightbit.demo import run_demo
 
@@ -632,6 +645,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, help="program.npz (arrays + a 'program' JSON) or .json")
     common(export)
     export.set_defaults(handler=_export_int)
+
+    export_c = commands.add_parser("export-c", help="write a quantized model as a C99 library for "
+                                                    "microcontrollers: integer arithmetic only, static memory")
+    export_c.add_argument("model", help="quantized model (.onnx)")
+    export_c.add_argument("-o", "--output", required=True, help="folder for <name>.h and <name>.c (made if missing)")
+    export_c.add_argument("--name", help="C prefix of the functions and files (default: the model file's name)")
+    common(export_c)
+    export_c.set_defaults(handler=_export_c)
 
     demo = commands.add_parser("demo", help="quantize the shipped digits CNN and show what changed")
     demo.add_argument("--output-dir", help="keep the float and int8 models here (default: a temporary folder)")
