@@ -103,6 +103,12 @@ class Scheme:
     # softmax's class probabilities (measured on the softmax's input).
     default_min_sqnr_db: float | None = None
     default_min_sqnr_db_classes: float | None = None
+    # Biases stay float (TensorRT adds them in float inside its fused kernels and takes no int32
+    # DequantizeLinear), rather than int32 codes at s_x * s_w (eq. 7).
+    float_bias: bool = False
+    # A Relu or Clip(0, b) after an int8 op runs in that op's kernel, before its output is quantized (TensorRT
+    # fuses them), with no Q/DQ pair between; asymmetric grids get this from eq. 8 anyway.
+    activations_in_kernel: bool = False
 
     def __post_init__(self) -> None:
         if not 8 <= self.bias_bits <= 32:
@@ -130,6 +136,11 @@ BIAS_S32 = IntegerFormat(bits=32, signed=True, symmetric=True)
 # The power-of-two scheme for integer-only hardware: symmetric s8 everywhere, scales 2^k (eq. 22).
 ACTIVATIONS_S8_PO2 = IntegerFormat(bits=8, signed=True, symmetric=True, power_of_two=True)
 WEIGHTS_S8_PO2 = IntegerFormat(bits=8, signed=True, symmetric=True, narrow=True, power_of_two=True)
+
+# Symmetric s8 activations with any scale: TensorRT's int8 (zero point 0, [-128, 127]).
+ACTIVATIONS_S8 = IntegerFormat(bits=8, signed=True, symmetric=True)
+# 16-bit activations with a zero point: the A16W8 mode NPUs run (QNN, TFLite's 16x8).
+ACTIVATIONS_U16 = IntegerFormat(bits=16, signed=False, symmetric=False)
 
 # The eightbit scheme's floors. Held out, PP-OCRv4 det's text map agrees with float to 0.9876 at 23.4 dB
 # and 0.9924 at 27.4 dB, and every other model of BENCHMARKS.md is above 25 dB as built. A classifier's
@@ -178,8 +189,9 @@ EFFORTS = ("fast", "max")
 BACKENDS = ("ort", "reference")
 
 # The runtime a quantized model is made for (--target): its graph forms and its speed check follow that
-# runtime's kernels (docs/quantization.md, sections 6b and 11c). The numbers are the same for every target.
-TARGETS = ("ort", "openvino")
+# runtime's kernels (docs/quantization.md, sections 6b and 11c); tensorrt and npu change the integer formats
+# too (section 6c), and their models run in ONNX Runtime here only to measure their agreement.
+TARGETS = ("ort", "openvino", "tensorrt", "npu")
 DEFAULT_TARGET = "ort"
 
 # Number of samples the quantize report evaluates when no held-out data is given.

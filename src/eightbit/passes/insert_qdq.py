@@ -135,7 +135,8 @@ class InsertQDQ(ir.passes.InPlacePass):
     - its weight becomes s8 (per channel along the output-channel axis) + DequantizeLinear (eq. 6),
       each weight rounded to the nearest code (eq. 5) or, for nodes in `moments`, by eq. 34;
     - its bias becomes int32 at scale s_input * s_weight + DequantizeLinear (eq. 7), its values
-      saturated to scheme.bias_bits (counted per node in `bias_saturation`);
+      saturated to scheme.bias_bits (counted per node in `bias_saturation`), or stays float where the
+      scheme says (scheme.float_bias);
     - other constant inputs (an Add's addend) are stored in the activation format.
     Readers of an int8 op's output all read the dequantized value; readers of a float op's
     output keep the float value unless they are int8 themselves. Graph outputs keep their names.
@@ -211,7 +212,8 @@ class InsertQDQ(ir.passes.InPlacePass):
                     replacement = others[value.name]
                 node.replace_input_with(index, replacement)
             bias_index = rule.bias_input
-            if bias_index is not None and bias_index < len(node.inputs) and node.inputs[bias_index] is not None:
+            if bias_index is not None and bias_index < len(node.inputs) and node.inputs[bias_index] is not None \
+                    and not self.scheme.float_bias:
                 self._bias(graph, node, bias_index, weight_scale, taken)
 
     def _least_weight_scale(self, node: ir.Node, rule: OpRule, array: np.ndarray,
@@ -220,7 +222,8 @@ class InsertQDQ(ir.passes.InPlacePass):
         (eq. 7a); None without a constant bias, or for weights on one grid (widening it for one channel's
         bias would coarsen every channel: that bias saturates, and the report counts it)."""
         index = rule.bias_input
-        if axis is None or index is None or index >= len(node.inputs) or node.inputs[index] is None:
+        if axis is None or index is None or self.scheme.float_bias or index >= len(node.inputs) \
+                or node.inputs[index] is None:
             return None
         bias = constant_array(node.inputs[index])
         if bias is None:

@@ -1,11 +1,12 @@
 """Empirical bias correction of a static model (docs/quantization.md, eq. 7b).
 
-Each integer Conv and Gemm, in the order the graph computes them, has its bias codes moved by the
-mean per-channel difference between the float model's output and the quantized model's, measured
-on calibration samples with every earlier layer already corrected: a shift that an early layer
-causes is cancelled there, not again by every layer after it. The quantized model runs once, in
-pieces that end at each such layer (backends/piecewise.py). The affine part of a hard gate (a Conv
-that only a Clip to [0, 1] reads: hard-sigmoid, hard-swish in gate form) is left as it is.
+Each integer Conv and Gemm, in the order the graph computes them, has its bias codes (its float bias
+values, where the scheme keeps biases float) moved by the mean per-channel difference between the
+float model's output and the quantized model's, measured on calibration samples with every earlier
+layer already corrected: a shift that an early layer causes is cancelled there, not again by every
+layer after it. The quantized model runs once, in pieces that end at each such layer
+(backends/piecewise.py). The affine part of a hard gate (a Conv that only a Clip to [0, 1] reads:
+hard-sigmoid, hard-swish in gate form) is left as it is.
 """
 
 from __future__ import annotations
@@ -39,6 +40,38 @@ def _bias_codes(node: ir.Node) -> tuple[ir.Value, ir.Value] | None:
     if constant_array(codes) is None or constant_array(scale) is None:
         return None
     return codes, scale
+
+
+def _float_bias(node: ir.Node) -> ir.Value | None:
+    """The constant float bias of an integer `node` (its weights dequantized) in a scheme that keeps biases
+    float (TensorRT's), or None. Nodes left float keep theirs: they are not corrected."""
+    if len(node.inputs) < 3 or node.inputs[2] is None or node.inputs[1] is None:
+        return None
+    weights = node.inputs[1].producer()
+    if weights is None or weights.op_type != "DequantizeLinear":
+        return None
+    bias = constant_array(node.inputs[2])
+    return node.inputs[2] if bias is not None and bias.dtype.kind == "f" else None
+
+
+def _moved_bias(node: ir.Node, error: np.ndarray, bias_format: IntegerFormat) -> tuple[np.ndarray, np.ndarray]:
+    """Move `node`'s bias by the mean output `error` in place: its codes (eq. 7b) or, kept float, its values.
+    Returns (the shift as stored in the metadata, the shift in real units)."""
+    found = _bias_codes(node)
+    if found is None:
+        value = _float_bias(node)
+        old = constant_array(value)
+        new = (old.astype(np.float64) + error.reshape(old.shape)).astype(old.dtype)
+        value.const_value = ir.tensor(new, name=value.name)
+        shift = (new.astype(np.float64) - old).reshape(-1)
+        return shift, shift
+    codes, scale = found
+    old, step = constant_array(codes), constant_array(scale)
+    new = corrected_bias_codes(old, step, error, bias_format).reshape(old.shape)
+    if (new != old).any():
+        codes.const_value = ir.tensor(new, name=codes.name)
+    shift = (new.astype(np.int64) - old).reshape(-1)
+    return shift, shift * step.astype(np.float64).reshape(-1)
 
 
 def _channel_mean(batches: list[np.ndarray]) -> np.ndarray:
@@ -75,7 +108,8 @@ def correct_biases(
     # eq. 8a); moved by that mean, the ramp would move for every value.
     originals = _corrected_nodes(reference)
     targets = [node for node in quantized.graph if node.op_type in CORRECTED_OPS and node.name in originals
-               and originals[node.name].op_type == node.op_type and _bias_codes(node) is not None]
+               and originals[node.name].op_type == node.op_type
+               and (_bias_codes(node) is not None or _float_bias(node) is not None)]
     if not targets:
         return []
     wanted = {originals[n.name].outputs[0].name: 1 for n in targets}
@@ -87,15 +121,10 @@ def correct_biases(
     for node in progress_bar(targets, len(targets), "bias correction", show_progress):
         output = node.outputs[0].name
         got = _channel_mean(run.through(position[node], output))
-        codes, scale = _bias_codes(node)
-        old, step = constant_array(codes), constant_array(scale)
-        new = corrected_bias_codes(old, step, expected[originals[node.name].outputs[0].name] - got,
-                                   bias_format).reshape(old.shape)
-        if (new != old).any():
-            codes.const_value = ir.tensor(new, name=codes.name)
-            shift = (new.astype(np.int64) - old).reshape(-1)
+        shift, real = _moved_bias(node, expected[originals[node.name].outputs[0].name] - got, bias_format)
+        if shift.any():
             moved[node.name] = shift.tolist()
-            run.shift(output, shift * step.astype(np.float64).reshape(-1))
+            run.shift(output, real)
     if moved:
         quantized.metadata_props[BIAS_CORRECTION_KEY] = json.dumps(moved)
     return list(moved)
@@ -107,9 +136,16 @@ def without_bias_corrections(model: ir.Model) -> ir.Model:
     copy = ir.from_proto(ir.to_proto(model))
     moved = json.loads(copy.metadata_props.pop(BIAS_CORRECTION_KEY, "{}"))
     for node in copy.graph:
-        if node.name in moved and _bias_codes(node) is not None:
+        if node.name not in moved:
+            continue
+        if _bias_codes(node) is not None:
             codes = _bias_codes(node)[0]
             old = constant_array(codes)
             shift = np.asarray(moved[node.name], np.int64).reshape(old.shape)
             codes.const_value = ir.tensor((old.astype(np.int64) - shift).astype(old.dtype), name=codes.name)
+        elif _float_bias(node) is not None:
+            value = _float_bias(node)
+            old = constant_array(value)
+            shift = np.asarray(moved[node.name], np.float64).reshape(old.shape)
+            value.const_value = ir.tensor((old.astype(np.float64) - shift).astype(old.dtype), name=value.name)
     return copy

@@ -20,6 +20,8 @@ import numpy as np
 import onnx_ir as ir
 
 from eightbit.config import (
+    ACTIVATIONS_S8,
+    ACTIVATIONS_U16,
     BIAS_BITS,
     CALIBRATION_METHODS,
     DEFAULT_SCHEME,
@@ -62,10 +64,18 @@ class Effort(enum.Enum):
 
 
 class Target(enum.Enum):
-    """The runtime a model is made for (docs/quantization.md, sections 6b and 11c)."""
+    """The runtime a model is made for (docs/quantization.md, sections 6b, 6c and 11c)."""
 
     ORT = "ort"
     OPENVINO = "openvino"
+    TENSORRT = "tensorrt"
+    NPU = "npu"
+
+    @property
+    def runs_here(self) -> bool:
+        """Whether the target runtime runs on this machine, so that it can time a model (ORT, OpenVINO); a GPU
+        engine or an NPU cannot."""
+        return self in (Target.ORT, Target.OPENVINO)
 
 
 class WeightRange(enum.Enum):
@@ -164,8 +174,31 @@ def gives_grids(model: ir.Model) -> bool:
     return any(given_grid(value) is not None for value in graph_values(model.graph))
 
 
+def opset_for(options: QuantizeOptions) -> int | None:
+    """The opset a model is raised to before anything else: 21 for the NPU target's 16-bit activations (uint16
+    QuantizeLinear came in opset 21); None where the model's own will do."""
+    return 21 if _member(Target, options.target, "target") is Target.NPU else None
+
+
+def _for_target(scheme: Scheme, target: Target) -> Scheme:
+    """The scheme in the formats `target` takes (docs/quantization.md, section 6c): TensorRT, symmetric s8
+    activations, float biases and activations fused into the op before them; an NPU, 16-bit activations with
+    8-bit weights (A16W8)."""
+    if target.runs_here:
+        return scheme
+    if scheme.kind is not SchemeKind.STATIC:
+        raise InputError(f"--target {target.value} takes the static schemes (eightbit, po2), not {scheme.name!r}; "
+                         "use --target ort for it")
+    if target is Target.TENSORRT:
+        activations = dataclasses.replace(ACTIVATIONS_S8, power_of_two=scheme.activations.power_of_two)
+        return dataclasses.replace(scheme, activations=activations, float_bias=True, activations_in_kernel=True)
+    if scheme.activations.power_of_two:
+        raise InputError("--target npu stores 16-bit activations, which --scheme po2 does not: drop one of the two")
+    return dataclasses.replace(scheme, activations=ACTIVATIONS_U16)
+
+
 def _scheme(options: QuantizeOptions) -> Scheme:
-    """The scheme named, with the bias width and weight granularity asked."""
+    """The scheme named, in the target's formats, with the bias width and weight granularity asked."""
     scheme = options.scheme
     if not isinstance(scheme, Scheme):
         try:
@@ -183,7 +216,7 @@ def _scheme(options: QuantizeOptions) -> Scheme:
                              f"{', '.join(WEIGHT_GRANULARITIES)}")
         weights = dataclasses.replace(scheme.weights, granularity=Granularity(options.weight_granularity))
         scheme = dataclasses.replace(scheme, weights=weights)
-    return scheme
+    return _for_target(scheme, _member(Target, options.target, "target"))
 
 
 def _rounding(options: QuantizeOptions, scheme: Scheme, samples: Samples | None,
@@ -255,6 +288,9 @@ def _calibration_method(options: QuantizeOptions, scheme: Scheme, samples: Sampl
     if method == "auto" and scheme.kind is SchemeKind.STATIC and samples is None:
         raise InputError("--calibrate auto measures each tensor's methods on calibration samples: pass "
                          "--calibration samples.npz")
+    if method in ("mse", "entropy", "auto") and scheme.activations is not None and scheme.activations.bits != 8:
+        raise InputError(f"--calibrate {method} chooses ranges for 8-bit grids, and these activations are "
+                         f"{scheme.activations.bits}-bit: use minmax (the default) or percentile")
     return method
 
 
@@ -340,6 +376,10 @@ def resolve(options: QuantizeOptions, model: ir.Model, samples: Samples | None) 
     effort = _member(Effort, options.effort, "effort")
     with_samples = samples is not None
     speed_check = options.speed_check if options.speed_check is not None else effort is Effort.MAX
+    target = _member(Target, options.target, "target")
+    if options.speed_check and not target.runs_here:
+        raise InputError(f"--speed-check times the model in its target runtime, and {target.value} does not run "
+                         "here: drop --speed-check")
     blocks = _blocks(options, scheme)
     return Resolved(
         scheme=scheme,
@@ -352,8 +392,8 @@ def resolve(options: QuantizeOptions, model: ir.Model, samples: Samples | None) 
         metric=options.metric,
         bias_correction=options.bias_correction and static and with_samples and not gives_weight_grids(model),
         equalization=options.equalization and static and with_samples and not gives_grids(model),
-        speed_check=speed_check and static and with_samples,
-        target=_member(Target, options.target, "target"),
+        speed_check=speed_check and static and with_samples and target.runs_here,
+        target=target,
         effort=effort,
         threads=options.threads,
         show_progress=options.show_progress,

@@ -23,6 +23,7 @@ from eightbit.isa import cpu_features
 from eightbit.measure.context import CHECK_BATCHES
 from eightbit.metadata import BIAS_KEY
 from eightbit.passes.channel_shuffle import ChannelShuffleAsGather
+from eightbit.passes.clamps_before_quantize import ClampsBeforeQuantize
 from eightbit.passes.float_outputs import with_float_outputs
 from eightbit.passes.fuse_activation import FuseActivations, name_after_activations
 from eightbit.passes.insert_qdq import InsertQDQ, QParams, activation_qparams
@@ -95,7 +96,7 @@ class _Builder:
         scheme = self.job.options.scheme
         model = ir.from_proto(self.unfused)
         _carry_given_grids(self.float_model, model)
-        if not scheme.activations.symmetric:  # eq. 8 needs zero_point = qmin
+        if not scheme.activations.symmetric or scheme.activations_in_kernel:  # eq. 8, or written back after
             FuseActivations(self.kept_float or ())(model)
         if self.job.options.target is Target.ORT:
             ChannelShuffleAsGather()(model)  # the same function, in a form ONNX Runtime moves fast as codes
@@ -157,6 +158,8 @@ class _Builder:
             self._keep_moments(moment_pass)
         rewrite = InsertQDQ(plan, qparams, chosen, None if self.nearest_codes else self.moments)
         rewrite(model)
+        if scheme.activations.symmetric and scheme.activations_in_kernel:
+            ClampsBeforeQuantize()(model)
         common_passes.TopologicalSortPass()(model)
         _record_bias_saturation(model, scheme, rewrite.bias_saturation)
         self.contexts[id(model)] = ([value.name for value in qparams], chosen)
@@ -261,6 +264,10 @@ def _weights_decided(
         return (*build(None), _range("8-bit, as asked", "full 8-bit weights, as asked"), WeightRange.FULL)
     cpu = cpu_features()
     full, float_nodes = build(None)
+    if not job.options.target.runs_here:
+        return (full, float_nodes, _range("8-bit (made for another runtime)", f"full 8-bit weights: the model is "
+                                          f"made for {job.options.target.value}, not for this CPU's int8 kernels"),
+                WeightRange.FULL)
     if job.samples is None:
         return (full, float_nodes, _range("8-bit", "full 8-bit weights: no calibration samples to compare 7-bit "
                                                    "weights on"), WeightRange.FULL)

@@ -127,7 +127,7 @@ def within_budget(job: Job, built: Build, moments: InputMoments | None,
     if like is not None:  # how the probe's weights were chosen is the all-integer model's to say
         chosen = Build(chosen.model, chosen.float_nodes, built.decisions, chosen.weight_range, chosen.gates)
     fallback = Fallback(budget, before, after, kept, probes + 1, order=order)
-    if job.options.effort is Effort.MAX:  # timed: a figure of this run, not of the model
+    if job.options.effort is Effort.MAX and job.options.target.runs_here:  # timed: a figure of this run
         latency = latency_side_by_side(built.model, chosen.model, job.samples.single_feed(), job.options.threads,
                                        job.options.target.value)
         fallback.latency_ms = (latency.first_ms, latency.second_ms)
