@@ -7,7 +7,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,9 @@ from eightbit.datasets import (
 )
 from eightbit.errors import InputError
 from eightbit.frontends.pytorch import from_pt2, from_torch, is_pt2_path, is_torch_model
+from eightbit.frontends.tensorflow import FOUND, TensorNames, from_tensorflow, is_tensorflow_path
 from eightbit.ir import as_model, check_output_path, save_model
+from eightbit.ir.load import upgraded
 from eightbit.measure.context import Measure
 from eightbit.metadata import (
     BIAS_KEY,
@@ -44,10 +46,19 @@ from eightbit.metadata import (
 )
 from eightbit.passes.half_precision import as_float32, with_types
 from eightbit.pipeline.job import Decision, Job, taken
-from eightbit.pipeline.options import QuantizeOptions, Resolved, Target, WeightRounding, check_options, resolve
+from eightbit.pipeline.options import (
+    QuantizeOptions,
+    Resolved,
+    Target,
+    WeightRounding,
+    check_options,
+    opset_for,
+    resolve,
+)
 from eightbit.pipeline.schemes import Outcome, steps
 from eightbit.prepare import prepare
 from eightbit.record import bias_saturation_of, fallback_of, finetune_of, float_nodes_of, speed_check_of
+from eightbit.target_rules import breaches
 
 ModelLike = ir.Model | str | os.PathLike  # or an onnx.ModelProto, a torch.nn.Module, a torch ExportedProgram
 DataLike = Samples | dict[str, np.ndarray] | np.ndarray | str | os.PathLike
@@ -109,6 +120,8 @@ def quantize(
     target: str = "ort",
     effort: str = "fast",
     example_inputs: object = None,
+    graph_inputs: Sequence[str] = (),
+    graph_outputs: Sequence[str] = (),
 ) -> ir.Model:
     """Quantize a float model (an ONNX file's path, an onnx.ModelProto or an onnx_ir.Model, which is left
     unchanged; or a PyTorch model: a torch.nn.Module with `example_inputs`, a torch.export.ExportedProgram, or
@@ -129,7 +142,9 @@ def quantize(
     ("fast", "max"; section 11d). What each measured choice found is in the metadata (float_nodes_of,
     fallback_of, speed_check_of, WEIGHT_RANGE_KEY). `example_inputs`: a tensor or tuple of tensors of the
     shapes and types a PyTorch module takes, to export it; its ONNX inputs are named after forward()'s arguments,
-    and `calibration` may be one array or tensor where there is one input.
+    and `calibration` may be one array or tensor where there is one input. A TensorFlow model (a frozen .pb, a
+    SavedModel folder or a .tflite file's path) is converted by tf2onnx first (frontends/tensorflow.py);
+    `graph_inputs` and `graph_outputs` name a frozen graph's inputs and outputs (found where not given).
     """
     options = QuantizeOptions(
         scheme=scheme, calibrate=calibrate, weight_range=weight_range, bias_bits=bias_bits,
@@ -138,22 +153,30 @@ def quantize(
         max_drop_points=max_drop, metric=metric, bias_correction=bias_correction, equalization=equalization,
         speed_check=speed_check, target=target, effort=effort, threads=threads, show_progress=show_progress,
     )
-    return quantize_with(model, calibration, options, images=images, output=output, example_inputs=example_inputs)
+    return quantize_with(model, calibration, options, images=images, output=output, example_inputs=example_inputs,
+                         names=TensorNames(tuple(graph_inputs), tuple(graph_outputs)))
 
 
-def onnx_of(model: ModelLike, example_inputs: object = None) -> ModelLike:
-    """A PyTorch model exported to ONNX (frontends/pytorch.py); any other model as it is."""
+def onnx_of(model: ModelLike, example_inputs: object = None, names: TensorNames = FOUND) -> ModelLike:
+    """A PyTorch model exported to ONNX (frontends/pytorch.py), a TensorFlow model converted to it
+    (frontends/tensorflow.py, `names` naming a frozen graph's inputs and outputs); any other model as it is."""
     if is_torch_model(model):
         return from_torch(model, example_inputs)
     if example_inputs is not None:
         raise InputError("example_inputs are for a PyTorch module (they trace it for export); an ONNX model needs "
                          "none")
+    if names != FOUND and not is_tensorflow_path(model):
+        raise InputError("--inputs and --outputs name the tensors of a frozen TensorFlow graph (.pb); this model "
+                         "names its own")
+    if is_tensorflow_path(model):
+        return from_tensorflow(model, names)
     return from_pt2(model) if is_pt2_path(model) else model
 
 
 def quantize_with(model: ModelLike, calibration: DataLike | None, options: QuantizeOptions, *,
                   images: ImagePreprocessing | None = None, output: str | os.PathLike | None = None,
-                  seconds: dict[str, float] | None = None, example_inputs: object = None) -> ir.Model:
+                  seconds: dict[str, float] | None = None, example_inputs: object = None,
+                  names: TensorNames = FOUND) -> ir.Model:
     """quantize() with its options as one QuantizeOptions; `seconds`, where given, receives the time each stage
     took (load, the steps, save)."""
     seconds = {} if seconds is None else seconds
@@ -161,9 +184,11 @@ def quantize_with(model: ModelLike, calibration: DataLike | None, options: Quant
     if output is not None:
         check_output_path(output, *([model] if isinstance(model, (str, os.PathLike)) else []))
     start = time.perf_counter()
-    model = onnx_of(model, example_inputs)
+    model = onnx_of(model, example_inputs, names)
     source = model
     model = as_model(model)
+    if opset_for(options) is not None:
+        model = upgraded(model, opset_for(options))
     half_types = as_float32(model)  # a float16 or bfloat16 model is quantized as float32, its I/O kept
     samples = load_samples(calibration, model, images) if calibration is not None else None
     prepare(model)
@@ -176,6 +201,7 @@ def quantize_with(model: ModelLike, calibration: DataLike | None, options: Quant
         quantized = _per_tensor(source, model, samples, resolved, seconds)
     else:
         quantized = _recorded(_outcome(model, samples, resolved, resolved.calibrate, seconds), resolved)
+    _check_target_rules(quantized, resolved.target)
     with_types(quantized, half_types)
     if output is not None:
         start = time.perf_counter()
@@ -222,6 +248,15 @@ def _with_search(outcome: Outcome, method: PerTensorCalibration) -> Outcome:
     verdict = "per tensor" if method.moved() else "min/max kept"
     decision = Decision("calibration", f"--calibrate auto: {verdict}", method.summary())
     return dataclasses.replace(outcome, decisions=(*outcome.decisions, decision))
+
+
+def _check_target_rules(model: ir.Model, target: Target) -> None:
+    """A model for TensorRT or an NPU meets its runtime's rules (target_rules.py): where it does not, that is a
+    bug here, and nothing is written."""
+    found = breaches(model, target.value)
+    if found:
+        listed = "; ".join(map(str, found[:3])) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise RuntimeError(f"the {target.value} model breaks its runtime's rules: {listed}")
 
 
 def _recorded(outcome: Outcome, options: Resolved) -> ir.Model:

@@ -96,6 +96,7 @@ def _quantize_options(args: argparse.Namespace):
 def _quantize(args: argparse.Namespace) -> int:
     from eightbit import api
     from eightbit.backends.onnxruntime import check_loads
+    from eightbit.frontends.tensorflow import TensorNames
     from eightbit.ir import check_output_path, load_model, save_model
     from eightbit.ir.load import external_data_files
     from eightbit.report.compare import compare_models
@@ -105,7 +106,8 @@ def _quantize(args: argparse.Namespace) -> int:
     check_output_path(output, source, *external_data_files(source), *given)
     images = _images(args)
     seconds: dict[str, float] = {}
-    float_model = api.onnx_of(source)  # a .pt2 program exported once, for quantize and the report
+    # A .pt2 program exported once, a TensorFlow model converted once, for quantize and the report.
+    float_model = api.onnx_of(source, names=TensorNames(tuple(args.inputs or ()), tuple(args.outputs or ())))
     model = api.quantize_with(float_model, args.calibration, _quantize_options(args), images=images, seconds=seconds)
     save_model(model, output, check=check_loads)
     report_data = args.eval if args.eval is not None else args.calibration
@@ -372,6 +374,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from eightbit import api
     from eightbit.frontends.pytorch import is_pt2_path
+    from eightbit.frontends.tensorflow import is_tensorflow_path
     from eightbit.ir import load_model
     from eightbit.report.explain import explain
     from eightbit.report.tables import explain_tables, print_tables
@@ -379,7 +382,8 @@ def _explain(args: argparse.Namespace) -> int:
     if args.runs < 1 or args.top < 0:
         raise InputError(f"--runs {args.runs} --top {args.top}: give at least 1 profiled run and a top of 0 or more")
     model = load_model(args.model)
-    if args.float_model is not None and not is_pt2_path(args.float_model):  # a .pt2 is checked as it is exported
+    converted = args.float_model is not None and (is_pt2_path(args.float_model) or is_tensorflow_path(args.float_model))
+    if args.float_model is not None and not converted:  # a converted model is checked as it is converted
         load_model(args.float_model)
     feeds = None
     if args.data is not None:
@@ -459,7 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     quantize = commands.add_parser("quantize", help="quantize a float ONNX model")
-    quantize.add_argument("model", help="float model (.onnx; or .pt2, a program torch.export.save wrote)")
+    quantize.add_argument("model", help="float model (.onnx; .pt2, a program torch.export.save wrote; or a "
+                                        "TensorFlow model: a frozen graph .pb, a SavedModel folder or a .tflite "
+                                        "file, with pip install 'eightbit[tf]')")
+    quantize.add_argument("--inputs", nargs="+", metavar="NAME",
+                          help="a frozen graph's input tensors (default: its placeholders)")
+    quantize.add_argument("--outputs", nargs="+", metavar="NAME",
+                          help="a frozen graph's output tensors (default: the ops nothing reads)")
     quantize.add_argument("-o", "--output", required=True, help="where to write the quantized model")
     quantize.add_argument("--calibration", help="calibration samples: .npz keyed by input name, or an image folder")
     quantize.add_argument("--scheme", choices=tuple(SCHEMES), default=DEFAULT_SCHEME)
@@ -514,7 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--target", choices=TARGETS, default=DEFAULT_TARGET,
                           help="the runtime the model is made for (static schemes): its fast graph forms, and its "
                                "profiles for the speed check (default: ort, ONNX Runtime; openvino needs OpenVINO "
-                               "installed for the speed check)")
+                               "installed for the speed check); tensorrt: int8 activations with zero point 0, float "
+                               "biases, activations fused before each quantize; npu: 16-bit activations with 8-bit "
+                               "weights (A16W8, opset 21); both checked against their runtime's rules")
     quantize.add_argument("--effort", choices=EFFORTS, default="fast",
                           help="fast (default): each measured choice built and measured once, a budget met by the "
                                "fewest tensors kept float from the input, nothing timed, so the same input and flags "
@@ -580,7 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.set_defaults(handler=_finetune)
 
     compare = commands.add_parser("compare", help="agreement and speed of a quantized model vs its float original")
-    compare.add_argument("float_model", help="the float model (.onnx, or the .pt2 program it was exported from)")
+    compare.add_argument("float_model", help="the float model (.onnx, or the .pt2 program or TensorFlow model it "
+                                             "was converted from)")
     compare.add_argument("quantized_model")
     compare.add_argument("--data", required=True)
     compare.add_argument("--json", action="store_true")
@@ -594,7 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser(
         "inspect", help="per-tensor diagnosis of a quantized model vs its float original, worst first")
-    inspect.add_argument("float_model", help="the float model (.onnx, or the .pt2 program it was exported from)")
+    inspect.add_argument("float_model", help="the float model (.onnx, or the .pt2 program or TensorFlow model it "
+                                             "was converted from)")
     inspect.add_argument("quantized_model")
     inspect.add_argument("--data", required=True, help="samples: .npz keyed by input name, or an image folder")
     inspect.add_argument("--impact", action="store_true",

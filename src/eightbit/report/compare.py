@@ -52,8 +52,10 @@ class Comparison:
 
 
 def file_size(path: str | os.PathLike) -> int:
-    """Bytes of a model file plus its external-data file, if any."""
+    """Bytes of a model file plus its external-data file, if any; of every file in a model folder (SavedModel)."""
     path = Path(path)
+    if path.is_dir():
+        return sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file())
     side = path.with_name(path.name + ".data")
     return path.stat().st_size + (side.stat().st_size if side.exists() else 0)
 
