@@ -39,7 +39,7 @@ def keras_digits(tmp_path_factory):
         tf.keras.layers.GlobalAveragePooling2D(),
         tf.keras.layers.Dense(10),
     ])
-    model.compile("adam", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(tf.keras.optimizers.Adam(3e-3), tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(_images(digits.x_train), digits.y_train.astype(np.int64), epochs=20, batch_size=32, verbose=0)
     folder = tmp_path_factory.mktemp("keras")
     spec = tf.TensorSpec([None, 8, 8, 1], tf.float32, name="image")
