@@ -16,7 +16,7 @@ LAYERS = [
     {"prepare", "measure", "codegen"},
     {"calibrate", "fallback", "never_slower", "target_rules"},
     {"pipeline"},
-    {"record", "qat"},
+    {"record", "qat", "recipe"},
     {"api"},
     {"report"},
     {"demo"},

@@ -93,6 +93,30 @@ def _quantize_options(args: argparse.Namespace):
     )
 
 
+def _recipe_options(args: argparse.Namespace):
+    """The options of --recipe, with this run's threads and progress; InputError where a flag also sets one."""
+    import dataclasses
+
+    from eightbit.recipe import FIELDS, read_recipe
+
+    given = _quantize_options(args)
+    defaults = _quantize_options(build_parser().parse_args(["quantize", args.model, "-o", args.output]))
+    clashing = [field for field in (*FIELDS, "exclude") if getattr(given, field) != getattr(defaults, field)]
+    if clashing:
+        raise InputError(f"--recipe gives every option; {', '.join(clashing)} given on the command line too: set "
+                         "it in the recipe, or drop --recipe")
+    return dataclasses.replace(read_recipe(args.recipe), threads=given.threads, show_progress=given.show_progress)
+
+
+def _save_recipe(path: str, options, model) -> None:
+    from eightbit.ir import write_atomically
+    from eightbit.recipe import recipe_text
+    from eightbit.record import decisions_of, float_nodes_of
+
+    text = recipe_text(options, decisions_of(model), float_nodes_of(model))
+    write_atomically(path, lambda temporary: Path(temporary).write_text(text), suffix=".toml")
+
+
 def _quantize(args: argparse.Namespace) -> int:
     from eightbit import api
     from eightbit.backends.onnxruntime import check_loads
@@ -106,10 +130,15 @@ def _quantize(args: argparse.Namespace) -> int:
     check_output_path(output, source, *external_data_files(source), *given)
     images = _images(args)
     seconds: dict[str, float] = {}
+    if args.save_recipe is not None:
+        check_output_path(args.save_recipe, source, output, *given)
+    options = _recipe_options(args) if args.recipe is not None else _quantize_options(args)
     # A .pt2 program exported once, a TensorFlow model converted once, for quantize and the report.
     float_model = api.onnx_of(source, names=TensorNames(tuple(args.inputs or ()), tuple(args.outputs or ())))
-    model = api.quantize_with(float_model, args.calibration, _quantize_options(args), images=images, seconds=seconds)
+    model = api.quantize_with(float_model, args.calibration, options, images=images, seconds=seconds)
     save_model(model, output, check=check_loads)
+    if args.save_recipe is not None:
+        _save_recipe(args.save_recipe, options, model)
     report_data = args.eval if args.eval is not None else args.calibration
     comparison = None
     if report_data is not None and not args.no_report:
@@ -466,6 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("model", help="float model (.onnx; .pt2, a program torch.export.save wrote; or a "
                                         "TensorFlow model: a frozen graph .pb, a SavedModel folder or a .tflite "
                                         "file, with pip install 'eightbit[tf]')")
+    quantize.add_argument("--recipe", metavar="FILE",
+                          help="take every option from a recipe (TOML) that --save-recipe wrote, perhaps edited "
+                               "([nodes.\"NAME\"] float = true keeps a node float)")
+    quantize.add_argument("--save-recipe", metavar="FILE",
+                          help="write this run's options (and, as comments, what it decided) as a recipe")
     quantize.add_argument("--inputs", nargs="+", metavar="NAME",
                           help="a frozen graph's input tensors (default: its placeholders)")
     quantize.add_argument("--outputs", nargs="+", metavar="NAME",

@@ -1,0 +1,79 @@
+"""Recipes: a run's options written as TOML, run again for the same bytes, edited for exactly the edited model."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+
+import eightbit
+from conftest import small_cnn
+from eightbit.cli import main
+from eightbit.ir import load_model
+from eightbit.pipeline.options import QuantizeOptions
+from eightbit.recipe import read_recipe, recipe_text
+from eightbit.record import float_nodes_of
+
+
+@pytest.fixture
+def run(tmp_path, cnn_data):
+    """A quantize run of the small CNN that saved its recipe: (folder, model, calibration, recipe)."""
+    model = tmp_path / "cnn.onnx"
+    onnx.save(small_cnn(), model)
+    recipe = tmp_path / "recipe.toml"
+    assert main(["quantize", str(model), "--calibration", str(cnn_data), "--weight-rounding", "nearest",
+                 "-o", str(tmp_path / "first.onnx"), "--save-recipe", str(recipe), "--no-report", "-q"]) == 0
+    return tmp_path, model, cnn_data, recipe
+
+
+def test_a_recipe_run_again_gives_the_same_bytes(run):
+    folder, model, data, recipe = run
+    assert 'weight_rounding = "nearest"' in recipe.read_text()
+    assert main(["quantize", str(model), "--calibration", str(data), "--recipe", str(recipe),
+                 "-o", str(folder / "again.onnx"), "--no-report", "-q"]) == 0
+    assert (folder / "again.onnx").read_bytes() == (folder / "first.onnx").read_bytes()
+
+
+def test_an_edited_recipe_gives_exactly_the_model_of_its_options(run):
+    folder, model, data, recipe = run
+    assert "conv2" not in {node.name for node in float_nodes_of(load_model(folder / "first.onnx"))}
+    recipe.write_text(recipe.read_text() + '\n[nodes."conv2"]\nfloat = true\n')
+    assert main(["quantize", str(model), "--calibration", str(data), "--recipe", str(recipe),
+                 "-o", str(folder / "edited.onnx"), "--no-report", "-q"]) == 0
+    eightbit.quantize(model, data, weight_rounding="nearest", exclude=["conv2"], output=folder / "asked.onnx")
+    assert (folder / "edited.onnx").read_bytes() == (folder / "asked.onnx").read_bytes()
+    assert "conv2" in {node.name for node in float_nodes_of(load_model(folder / "edited.onnx"))}
+
+
+def test_a_flag_beside_a_recipe_is_refused(run, capsys):
+    folder, model, data, recipe = run
+    assert main(["quantize", str(model), "--calibration", str(data), "--recipe", str(recipe), "--scheme", "po2",
+                 "-o", str(folder / "never.onnx")]) == 2
+    assert "scheme given on the command line too" in capsys.readouterr().err
+    assert not (folder / "never.onnx").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("format = 1\n[quantize]\nbits = 4\n", "unknown option(s) bits"),
+    ('format = 1\n[quantize]\n[nodes."conv1"]\nbits = 4\n', "float = true only"),
+    ("format = 1\nquantize = [", "not a readable TOML recipe"),
+    ("[quantize]\n", "not an eightbit recipe"),
+])
+def test_a_bad_recipe_is_one_line_naming_the_problem(run, capsys, text, message):
+    folder, model, data, recipe = run
+    recipe.write_text(text)
+    assert main(["quantize", str(model), "--calibration", str(data), "--recipe", str(recipe),
+                 "-o", str(folder / "never.onnx")]) == 2
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1
+    assert not (folder / "never.onnx").exists()
+
+
+def test_options_round_trip_through_a_recipe(tmp_path):
+    options = QuantizeOptions(scheme="po2", calibrate="percentile", min_sqnr_db=None, bias_correction=False,
+                              exclude=("conv*", "Softmax"), target="tensorrt")
+    path = tmp_path / "recipe.toml"
+    path.write_text(recipe_text(options, [], []))
+    read = read_recipe(path)
+    assert (read.scheme, read.calibrate, read.min_sqnr_db, read.bias_correction, read.exclude, read.target) == \
+        ("po2", "percentile", "off", False, ("conv*", "Softmax"), "tensorrt")
+    assert recipe_text(read, [], []) == path.read_text()  # every other option as it was
