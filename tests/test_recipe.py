@@ -77,3 +77,16 @@ def test_options_round_trip_through_a_recipe(tmp_path):
     assert (read.scheme, read.calibrate, read.min_sqnr_db, read.bias_correction, read.exclude, read.target) == \
         ("po2", "percentile", "off", False, ("conv*", "Softmax"), "tensorrt")
     assert recipe_text(read, [], []) == path.read_text()  # every other option as it was
+
+
+def test_inspect_writes_a_recipe_that_keeps_the_worst_layers_float(run, capsys):
+    folder, model, data, recipe = run
+    inspected = folder / "inspected.toml"
+    assert main(["inspect", str(model), str(folder / "first.onnx"), "--data", str(data), "--recipe", str(recipe),
+                 "--save-recipe", str(inspected), "--keep-float", "2"]) == 0
+    kept = capsys.readouterr().out.split(f"wrote {inspected}: ")[1].split(" kept float")[0].split(", ")
+    assert len(kept) == 2
+    assert main(["quantize", str(model), "--calibration", str(data), "--recipe", str(inspected),
+                 "-o", str(folder / "kept.onnx"), "--no-report", "-q"]) == 0
+    assert set(kept) <= {node.name for node in float_nodes_of(load_model(folder / "kept.onnx"))}
+    assert 'weight_rounding = "nearest"' in inspected.read_text()  # the run's own options, carried over

@@ -318,10 +318,17 @@ def _inspect(args: argparse.Namespace) -> int:
     from eightbit.report.inspect import inspect_models
     from eightbit.report.tables import db_text, inspection_table, print_tables
 
-    written = [check_output_path(path, args.float_model, args.quantized_model, args.data)
-               for path in (args.html, args.png) if path is not None]
+    written = [check_output_path(path, args.float_model, args.quantized_model, args.data,
+                                 *([args.recipe] if args.recipe else []))
+               for path in (args.html, args.png, args.save_recipe) if path is not None]
     if len(set(written)) < len(written):
-        raise InputError("--html and --png name the same file; choose two paths")
+        raise InputError("--html, --png and --save-recipe name the same file; choose one path for each")
+    if args.keep_float < 1:
+        raise InputError(f"--keep-float {args.keep_float}: give 1 or more tensors")
+    if args.recipe is not None:
+        from eightbit.recipe import read_recipe
+
+        read_recipe(args.recipe)  # a bad recipe is refused before the models run
     float_model = as_model(api.onnx_of(args.float_model))  # a .pt2 program exported as quantize exports it
     samples = api.load_samples(args.data, float_model, _images(args))
     inspection = inspect_models(float_model, load_model(args.quantized_model), samples, impact=args.impact,
@@ -348,10 +355,32 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"worst: {worst.name} ({worst.layer or worst.op_type}): {worst.diagnosis()}")
     for name, agreement in inspection.outputs.items():
         print(f"output {name}: {db_text(agreement.sqnr_db)} SQNR vs float (pre-softmax where a softmax ends the model)")
+    if args.save_recipe is not None:
+        kept = _save_inspected_recipe(args, inspection)
+        print(f"wrote {args.save_recipe}: {', '.join(kept)} kept float")
     for path in (args.png, args.html):
         if path is not None:
             print(f"wrote {path}")
     return 0
+
+
+def _save_inspected_recipe(args: argparse.Namespace, inspection) -> list[str]:
+    """A recipe that keeps float the layers of the --keep-float worst tensors, from --recipe (or the default
+    options); the layers named, worst first."""
+    import dataclasses
+
+    from eightbit.ir import write_atomically
+    from eightbit.pipeline.options import QuantizeOptions
+    from eightbit.recipe import read_recipe, recipe_text
+
+    options = read_recipe(args.recipe) if args.recipe is not None else QuantizeOptions()
+    worst = [t for t in inspection.tensors if t.layer and t.layer not in options.exclude][:args.keep_float]
+    kept = list(dict.fromkeys(t.layer for t in worst))
+    decisions = [{"step": "inspect", "taken": f"{t.layer} kept float: its output {t.name}, {t.diagnosis()}"}
+                 for t in worst]
+    text = recipe_text(dataclasses.replace(options, exclude=(*options.exclude, *kept)), decisions, [])
+    write_atomically(args.save_recipe, lambda temporary: Path(temporary).write_text(text), suffix=".toml")
+    return kept
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -652,6 +681,14 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--html", help="write a report page with the plot and every row")
     inspect.add_argument("--png", help="write the plot of SQNR along the network")
     inspect.add_argument("--json", action="store_true", help="print every row as JSON")
+    inspect.add_argument("--save-recipe", metavar="FILE",
+                         help="write a recipe that keeps float the layers of the worst tensors (quantize --recipe "
+                              "takes it)")
+    inspect.add_argument("--keep-float", type=int, default=1, metavar="N",
+                         help="with --save-recipe: how many of the worst tensors' layers (default 1)")
+    inspect.add_argument("--recipe", metavar="FILE",
+                         help="with --save-recipe: the recipe the model was made with, to start from (default: "
+                              "the default options)")
     _add_image_options(inspect)
     common(inspect)
     inspect.set_defaults(handler=_inspect)
