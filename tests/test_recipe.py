@@ -90,3 +90,12 @@ def test_inspect_writes_a_recipe_that_keeps_the_worst_layers_float(run, capsys):
                  "-o", str(folder / "kept.onnx"), "--no-report", "-q"]) == 0
     assert set(kept) <= {node.name for node in float_nodes_of(load_model(folder / "kept.onnx"))}
     assert 'weight_rounding = "nearest"' in inspected.read_text()  # the run's own options, carried over
+
+
+def test_the_recipe_given_is_never_overwritten(run, capsys):
+    folder, model, data, recipe = run
+    before = recipe.read_bytes()
+    for flags in (["-o", str(recipe)], ["-o", str(folder / "x.onnx"), "--save-recipe", str(recipe)]):
+        assert main(["quantize", str(model), "--calibration", str(data), "--recipe", str(recipe), *flags]) == 2
+        assert "would overwrite an input" in capsys.readouterr().err
+    assert recipe.read_bytes() == before

@@ -126,7 +126,7 @@ def _quantize(args: argparse.Namespace) -> int:
     from eightbit.report.compare import compare_models
 
     source, output = Path(args.model), Path(args.output)
-    given = [path for path in (args.calibration, args.eval) if path is not None]
+    given = [path for path in (args.calibration, args.eval, args.recipe) if path is not None]
     check_output_path(output, source, *external_data_files(source), *given)
     images = _images(args)
     seconds: dict[str, float] = {}
