@@ -40,10 +40,25 @@ def test_bench_puts_every_runtime_beside_the_float_baseline(cnn_path, cnn_data, 
     assert ours.agreement.sqnr_db == pytest.approx(expected.sqnr_db)
     assert ours.size_bytes == quantized.stat().st_size
     assert "ORT quantize_static int8, ONNX Runtime" in rows
+    # NNCF, the dev extra's: its quantization of the ONNX model in ONNX Runtime, and of OpenVINO's conversion in
+    # OpenVINO, each with its quantize time.
+    assert rows["NNCF int8, ONNX Runtime"].agreement.sqnr_db > 20
+    if openvino_available():
+        assert rows["NNCF int8, OpenVINO"].agreement.sqnr_db > 20
+        assert rows["NNCF int8, OpenVINO"].path.suffix == ".xml"
+    assert any(note.startswith("NNCF int8, ONNX Runtime: quantized in") for note in result.notes)
     for row in result.rows:
         if row.milliseconds is not None:
             assert row.milliseconds > 0 and row.speedup == pytest.approx(rows[BASELINE].milliseconds / row.milliseconds)
             assert row.memory is not None and row.memory.peak_mib >= row.memory.resident_mib >= 0
+
+
+def test_bench_says_when_nncf_is_not_there(cnn_path, cnn_data, quantized, monkeypatch):
+    monkeypatch.setattr("eightbit.report.bench.nncf_available", lambda: False)
+    samples = load_samples(cnn_data, load_model(cnn_path))
+    result = bench(cnn_path, quantized, samples, samples, openvino=False, memory=False, rounds=1)
+    assert not [row for row in result.rows if row.label.startswith("NNCF")]
+    assert "NNCF rows left out: NNCF is not installed (pip install nncf)" in result.notes
 
 
 @needs_openvino

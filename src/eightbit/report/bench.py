@@ -1,8 +1,9 @@
 """One model, every way it can run here: speed, agreement and memory, side by side.
 
 The float model in ONNX Runtime is the baseline. Beside it: the int8 model in ONNX Runtime,
-ONNX Runtime's own quantizer's int8 model (the peer), and where OpenVINO is installed the float
-model in OpenVINO (f32 and bf16) and the int8 model in OpenVINO. Every session gets the same
+ONNX Runtime's own quantizer's int8 model (the peer), NNCF's int8 model where NNCF is installed (in
+ONNX Runtime, and its quantization of OpenVINO's conversion in OpenVINO), and where OpenVINO is
+installed the float model in OpenVINO (f32 and bf16) and the int8 model in OpenVINO. Every session gets the same
 inputs; latencies are medians of blocks taken in turn in this one process (so that machine load
 falls on all alike) and speed-ups are ratios to the baseline's median. Agreement is measured
 against the baseline's outputs on the evaluation samples; resident memory in a child process
@@ -15,13 +16,14 @@ import dataclasses
 import math
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from eightbit.backends import OrtSession
 from eightbit.backends.onnxruntime import runtime_version
 from eightbit.backends.openvino import OpenVinoSession, openvino_available, openvino_version
-from eightbit.backends.peer import PEER_NAME, quantize_with_onnxruntime
+from eightbit.backends.peer import NNCF_NAME, PEER_NAME, nncf_available, quantize_with_nncf, quantize_with_onnxruntime
 from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import Samples
 from eightbit.errors import InputError, first_line
@@ -115,22 +117,18 @@ def bench(
     with tempfile.TemporaryDirectory(prefix="eightbit-bench-") as scratch:
         folder = Path(scratch)
         rows = [BenchRow(BASELINE, "ort", float_path), BenchRow("eightbit int8, ONNX Runtime", "ort", int8_path)]
-        if peer and calibration is None:
-            notes.append(f"{PEER_NAME} left out: it needs calibration samples (--calibration)")
-        elif peer:
-            target = folder / "peer.onnx"
-            try:
-                quantize_with_onnxruntime(float_path, target, calibration)
-                rows.append(BenchRow(f"{PEER_NAME} int8, ONNX Runtime", "ort", target))
-            except Exception as error:  # the peer failing on a model is a result too
-                first = first_line(error)[:160]
-                notes.append(f"{PEER_NAME} failed on this model: {first}")
+        peer_rows: list[BenchRow] = []
+        if peer:
+            peer_rows, peer_notes = _peers(float_path, calibration, folder, openvino and openvino_available())
+            rows += [row for row in peer_rows if row.runtime == "ort"]
+            notes += peer_notes
         if openvino and not openvino_available():
             notes.append("OpenVINO rows left out: OpenVINO is not installed (pip install openvino)")
         elif openvino:
             rows += [BenchRow("float, OpenVINO f32", "openvino", float_path, "f32"),
                      BenchRow("float, OpenVINO bf16", "openvino", float_path, "bf16"),
                      BenchRow("eightbit int8, OpenVINO", "openvino", int8_path, "f32")]
+            rows += [row for row in peer_rows if row.runtime == "openvino"]
         feed = evaluation.single_feed()
         # Each session first opens in a child process: there its resident memory is measured, and a
         # runtime that crashes on a model (OpenVINO does on some int8 graphs) loses its row, not the run.
@@ -170,6 +168,48 @@ def bench(
         for session in sessions.values():
             session.close()
     return Bench(float_path, rows, cpu_features().summary(), threads, evaluation.count, output, notes)
+
+
+def _peer(label: str, quantize: Callable[[], Path], runtime: str) -> tuple[BenchRow | None, str]:
+    """The row of one peer's int8 model and a note of its quantize time, or no row and why."""
+    start = time.perf_counter()
+    try:
+        path = quantize()
+    except Exception as error:  # a peer failing on a model is a result too
+        return None, f"{label} failed on this model: {first_line(error)[:160]}"
+    return BenchRow(label, runtime, path), f"{label}: quantized in {time.perf_counter() - start:.1f} s"
+
+
+def _peers(float_path: Path, calibration: Samples | None, folder: Path,
+           openvino: bool) -> tuple[list[BenchRow], list[str]]:
+    """The peers' int8 models, on the calibration samples: ONNX Runtime's quantizer in ONNX Runtime; where NNCF is
+    installed, NNCF's quantization of the ONNX model in ONNX Runtime and, with OpenVINO, of OpenVINO's conversion
+    of it in OpenVINO. Notes: each one's quantize time, and what was left out."""
+    if calibration is None:
+        return [], [f"{PEER_NAME} and {NNCF_NAME} left out: they need calibration samples (--calibration)"]
+    runs = [(f"{PEER_NAME} int8, ONNX Runtime", lambda: _written(quantize_with_onnxruntime, float_path,
+                                                                folder / "peer.onnx", calibration), "ort")]
+    notes = []
+    if not nncf_available():
+        notes.append(f"{NNCF_NAME} rows left out: NNCF is not installed (pip install nncf)")
+    else:
+        runs.append((f"{NNCF_NAME} int8, ONNX Runtime",
+                     lambda: quantize_with_nncf(float_path, folder / "nncf", calibration), "ort"))
+        if openvino:
+            runs.append((f"{NNCF_NAME} int8, OpenVINO",
+                         lambda: quantize_with_nncf(float_path, folder / "nncf_ov", calibration, openvino=True),
+                         "openvino"))
+    rows = []
+    for label, quantize, runtime in runs:
+        row, note = _peer(label, quantize, runtime)
+        rows += [row] if row is not None else []
+        notes.append(note)
+    return rows, notes
+
+
+def _written(quantize: Callable[..., None], float_path: Path, target: Path, samples: Samples) -> Path:
+    quantize(float_path, target, samples)
+    return target
 
 
 def _open(rows: list[BenchRow], threads: int) -> dict[str, OrtSession | OpenVinoSession]:

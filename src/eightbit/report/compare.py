@@ -52,11 +52,12 @@ class Comparison:
 
 
 def file_size(path: str | os.PathLike) -> int:
-    """Bytes of a model file plus its external-data file, if any; of every file in a model folder (SavedModel)."""
+    """Bytes of a model file plus its external-data file (an OpenVINO .xml's .bin), if any; of every file in a
+    model folder (SavedModel)."""
     path = Path(path)
     if path.is_dir():
         return sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file())
-    side = path.with_name(path.name + ".data")
+    side = path.with_suffix(".bin") if path.suffix == ".xml" else path.with_name(path.name + ".data")
     return path.stat().st_size + (side.stat().st_size if side.exists() else 0)
 
 
