@@ -7,7 +7,9 @@ Per model: eightbit quantizes on the harness's 32 calibration samples; eightbit.
 then times every session in turn in this one process (medians, 10 blocks of at least 3 runs and
 20 ms, batch 1, 2 threads), compares outputs with the float model in ONNX Runtime on the 16 evaluation
 samples (digits: the 360 held-out images) and measures each session's resident memory in a
-child process. OpenVINO rows appear when `openvino` is installed.
+child process. OpenVINO rows appear when `openvino` is installed, NNCF rows (its quantization of the ONNX
+model in ONNX Runtime, and of OpenVINO's conversion in OpenVINO, on the same calibration samples) when `nncf`
+is; each peer's quantize time is listed under the table.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ SECTION = """## Every runtime side by side: speed, agreement, memory
 
 Made by `{command}` (see benchmarks/speed.py; one model: `eightbit bench MODEL --calibration DATA`).
 "resident MiB (peak)": what opening the session and one run add to a fresh process's resident
-memory, and its peak.
+memory, and its peak. Peers: ONNX Runtime's `quantize_static` and NNCF's `nncf.quantize`, their defaults.
 
 {table}
 """

@@ -121,7 +121,7 @@ def _pads_2d(pads: tuple[int, ...], rank: int) -> tuple[int, int, int, int]:
 
 def _window_loops(kernel, strides, dilations, pads, h: int, w: int, inner: str, padded: bool = False) -> str:
     """Loops over a window at (oh, ow); `inner` runs for each position inside the input (or, when
-    `padded`, inside the explicitly padded input, with `inside` telling whether it is real)."""
+    `padded`, inside the explicitly padded input: `inner` then tells real positions from padding)."""
     top, left, bottom, right = pads
     low_h, high_h, low_w, high_w = (-top, h + bottom, -left, w + right) if padded else (0, h, 0, w)
     return (f"for (int kh = 0; kh < {kernel[0]}; ++kh) {{\n"
