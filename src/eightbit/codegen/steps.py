@@ -240,6 +240,12 @@ def _pool_frame(inputs: tuple[Tensor, ...], output: Tensor, p: dict) -> tuple:
             _geometry_2d(p["strides"], rank, 1), _geometry_2d(p["dilations"], rank, 1), pads)
 
 
+def _pool_store(channels: int, out_shape: tuple[int, ...], output: Tensor, value: str) -> str:
+    """The statement that writes a pooling step's output at (n, c, oh, ow)."""
+    return (f"y[((n * {channels} + c) * {out_shape[2]} + oh) * {out_shape[3]} + ow] = "
+            f"({c_type(output.dtype)}){value};")
+
+
 def _over_outputs(shape: tuple[int, ...], inner: str) -> str:
     n, channels, oh, ow = shape
     return (f"for (int n = 0; n < {n}; ++n)\nfor (int c = 0; c < {channels}; ++c)\n"
@@ -253,8 +259,7 @@ def max_pool(step: IntegerStep, prefix: str, inputs: tuple[Tensor, ...], output:
     constants = _table(Constants(), prefix, p["rescale"], output.dtype)
     read = f"const int32_t v = x0[((n * {channels} + c) * {h} + ih) * {w} + iw]; if (v > best) best = v;"
     inner = (f"int32_t best = {p['qmin']};\n{_window_loops(kernel, strides, dilations, pads, h, w, read)}\n"
-             f"y[((n * {channels} + c) * {out_shape[2]} + oh) * {out_shape[3]} + ow] = "
-             f"({c_type(output.dtype)}){_moved(prefix, p['rescale'], p['qmin'], 'best')};")
+             + _pool_store(channels, out_shape, output, _moved(prefix, p["rescale"], p["qmin"], "best")))
     return CStep(prefix, f"MaxPool {step.node}", inputs, output, constants.text, _over_outputs(out_shape, inner),
                  constants.flash_bytes)
 
@@ -270,8 +275,7 @@ def average_pool(step: IntegerStep, prefix: str, inputs: tuple[Tensor, ...], out
     window = _window_loops(kernel, strides, dilations, pads, h, w, read, padded=p["count_include_pad"])
     scaled = f"eb_round_divide(total * {2**DIVISION_BITS}, count > 0 ? count : 1)"
     inner = (f"int64_t total = 0;\nint64_t count = 0;\n{window}\n"
-             f"y[((n * {channels} + c) * {out_shape[2]} + oh) * {out_shape[3]} + ow] = "
-             f"({c_type(output.dtype)}){_requantize_call(prefix, p['output'], scaled, '0')};")
+             + _pool_store(channels, out_shape, output, _requantize_call(prefix, p["output"], scaled, "0")))
     return CStep(prefix, f"AveragePool {step.node}", inputs, output, constants.text, _over_outputs(out_shape, inner),
                  constants.flash_bytes)
 
