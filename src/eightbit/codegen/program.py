@@ -73,8 +73,9 @@ def _integer_step(step: IntegerStep, index: int, env: dict[str, np.ndarray], con
         raise InputError(f"{step.node}: its accumulators may exceed int32 (bound {step.accumulator_bound}); the C "
                          "library accumulates in int32, so quantize with --weight-range 7bit or export-int instead")
     inputs = tuple(Tensor(name, env[name].shape, env[name].dtype) for name in step.inputs if name not in constants)
+    aux = tuple(env[name] for name in step.inputs if name in constants)
     output = Tensor(step.output, env[step.output].shape, env[step.output].dtype)
-    return emit(step, f"s{index}", inputs, output)
+    return emit(step, f"s{index}", inputs, output, aux)
 
 
 def _kept_float(node: ir.Node) -> InputError:

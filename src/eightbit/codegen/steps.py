@@ -392,8 +392,43 @@ def movement(step: IntegerStep, prefix: str, inputs: tuple[Tensor, ...], output:
     return CStep(prefix, f"{op} {step.node}", data, output, constants.text, body, constants.flash_bytes)
 
 
-def emit(step: IntegerStep, prefix: str, inputs: tuple[Tensor, ...], output: Tensor) -> CStep:
-    """The C of one integer step, or InputError naming an op the library has no loop for."""
+def _source_positions(step: IntegerStep, shape: tuple[int, ...], aux: tuple[np.ndarray, ...]) -> np.ndarray:
+    """For each output element of a data-movement step, 1 + the flat index of the input element it copies, or 0
+    where it is padding: the step's own kernel run once, offline, on the positions instead of on codes."""
+    positions = np.arange(1, math.prod(shape) + 1, dtype=np.int64).reshape(shape)
+    keywords = {**step.compute.keywords, "rescale": None}
+    if "zero_point" in keywords:
+        keywords["zero_point"] = 0  # constant padding: position 0
+    return np.asarray(step.compute.func(positions, *aux, **keywords)).reshape(-1)
+
+
+def gathered(step: IntegerStep, prefix: str, inputs: tuple[Tensor, ...], output: Tensor,
+             aux: tuple[np.ndarray, ...]) -> CStep:
+    """Slice, Pad, Gather (constant indices) and nearest Resize: each output code copied from the input position a
+    table made offline says (padding: the input's zero point), through the rescaling table where there is one."""
+    if len(inputs) != 1:
+        raise InputError(f"{step.node}: the C library takes {step.op_type} with constant indices and shapes only; "
+                         "export the model with export-int instead")
+    p = step.compute.keywords
+    sources = _source_positions(step, inputs[0].shape, aux)
+    index_type = np.int16 if sources.max() < 2**15 else np.int32
+    constants = _table(Constants().plus(f"{prefix}_source", index_type, sources), prefix, p["rescale"], output.dtype)
+    code = f"({prefix}_source[i] > 0 ? (int32_t)x0[{prefix}_source[i] - 1] : {p.get('zero_point', 0)})"
+    body = (f"for (int i = 0; i < {output.size}; ++i)\n"
+            f"    y[i] = ({c_type(output.dtype)}){_moved(prefix, p['rescale'], p['qmin'], code)};")
+    return CStep(prefix, f"{step.op_type} {step.node} (positions)", inputs, output, constants.text, body,
+                 constants.flash_bytes)
+
+
+GATHERED = ("Slice", "Pad", "Gather", "Resize")
+
+
+def emit(step: IntegerStep, prefix: str, inputs: tuple[Tensor, ...], output: Tensor,
+         aux: tuple[np.ndarray, ...] = ()) -> CStep:
+    """The C of one integer step (`aux`: its constant shape operands), or InputError naming an op the library has
+    no loop for."""
+    if step.op_type in GATHERED:
+        return gathered(step, prefix, inputs, output, aux)
     if step.compute.func is lookup:
         return table(step, prefix, inputs, output)
     if step.compute.func is global_average_pool:
