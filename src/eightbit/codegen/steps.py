@@ -209,6 +209,25 @@ def gemm(step: IntegerStep, prefix: str, inputs: tuple[Tensor, ...], output: Ten
     return CStep(prefix, f"Gemm {step.node}", inputs, output, constants.text, body, constants.flash_bytes)
 
 
+def matmul(step: IntegerStep, prefix: str, inputs: tuple[Tensor, ...], output: Tensor,
+           aux: tuple[np.ndarray, ...]) -> CStep:
+    """MatMul by a constant 2-D matrix (a linear layer): the rows of the input, as many as its leading axes hold,
+    each times the matrix, requantized per output column."""
+    p = step.compute.keywords
+    if len(inputs) != 1 or len(aux) != 1 or np.asarray(aux[0]).ndim != 2:
+        raise InputError(f"{step.node}: the C library takes MatMul by a constant 2-D matrix only; export the model "
+                         "with export-int instead")
+    weights = np.asarray(aux[0])
+    depth, columns = weights.shape
+    rows = Tensor(inputs[0].name, (inputs[0].size // depth, depth), inputs[0].dtype)
+    constants = Constants().plus(f"{prefix}_weights", weights.dtype, weights)
+    constants = constants.plus(f"{prefix}_weight_zero", np.int32, per_channel(p["b_zero_point"], columns))
+    constants = _requantization(constants, prefix, p["output"], columns)
+    store = f"y[n * {columns} + m] = ({c_type(output.dtype)})" + _requantize_call(prefix, p["output"], "acc", "m") + ";"
+    body = _gemm_loops(prefix, rows, weights, False, p["a_zero_point"], store).replace("ACC_FIRST", "0")
+    return CStep(prefix, f"MatMul {step.node}", inputs, output, constants.text, body, constants.flash_bytes)
+
+
 def accumulator_gemm(node: str, prefix: str, a: Tensor, a_zero: int, weights: np.ndarray, w_zero: np.ndarray,
                      bias: np.ndarray | None, trans_b: bool, output: Tensor) -> CStep:
     """An integer Gemm whose output is its int32 accumulators: the form of a product whose output
@@ -429,6 +448,8 @@ def emit(step: IntegerStep, prefix: str, inputs: tuple[Tensor, ...], output: Ten
     no loop for."""
     if step.op_type in GATHERED:
         return gathered(step, prefix, inputs, output, aux)
+    if step.op_type == "MatMul":
+        return matmul(step, prefix, inputs, output, aux)
     if step.compute.func is lookup:
         return table(step, prefix, inputs, output)
     if step.compute.func is global_average_pool:
