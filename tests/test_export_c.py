@@ -27,7 +27,7 @@ from eightbit.codegen.text import c_type
 from eightbit.demo import shipped_digits, shipped_model
 from eightbit.errors import InputError
 from eightbit.ir import as_model, load_model
-from eightbit.kernels.matmul import gemm
+from eightbit.kernels.matmul import gemm, matmul
 from op_cases import CASES, qdq_model
 
 COMPILER = shutil.which("cc") or shutil.which("gcc")
@@ -243,3 +243,28 @@ def test_the_arena_reuses_dead_tensors_and_never_overlaps_live_ones():
                 a_range = range(arena.offsets[a.name], arena.offsets[a.name] + a.size)
                 b_range = range(arena.offsets[b.name], arena.offsets[b.name] + b.size)
                 assert not set(a_range) & set(b_range), (a.name, b.name)
+
+
+@needs_compiler
+def test_a_float_output_matmul_returns_its_exact_accumulators(tmp_path):
+    """A linear layer whose output the model keeps float (eq. 7c) over rows of a 3-D input: the C library's int32
+    accumulators are the integer product of the reference's codes."""
+    from conftest import make_model, tensor, value_info
+
+    rng = np.random.default_rng(3)
+    weight = tensor("w", rng.normal(0, 0.5, (16, 5)).astype(np.float32))
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["y"], name="linear")], [value_info("x", [1, 4, 16])],
+                       [value_info("y", [1, 4, 5])], [weight])
+    data = rng.normal(0, 1, (32, 4, 16)).astype(np.float32)
+    quantized = eightbit.quantize(model, {"x": data[:16, None]}, min_sqnr=None)
+    library, binary = _build(quantized, tmp_path)
+    assert library.outputs[0].tensor.dtype == np.int32 and len(library.outputs[0].scale) == 5
+    session = ReferenceSession(quantized)
+    samples = data[16:, None]
+    step = next(s for s in session.steps if isinstance(s, FloatStep))
+    sources = {s.output: s.source for s in session.steps if isinstance(s, DequantizeStep)}
+    a, w = (sources[value.name] for value in step.node.inputs)
+    codes = [session.run_all({"x": x})[a.name] for x in samples]
+    expected = [matmul(c, a.zp, session.constants[w.name], w.zero_point.reshape(-1)) for c in codes]
+    got = _run(binary, "invoke", [[c] for c in codes], library.outputs, tmp_path)[0]
+    np.testing.assert_array_equal(got, np.stack(expected))

@@ -2,9 +2,9 @@
 
 The reference backend's steps are read in order: quantize steps at graph inputs become the
 library's inputs, integer steps become C steps, dequantize steps at graph outputs become its
-outputs. A float Gemm fed only by dequantized codes (the product whose output the model keeps
-in float, eq. 7c) becomes an integer Gemm that returns its int32 accumulators, with one float
-scale per column to read them by. Anything else left in float is refused: the library is
+outputs. A float Gemm or MatMul by a constant matrix fed only by dequantized codes (the product
+whose output the model keeps in float, eq. 7c) becomes an integer product that returns its int32
+accumulators, with one float scale per column to read them by. Anything else left in float is refused: the library is
 integer only.
 """
 
@@ -94,21 +94,28 @@ def _gemm_grids(node: ir.Node, dequantized: dict[str, DequantizeStep]) -> list[Q
     return grids
 
 
-def _float_gemm(step: FloatStep, index: int, dequantized: dict[str, DequantizeStep],
-                constants: dict[str, np.ndarray], env: dict[str, np.ndarray]) -> tuple[CStep, Boundary]:
-    """A graph-output Gemm of dequantized codes as its integer accumulators and their per-column scales."""
+def _plain_product(node: ir.Node) -> bool:
+    """A Gemm without scaling or a transposed input, or a MatMul: rows times a matrix, plus a bias."""
+    if node.op_type == "MatMul":
+        return True
+    return node.op_type == "Gemm" and (float(attribute(node, "alpha", 1.0)), float(attribute(node, "beta", 1.0)),
+                                       int(attribute(node, "transA", 0))) == (1.0, 1.0, 0)
+
+
+def _float_product(step: FloatStep, index: int, dequantized: dict[str, DequantizeStep],
+                   constants: dict[str, np.ndarray], env: dict[str, np.ndarray]) -> tuple[CStep, Boundary]:
+    """A graph-output Gemm or MatMul of dequantized codes by a constant matrix, as its integer accumulators and
+    their per-column scales."""
     node = step.node
-    plain = (float(attribute(node, "alpha", 1.0)), float(attribute(node, "beta", 1.0)),
-             int(attribute(node, "transA", 0))) == (1.0, 1.0, 0)
-    if node.op_type != "Gemm" or not plain or not node.outputs[0].is_graph_output():
+    if not _plain_product(node) or not node.outputs[0].is_graph_output():
         raise _kept_float(node)
     grids = _gemm_grids(node, dequantized) + [None]
     a, w, bias = grids[0], grids[1], grids[2]
     trans_b = bool(attribute(node, "transB", 0))
-    if a is None or w is None or not a.per_tensor or w.name not in constants or \
-            not (w.per_tensor or w.axis == (0 if trans_b else 1)):
+    weights = constants.get(w.name) if w is not None else None
+    if a is None or weights is None or weights.ndim != 2 or not a.per_tensor or \
+            not (w.per_tensor or w.axis % 2 == (0 if trans_b else 1)):
         raise _kept_float(node)
-    weights = constants[w.name]
     columns = weights.shape[0] if trans_b else weights.shape[1]
     scale = np.float32(a.s) * np.broadcast_to(w.scale.reshape(-1).astype(np.float32), (columns,))
     bias_codes = None
@@ -117,10 +124,11 @@ def _float_gemm(step: FloatStep, index: int, dequantized: dict[str, DequantizeSt
         bias_scale = np.broadcast_to(bias.scale.reshape(-1).astype(np.float32), (columns,))
         if bias_codes is None or np.any(bias.zero_point != 0) or not np.array_equal(bias_scale, scale):
             raise _kept_float(node)
-    rows = env[a.name].shape[0]
-    output = Tensor(node.outputs[0].name, (rows, columns), np.dtype(np.int32))
-    c_step = accumulator_gemm(node.name, f"s{index}", Tensor(a.name, env[a.name].shape, env[a.name].dtype), a.zp,
-                              weights, w.zero_point.reshape(-1).astype(np.int64), bias_codes, trans_b, output)
+    codes = env[a.name]
+    rows = Tensor(a.name, (codes.size // codes.shape[-1], codes.shape[-1]), codes.dtype)
+    output = Tensor(node.outputs[0].name, env[node.outputs[0].name].shape, np.dtype(np.int32))
+    c_step = accumulator_gemm(node, f"s{index}", rows, a.zp, weights, w.zero_point.reshape(-1).astype(np.int64),
+                              bias_codes, trans_b, output)
     return c_step, Boundary(output.name, output, tuple(float(s) for s in scale), 0, -(2**31), 2**31 - 1)
 
 
@@ -144,7 +152,7 @@ def lower_program(model: ir.Model) -> Program:
             if step.output in session.output_names:
                 outputs[step.output] = _boundary(step.source, step.output, env)
         elif isinstance(step, FloatStep):
-            c_step, boundary = _float_gemm(step, index, dequantized, session.constants, env)
+            c_step, boundary = _float_product(step, index, dequantized, session.constants, env)
             steps.append(c_step)
             outputs[boundary.name] = boundary
         else:

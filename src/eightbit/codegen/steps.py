@@ -13,6 +13,7 @@ import dataclasses
 import math
 
 import numpy as np
+import onnx_ir as ir
 
 from eightbit.backends.integer_ops import IntegerStep
 from eightbit.codegen.text import c_array, c_type, per_channel
@@ -228,16 +229,16 @@ def matmul(step: IntegerStep, prefix: str, inputs: tuple[Tensor, ...], output: T
     return CStep(prefix, f"MatMul {step.node}", inputs, output, constants.text, body, constants.flash_bytes)
 
 
-def accumulator_gemm(node: str, prefix: str, a: Tensor, a_zero: int, weights: np.ndarray, w_zero: np.ndarray,
+def accumulator_gemm(node: ir.Node, prefix: str, a: Tensor, a_zero: int, weights: np.ndarray, w_zero: np.ndarray,
                      bias: np.ndarray | None, trans_b: bool, output: Tensor) -> CStep:
-    """An integer Gemm whose output is its int32 accumulators: the form of a product whose output
-    the model keeps in float (eq. 7c); the caller scales them to float."""
-    columns = output.shape[1]
+    """An integer Gemm or MatMul (`a` as rows, `weights` constant) whose output is its int32 accumulators: the
+    form of a product whose output the model keeps in float (eq. 7c); the caller scales them to float."""
+    columns = weights.shape[0] if trans_b else weights.shape[1]
     constants = Constants().plus(f"{prefix}_weights", weights.dtype, weights)
     constants = constants.plus(f"{prefix}_weight_zero", np.int32, per_channel(w_zero, columns))
     constants, first = _bias(constants, prefix, bias, columns)
     body = _gemm_loops(prefix, a, weights, trans_b, a_zero, f"y[n * {columns} + m] = acc;").replace("ACC_FIRST", first)
-    return CStep(prefix, f"Gemm {node} (int32 accumulators out)", (a,), output, constants.text, body,
+    return CStep(prefix, f"{node.op_type} {node.name} (int32 accumulators out)", (a,), output, constants.text, body,
                  constants.flash_bytes)
 
 
