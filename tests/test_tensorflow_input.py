@@ -3,6 +3,7 @@ took it (named inputs and outputs), saved as a SavedModel and as a .tflite file;
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -114,3 +115,13 @@ def test_without_the_extra_the_error_names_it(keras_digits, monkeypatch):
     monkeypatch.setitem(sys.modules, "tf2onnx", None)
     with pytest.raises(InputError, match=r"pip install 'eightbit\[tf\]'"):
         from_tensorflow(folder / "digits.pb")
+
+
+def test_bench_takes_the_frozen_graph_as_its_float_model(keras_digits, capsys):
+    folder, _, _ = keras_digits
+    assert main(["bench", str(folder / "digits.pb"), "--calibration", str(folder / "calibration.npz"), "--no-peer",
+                 "--no-openvino", "--no-memory", "--rounds", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == str(folder / "digits.pb")
+    rows = {row["label"]: row for row in result["rows"]}
+    assert rows["eightbit int8, ONNX Runtime"]["top1_agreement"] >= 0.9

@@ -385,7 +385,7 @@ def _save_inspected_recipe(args: argparse.Namespace, inspection) -> list[str]:
 
 def _bench(args: argparse.Namespace) -> int:
     from eightbit import api
-    from eightbit.ir import check_output_path, load_model, write_atomically
+    from eightbit.ir import check_output_path, load_model, save_model, write_atomically
     from eightbit.report.bench import bench, bench_markdown
     from eightbit.report.tables import bench_table, print_tables
 
@@ -400,23 +400,27 @@ def _bench(args: argparse.Namespace) -> int:
                          "already quantized from it)")
     if args.eval is None and args.calibration is None:
         raise InputError("bench needs samples to feed: --eval DATA (or --calibration DATA)")
-    float_model = load_model(source)
     images = _images(args)
-    calibration = api.load_samples(args.calibration, float_model, images) if args.calibration else None
-    if args.eval is not None:
-        evaluation = api.load_samples(args.eval, float_model, images)
-    else:
-        evaluation = calibration.take(0, min(calibration.count, DEFAULT_REPORT_SAMPLES))
     with tempfile.TemporaryDirectory(prefix="eightbit-bench-") as scratch:
+        # A .pt2 program or a TensorFlow model: the ONNX model it converts to is the float model benched.
+        converted = api.onnx_of(source)
+        float_path = source if converted is source else save_model(converted, Path(scratch) / f"{source.stem}.onnx")
+        float_model = load_model(float_path)
+        calibration = api.load_samples(args.calibration, float_model, images) if args.calibration else None
+        if args.eval is not None:
+            evaluation = api.load_samples(args.eval, float_model, images)
+        else:
+            evaluation = calibration.take(0, min(calibration.count, DEFAULT_REPORT_SAMPLES))
         int8 = Path(args.int8) if args.int8 else Path(scratch) / f"{source.stem}.int8.onnx"
         if args.int8 is None:
-            api.quantize(source, calibration, output=int8, images=images, threads=args.threads,
+            api.quantize(float_path, calibration, output=int8, images=images, threads=args.threads,
                          show_progress=_show_progress(args))
         else:
             load_model(int8)
-        result = bench(source, int8, evaluation, calibration, peer=not args.no_peer,
+        result = bench(float_path, int8, evaluation, calibration, peer=not args.no_peer,
                        openvino=not args.no_openvino, memory=not args.no_memory, threads=args.threads,
                        rounds=args.rounds, show_progress=_show_progress(args))
+    result.model = source
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:
@@ -696,13 +700,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", help="speed, agreement and memory of a model as float, as eightbit int8 and as ONNX Runtime's "
                       "quantizer makes it, in ONNX Runtime and OpenVINO, side by side")
-    bench.add_argument("model", help="float model (.onnx)")
+    bench.add_argument("model", help="float model (.onnx; or a .pt2 program or TensorFlow model, benched as the "
+                                     "ONNX model it converts to)")
     bench.add_argument("--calibration", help="samples to quantize with (eightbit's and the peer's quantizer)")
     bench.add_argument("--int8", help="an int8 model already made from MODEL (default: quantize it here)")
     bench.add_argument("--eval", help="samples to compare outputs on and to time with (default: the first "
                                       f"{DEFAULT_REPORT_SAMPLES} calibration samples)")
     bench.add_argument("--rounds", type=int, default=10, help="timed blocks per session (3 runs each; default 10)")
-    bench.add_argument("--no-peer", action="store_true", help="leave out ONNX Runtime's quantizer")
+    bench.add_argument("--no-peer", action="store_true", help="leave out the peers: ONNX Runtime's quantizer and NNCF")
     bench.add_argument("--no-openvino", action="store_true", help="leave out OpenVINO even when it is installed")
     bench.add_argument("--no-memory", action="store_true", help="skip the resident-memory measurement")
     bench.add_argument("--json", action="store_true", help="print the rows as JSON")
