@@ -1,6 +1,7 @@
 """`eightbit bench` and `eightbit explain`: every runtime side by side, and where the time goes."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -170,3 +171,25 @@ def test_explain_asks_for_a_sample_when_a_size_is_free(tmp_path):
     path = tmp_path / "free.onnx"
     onnx.save(model, path)
     assert_refused(run_cli("explain", path), "--data", "'x'")
+
+
+def _row(label: str, ms: float, db: float):
+    from eightbit.measure.metrics import Agreement
+    from eightbit.report.bench import BenchRow
+
+    row = BenchRow(label, "ort", Path(label), milliseconds=ms, speedup=10.0 / ms, agreement=Agreement())
+    row.agreement.add(np.ones(100, np.float32), np.ones(100, np.float32) + np.float32(10 ** (-db / 20)))
+    return row
+
+
+def test_the_recommendation_is_the_fastest_row_that_agrees():
+    from eightbit.report.bench import Bench, recommendation
+
+    rows = [_row(BASELINE, 10.0, 200), _row("eightbit int8, ONNX Runtime", 4.0, 30),
+            _row("eightbit int8, OpenVINO", 3.0, 22), _row("ORT quantize_static int8, ONNX Runtime", 2.0, 40),
+            _row("float, OpenVINO f32", 8.0, 120)]
+    result = Bench(Path("m.onnx"), rows, "cpu", 2, 16, "y", [])
+    # The OpenVINO int8 row is faster but below 25 dB; the peer's is not eightbit's to recommend.
+    assert recommendation(result, 25.0).startswith("recommended here: eightbit's int8 model, in ONNX Runtime")
+    assert "in OpenVINO" in recommendation(result, 20.0)
+    assert recommendation(result, 35.0).startswith("recommended here: keep the float model, in OpenVINO")

@@ -386,7 +386,7 @@ def _save_inspected_recipe(args: argparse.Namespace, inspection) -> list[str]:
 def _bench(args: argparse.Namespace) -> int:
     from eightbit import api
     from eightbit.ir import check_output_path, load_model, save_model, write_atomically
-    from eightbit.report.bench import bench, bench_markdown
+    from eightbit.report.bench import bench, bench_markdown, recommendation
     from eightbit.report.tables import bench_table, print_tables
 
     source = Path(args.model)
@@ -421,6 +421,11 @@ def _bench(args: argparse.Namespace) -> int:
                        openvino=not args.no_openvino, memory=not args.no_memory, threads=args.threads,
                        rounds=args.rounds, show_progress=_show_progress(args))
     result.model = source
+    advice = recommendation(result, args.min_sqnr)
+    if "eightbit's int8 model" in advice and args.int8 is None:
+        made = ["quantize", str(source), "--calibration", args.calibration, "-o", f"{source.stem}.int8.onnx"]
+        advice += f"; made by: eightbit {shlex.join(made)}"
+    result.notes.append(advice)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:
@@ -707,6 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--eval", help="samples to compare outputs on and to time with (default: the first "
                                       f"{DEFAULT_REPORT_SAMPLES} calibration samples)")
     bench.add_argument("--rounds", type=int, default=10, help="timed blocks per session (3 runs each; default 10)")
+    bench.add_argument("--min-sqnr", type=float, default=DEFAULT_MIN_SQNR_DB, metavar="DB",
+                       help="the agreement a recommended model must keep: output SQNR vs float (default "
+                            f"{DEFAULT_MIN_SQNR_DB:g} dB)")
     bench.add_argument("--no-peer", action="store_true", help="leave out the peers: ONNX Runtime's quantizer and NNCF")
     bench.add_argument("--no-openvino", action="store_true", help="leave out OpenVINO even when it is installed")
     bench.add_argument("--no-memory", action="store_true", help="skip the resident-memory measurement")

@@ -262,6 +262,31 @@ def _size(count: int) -> str:
 COLUMNS = ("runs as", "median ms", "speed-up", "output SQNR", "top-1 same", "resident MiB (peak)", "file", "note")
 
 
+# What bench can recommend: the float model and eightbit's int8 model, in each runtime measured (the peers'
+# models are measured beside them, not made by this tool).
+RECOMMENDABLE = {
+    BASELINE: "keep the float model, in ONNX Runtime",
+    "float, OpenVINO f32": "keep the float model, in OpenVINO",
+    "float, OpenVINO bf16": "keep the float model, in OpenVINO with bf16 inference precision",
+    "eightbit int8, ONNX Runtime": "eightbit's int8 model, in ONNX Runtime",
+    "eightbit int8, OpenVINO": "eightbit's int8 model, in OpenVINO",
+}
+
+
+def recommendation(result: Bench, min_sqnr_db: float) -> str:
+    """The fastest of the float and eightbit rows whose output agrees with float to `min_sqnr_db` or better, in
+    a line; the rule: the lowest median latency among those rows (timed side by side in this run)."""
+    agreeing = [row for row in result.rows if row.label in RECOMMENDABLE and row.milliseconds is not None
+                and row.agreement is not None and row.agreement.sqnr_db >= min_sqnr_db]
+    best = min(agreeing, key=lambda row: row.milliseconds)  # the baseline always agrees with itself
+    speed = f"{best.milliseconds:.2f} ms, {best.speedup:.2f}x float in ONNX Runtime"
+    if best.label.startswith("float"):
+        return (f"recommended here: {RECOMMENDABLE[best.label]} ({speed}): no int8 model agreeing to "
+                f"{min_sqnr_db:g} dB runs faster on this machine")
+    return (f"recommended here: {RECOMMENDABLE[best.label]} ({speed}, output SQNR "
+            f"{_json_db(best.agreement.sqnr_db)} dB >= {min_sqnr_db:g})")
+
+
 def bench_markdown(result: Bench, command: str) -> str:
     """The table as Markdown, with the machine and the command that made it."""
     lines = [f"`{command}`", "", f"{machine_line(result.threads)}; {result.samples} samples compared on output "
