@@ -27,8 +27,9 @@ from eightbit.datasets import (
     samples_from_arrays,
 )
 from eightbit.errors import InputError
-from eightbit.frontends.pytorch import from_pt2, from_torch, is_pt2_path, is_torch_model
-from eightbit.frontends.tensorflow import FOUND, TensorNames, from_tensorflow, is_tensorflow_path
+from eightbit.frontends import converted_file
+from eightbit.frontends.pytorch import from_torch, is_torch_model
+from eightbit.frontends.tensorflow import FOUND, TensorNames, is_tensorflow_path
 from eightbit.ir import as_model, check_output_path, save_model
 from eightbit.ir.load import upgraded
 from eightbit.measure.context import Measure
@@ -168,9 +169,7 @@ def onnx_of(model: ModelLike, example_inputs: object = None, names: TensorNames 
     if names != FOUND and not is_tensorflow_path(model):
         raise InputError("--inputs and --outputs name the tensors of a frozen TensorFlow graph (.pb); this model "
                          "names its own")
-    if is_tensorflow_path(model):
-        return from_tensorflow(model, names)
-    return from_pt2(model) if is_pt2_path(model) else model
+    return converted_file(model, names)
 
 
 def quantize_with(model: ModelLike, calibration: DataLike | None, options: QuantizeOptions, *,

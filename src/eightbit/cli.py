@@ -440,8 +440,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from eightbit import api
-    from eightbit.frontends.pytorch import is_pt2_path
-    from eightbit.frontends.tensorflow import is_tensorflow_path
+    from eightbit.frontends import is_framework_file
     from eightbit.ir import load_model
     from eightbit.report.explain import explain
     from eightbit.report.tables import explain_tables, print_tables
@@ -449,8 +448,7 @@ def _explain(args: argparse.Namespace) -> int:
     if args.runs < 1 or args.top < 0:
         raise InputError(f"--runs {args.runs} --top {args.top}: give at least 1 profiled run and a top of 0 or more")
     model = load_model(args.model)
-    converted = args.float_model is not None and (is_pt2_path(args.float_model) or is_tensorflow_path(args.float_model))
-    if args.float_model is not None and not converted:  # a converted model is checked as it is converted
+    if args.float_model is not None and not is_framework_file(args.float_model):  # checked as it is converted
         load_model(args.float_model)
     feeds = None
     if args.data is not None:

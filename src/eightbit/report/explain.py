@@ -25,8 +25,7 @@ from eightbit.backends.onnxruntime import KernelTime, is_integer_kernel, profile
 from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import input_specs
 from eightbit.errors import InputError
-from eightbit.frontends.pytorch import from_pt2, is_pt2_path
-from eightbit.frontends.tensorflow import from_tensorflow, is_tensorflow_path
+from eightbit.frontends import converted_file
 from eightbit.ir import load_model
 from eightbit.isa import cpu_features
 from eightbit.measure.latency import interleaved
@@ -197,8 +196,7 @@ def explain(
     )
     if float_path is not None:
         # A file ONNX Runtime reads as it is, or the ONNX model a PyTorch or TensorFlow model converts to.
-        source = from_pt2(float_path) if is_pt2_path(float_path) else \
-            from_tensorflow(float_path) if is_tensorflow_path(float_path) else float_path
+        source = converted_file(float_path)
         float_model = source if isinstance(source, ir.Model) else load_model(source)
         float_kernels = profile_kernels(source, feeds, runs=runs, threads=threads)
         result.float_kernel_microseconds = sum(kernel.microseconds for kernel in float_kernels)
