@@ -73,14 +73,21 @@ def _weight_axis(node: ir.Node, rank: int) -> int:
     return 0
 
 
-def weights_per_output_channel(model: ir.Model) -> list[Breach]:
-    """A weight's scales run along its op's output channels, or it has one scale."""
-    found = []
+def _weights(model: ir.Model) -> Iterator[tuple[ir.Node, ir.Node, np.ndarray]]:
+    """Every weighted op whose weight is constant codes, with the weight's DequantizeLinear and those codes."""
     for node in model.graph:
         weight = _dequantized(node.inputs[1]) if node.op_type in WEIGHTED_OPS and len(node.inputs) > 1 else None
         codes = constant_array(weight.inputs[0]) if weight is not None else None
-        scale = constant_array(weight.inputs[1]) if weight is not None else None
-        if codes is None or scale is None or scale.size == 1:
+        if codes is not None:
+            yield node, weight, codes
+
+
+def weights_per_output_channel(model: ir.Model) -> list[Breach]:
+    """A weight's scales run along its op's output channels, or it has one scale."""
+    found = []
+    for node, weight, codes in _weights(model):
+        scale = constant_array(weight.inputs[1])
+        if scale is None or scale.size == 1:
             continue
         axis = attribute(weight, "axis", 1) % codes.ndim
         if axis != _weight_axis(node, codes.ndim):
@@ -91,11 +98,7 @@ def weights_per_output_channel(model: ir.Model) -> list[Breach]:
 def symmetric_narrow_weights(model: ir.Model) -> list[Breach]:
     """Weight codes are int8 in [-127, 127] with zero point 0."""
     found = []
-    for node in model.graph:
-        weight = _dequantized(node.inputs[1]) if node.op_type in WEIGHTED_OPS and len(node.inputs) > 1 else None
-        codes = constant_array(weight.inputs[0]) if weight is not None else None
-        if codes is None:
-            continue
+    for node, weight, codes in _weights(model):
         zero = constant_array(weight.inputs[2]) if len(weight.inputs) > 2 and weight.inputs[2] is not None else None
         if codes.dtype != np.int8 or codes.min() < -127 or (zero is not None and np.any(zero != 0)):
             found.append(Breach("symmetric int8 weights", node.name,

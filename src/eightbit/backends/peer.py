@@ -32,8 +32,8 @@ class _Feeds(CalibrationDataReader):
         return next(self._feeds, None)
 
 
-def quantize_with_onnxruntime(float_path: str | os.PathLike, target: str | os.PathLike, samples: Samples) -> None:
-    """Write ONNX Runtime's static QDQ quantization of `float_path` to `target`."""
+def quantize_with_onnxruntime(float_path: str | os.PathLike, target: str | os.PathLike, samples: Samples) -> Path:
+    """Write ONNX Runtime's static QDQ quantization of `float_path` to `target`; returns `target`."""
     with tempfile.TemporaryDirectory(prefix="eightbit-peer-") as scratch:
         upgraded = save_model(load_model(float_path), Path(scratch) / "upgraded.onnx")
         quiet = logging.getLogger()  # the quantizer advises pre-processing on the root logger, every call
@@ -46,6 +46,7 @@ def quantize_with_onnxruntime(float_path: str | os.PathLike, target: str | os.Pa
             )
         finally:
             quiet.setLevel(level)
+    return Path(target)
 
 
 NNCF_NAME = "NNCF"

@@ -139,6 +139,12 @@ def _indent(text: str, spaces: int) -> str:
     return "\n".join(" " * spaces + line if line else line for line in text.splitlines())
 
 
+def _weight_constants(prefix: str, weights: np.ndarray, zero_point: np.ndarray | int, channels: int) -> Constants:
+    """A step's weight codes and their zero points, one per output channel."""
+    return (Constants().plus(f"{prefix}_weights", weights.dtype, weights)
+            .plus(f"{prefix}_weight_zero", np.int32, per_channel(zero_point, channels)))
+
+
 def _bias(constants: Constants, prefix: str, bias: np.ndarray | None, channels: int) -> tuple[Constants, str]:
     """The bias array (or none) and the accumulator's first value for channel `m`."""
     if bias is None:
@@ -162,8 +168,7 @@ def conv(step: IntegerStep, prefix: str, inputs: tuple[Tensor, ...], output: Ten
     pads = _pads_2d(explicit_pads(p["auto_pad"], inputs[0].shape[2:], weights.shape[2:], p["strides"],
                                   p["dilations"], p["pads"]), rank)
     per_group, group_outputs = weights.shape[1], m_count // p["group"]
-    constants = Constants().plus(f"{prefix}_weights", weights.dtype, weights)
-    constants = constants.plus(f"{prefix}_weight_zero", np.int32, per_channel(p["w_zero_point"], m_count))
+    constants = _weight_constants(prefix, weights, p["w_zero_point"], m_count)
     constants, first = _bias(constants, prefix, p["bias"], m_count)
     constants = _requantization(constants, prefix, p["output"], m_count)
     product = (f"acc += ((int32_t)x0[((n * {channels} + c0 + c) * {h} + ih) * {w} + iw] - {p['x_zero_point']}) * "
@@ -201,8 +206,7 @@ def gemm(step: IntegerStep, prefix: str, inputs: tuple[Tensor, ...], output: Ten
         raise InputError(f"{step.node}: Gemm takes a 2-D input, this one is {inputs[0].shape}")
     weights = np.asarray(p["weights"])
     columns = output.shape[1]
-    constants = Constants().plus(f"{prefix}_weights", weights.dtype, weights)
-    constants = constants.plus(f"{prefix}_weight_zero", np.int32, per_channel(p["w_zero_point"], columns))
+    constants = _weight_constants(prefix, weights, p["w_zero_point"], columns)
     constants, first = _bias(constants, prefix, p["bias"], columns)
     constants = _requantization(constants, prefix, p["output"], columns)
     store = f"y[n * {columns} + m] = ({c_type(output.dtype)})" + _requantize_call(prefix, p["output"], "acc", "m") + ";"
@@ -221,8 +225,7 @@ def matmul(step: IntegerStep, prefix: str, inputs: tuple[Tensor, ...], output: T
     weights = np.asarray(aux[0])
     depth, columns = weights.shape
     rows = Tensor(inputs[0].name, (inputs[0].size // depth, depth), inputs[0].dtype)
-    constants = Constants().plus(f"{prefix}_weights", weights.dtype, weights)
-    constants = constants.plus(f"{prefix}_weight_zero", np.int32, per_channel(p["b_zero_point"], columns))
+    constants = _weight_constants(prefix, weights, p["b_zero_point"], columns)
     constants = _requantization(constants, prefix, p["output"], columns)
     store = f"y[n * {columns} + m] = ({c_type(output.dtype)})" + _requantize_call(prefix, p["output"], "acc", "m") + ";"
     body = _gemm_loops(prefix, rows, weights, False, p["a_zero_point"], store).replace("ACC_FIRST", "0")
@@ -234,8 +237,7 @@ def accumulator_gemm(node: ir.Node, prefix: str, a: Tensor, a_zero: int, weights
     """An integer Gemm or MatMul (`a` as rows, `weights` constant) whose output is its int32 accumulators: the
     form of a product whose output the model keeps in float (eq. 7c); the caller scales them to float."""
     columns = weights.shape[0] if trans_b else weights.shape[1]
-    constants = Constants().plus(f"{prefix}_weights", weights.dtype, weights)
-    constants = constants.plus(f"{prefix}_weight_zero", np.int32, per_channel(w_zero, columns))
+    constants = _weight_constants(prefix, weights, w_zero, columns)
     constants, first = _bias(constants, prefix, bias, columns)
     body = _gemm_loops(prefix, a, weights, trans_b, a_zero, f"y[n * {columns} + m] = acc;").replace("ACC_FIRST", first)
     return CStep(prefix, f"{node.op_type} {node.name} (int32 accumulators out)", (a,), output, constants.text, body,

@@ -187,8 +187,8 @@ def _peers(float_path: Path, calibration: Samples | None, folder: Path,
     of it in OpenVINO. Notes: each one's quantize time, and what was left out."""
     if calibration is None:
         return [], [f"{PEER_NAME} and {NNCF_NAME} left out: they need calibration samples (--calibration)"]
-    runs = [(f"{PEER_NAME} int8, ONNX Runtime", lambda: _written(quantize_with_onnxruntime, float_path,
-                                                                folder / "peer.onnx", calibration), "ort")]
+    runs = [(f"{PEER_NAME} int8, ONNX Runtime",
+             lambda: quantize_with_onnxruntime(float_path, folder / "peer.onnx", calibration), "ort")]
     notes = []
     if not nncf_available():
         notes.append(f"{NNCF_NAME} rows left out: NNCF is not installed (pip install nncf)")
@@ -205,11 +205,6 @@ def _peers(float_path: Path, calibration: Samples | None, folder: Path,
         rows += [row] if row is not None else []
         notes.append(note)
     return rows, notes
-
-
-def _written(quantize: Callable[..., None], float_path: Path, target: Path, samples: Samples) -> Path:
-    quantize(float_path, target, samples)
-    return target
 
 
 def _open(rows: list[BenchRow], threads: int) -> dict[str, OrtSession | OpenVinoSession]:
