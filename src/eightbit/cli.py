@@ -593,8 +593,9 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--equalize", action="store_true", help=argparse.SUPPRESS)
     quantize.add_argument("--target", choices=TARGETS, default=DEFAULT_TARGET,
                           help="the runtime the model is made for (static schemes): its fast graph forms, and its "
-                               "profiles for the speed check (default: ort, ONNX Runtime; openvino needs OpenVINO "
-                               "installed for the speed check); tensorrt: int8 activations with zero point 0, float "
+                               "profiles for the speed check (default: ort, ONNX Runtime; openvino: grids only where "
+                               "its integer kernels read them, zero points 0, OpenVINO installed for the speed "
+                               "check); tensorrt: int8 activations with zero point 0, float "
                                "biases, activations fused before each quantize; npu: 16-bit activations with 8-bit "
                                "weights (A16W8, opset 21); both checked against their runtime's rules")
     quantize.add_argument("--effort", choices=EFFORTS, default="fast",

@@ -109,10 +109,27 @@ class Scheme:
     # A Relu or Clip(0, b) after an int8 op runs in that op's kernel, before its output is quantized (TensorRT
     # fuses them), with no Q/DQ pair between; asymmetric grids get this from eq. 8 anyway.
     activations_in_kernel: bool = False
+    # The format of an activation whose range has no negative values, where it differs from `activations`:
+    # OpenVINO's u8 with zero point 0 beside s8 activations, so that no grid has a zero point to subtract.
+    nonnegative_activations: IntegerFormat | None = None
 
     def __post_init__(self) -> None:
         if not 8 <= self.bias_bits <= 32:
             raise ValueError(f"bias_bits must be in [8, 32], got {self.bias_bits}")
+
+    def activation_format(self, low: float, unsigned: bool = False) -> IntegerFormat:
+        """The format of an activation whose range starts at `low`: `nonnegative_activations` where it is set and
+        `low` >= 0 (or the tensor must have an `unsigned` grid), else `activations`."""
+        if self.nonnegative_activations is not None and (low >= 0 or unsigned):
+            return self.nonnegative_activations
+        return self.activations
+
+    def format_of(self, zero_point: np.ndarray) -> IntegerFormat:
+        """The activation format a grid with this zero point was chosen in (its storage type tells them apart)."""
+        unsigned = self.nonnegative_activations
+        if unsigned is not None and np.asarray(zero_point).dtype == unsigned.numpy_dtype:
+            return unsigned
+        return self.activations
 
     def with_weight_bits(self, bits: int | None) -> Scheme:
         """The same scheme with weight codes of `bits` bits (2-8; None: the storage type's 8)."""

@@ -98,8 +98,9 @@ def _consumer_weight(node: ir.Node, dense: bool) -> tuple[np.ndarray, int] | Non
     return (weight, weight.shape[1]) if dense and attribute(node, "group", 1) == 1 else None
 
 
-def find_pairs(graph: ir.Graph, dense: bool = False) -> list[Pair]:
-    """Every P -> f... -> C the rule allows, in graph order; C of one group too where `dense` (eq. 35c)."""
+def find_pairs(graph: ir.Graph, dense: bool = False, through_swish: bool = True) -> list[Pair]:
+    """Every P -> f... -> C the rule allows, in graph order; C of one group too where `dense` (eq. 35c); none
+    with a HardSwish between unless `through_swish`."""
     pairs = []
     for consumer in graph:
         found = _consumer_weight(consumer, dense)
@@ -112,7 +113,7 @@ def find_pairs(graph: ir.Graph, dense: bool = False) -> list[Pair]:
         swishes = 0
         while node is not None and (data := _scaled_input(node, channels, rank)) is not None:
             swishes += node.op_type == "HardSwish"
-            if single_consumer(node.outputs[0]) is None or swishes > 1:
+            if single_consumer(node.outputs[0]) is None or swishes > int(through_swish):
                 break
             between.insert(0, data)
             node = data.producer()
@@ -188,9 +189,11 @@ def _equalize_all(graph: ir.Graph, pairs: list[Pair],
     return scaled
 
 
-def equalize_channels(graph: ir.Graph, ranges: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Equalize every pair whose measured tensor has `ranges` (eq. 35, 35b); returns tensor name -> the factors
-    its channels were multiplied by, for every tensor that changed."""
+def equalize_channels(graph: ir.Graph, ranges: dict[str, tuple[np.ndarray, np.ndarray]],
+                      through_swish: bool = True) -> dict[str, np.ndarray]:
+    """Equalize every pair whose measured tensor has `ranges` (eq. 35, 35b; through a hard-swish only where
+    `through_swish`); returns tensor name -> the factors its channels were multiplied by, for every tensor that
+    changed."""
 
     def factors_of(pair: Pair) -> np.ndarray:
         low, high = ranges[pair.measured.name]
@@ -199,11 +202,12 @@ def equalize_channels(graph: ir.Graph, ranges: dict[str, tuple[np.ndarray, np.nd
         weight = constant_array(pair.consumer.inputs[1]).astype(np.float64)
         return swish_equalizing_factors(low, high, np.square(weight.reshape(low.size, -1)).sum(axis=1))
 
-    return _equalize_all(graph, [pair for pair in find_pairs(graph) if pair.measured.name in ranges], factors_of)
+    pairs = find_pairs(graph, through_swish=through_swish)
+    return _equalize_all(graph, [pair for pair in pairs if pair.measured.name in ranges], factors_of)
 
 
-def equalize_weights(graph: ir.Graph) -> dict[str, np.ndarray]:
+def equalize_weights(graph: ir.Graph, through_swish: bool = True) -> dict[str, np.ndarray]:
     """Balance the weights of every pair, C of one group included, for weights on one grid per tensor (eq. 35c);
     returns what equalize_channels returns."""
-    return _equalize_all(graph, find_pairs(graph, dense=True),
+    return _equalize_all(graph, find_pairs(graph, dense=True, through_swish=through_swish),
                          lambda pair: weight_equalizing_factors(*_weight_ranges(pair)))

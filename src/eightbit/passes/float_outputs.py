@@ -10,7 +10,7 @@ from eightbit.passes.read_qdq import given_grid
 from eightbit.plan.planner import FloatNode, Plan
 
 # Ops whose integer kernel in ONNX Runtime can scale its int32 accumulator straight to a float output
-# (QGemm with no output grid, MatMulIntegerToFloat).
+# (QGemm with no output grid, MatMulIntegerToFloat); OpenVINO's list is plan/openvino.py's.
 FLOAT_OUTPUT_OPS = ("Gemm", "MatMul")
 
 CARRIES_FLOAT = "moves the float output of an integer matrix product (eq. 7c)"
@@ -33,27 +33,28 @@ def _carried_in_float(value: ir.Value, int8: set[ir.Node], movers: set[ir.Node])
     return carried
 
 
-def float_output_carriers(node: ir.Node, int8: set[ir.Node], movers: set[ir.Node]) -> set[ir.Node] | None:
+def float_output_carriers(node: ir.Node, int8: set[ir.Node], movers: set[ir.Node],
+                          ops: tuple[str, ...] = FLOAT_OUTPUT_OPS) -> set[ir.Node] | None:
     """Where int8 `node` gives its output in float: the data-movement nodes that then move it in float (often
-    none); None where it does not: it is not a matrix product by constant weights, an int8 op reads its
+    none); None where it does not: it is not one of `ops` with constant weights, an int8 op reads its
     output, or that output has a fused activation or a given grid."""
     output = node.outputs[0]
-    if node.op_type not in FLOAT_OUTPUT_OPS or constant_array(node.inputs[1]) is None:
+    if node.op_type not in ops or constant_array(node.inputs[1]) is None:
         return None
     if output.meta.get(CLAMP) is not None or given_grid(output) is not None:
         return None
     return _carried_in_float(output, int8, movers)
 
 
-def with_float_outputs(plan: Plan) -> Plan:
-    """`plan` with its matrix products that can give float outputs doing so: their outputs are no longer
+def with_float_outputs(plan: Plan, ops: tuple[str, ...] = FLOAT_OUTPUT_OPS) -> Plan:
+    """`plan` with its products among `ops` that can give float outputs doing so: their outputs are no longer
     observed, and the data-movement nodes that move those outputs become float nodes."""
     int8 = set(plan.int8_nodes)
     movers = {node for node in plan.int8_nodes if node.outputs[0] in plan.same_as}
     left_float: set[ir.Value] = set()
     now_float: set[ir.Node] = set()
     for node in plan.int8_nodes:
-        carried = float_output_carriers(node, int8, movers)
+        carried = float_output_carriers(node, int8, movers, ops)
         if carried is not None:
             left_float.add(node.outputs[0])
             now_float |= carried

@@ -16,6 +16,7 @@ from eightbit.passes.qdq_nodes import dequantized_codes, dequantized_constant, q
 from eightbit.passes.read_qdq import given_grid, grid_in_format, weight_grid_choice
 from eightbit.passes.weight_rounding import rounded_constant
 from eightbit.plan import OP_RULES, OpRule, Plan
+from eightbit.plan.openvino import UNSIGNED_GRID
 from eightbit.plan.ops import weight_axis
 from eightbit.plan.planner import data_input_indices
 from eightbit.quant import choose_qparams, quantize_bias
@@ -28,7 +29,7 @@ from eightbit.quant.weights import least_weight_scale
 def _live_range(node: ir.Node, output: QParams, scheme: Scheme) -> tuple[float, float] | None:
     """Input range outside which a saturating activation's output code stops changing (eq. 8a)."""
     scale, zero_point = float(output[0]), int(output[1])
-    fmt = scheme.activations
+    fmt = scheme.format_of(output[1])
     if node.op_type == "Sigmoid":
         return sigmoid_live_range(scale, zero_point, fmt)
     if node.op_type == "HardSwish":
@@ -51,8 +52,8 @@ def _saturating_reader_range(
         output = product.outputs[0]
         if product not in int8 or output not in params:
             return None
-        return hard_swish_live_range(float(params[output][0]), int(params[output][1]), scheme.activations,
-                                     swish_slope(value))
+        scale, zero_point = params[output]
+        return hard_swish_live_range(float(scale), int(zero_point), scheme.format_of(zero_point), swish_slope(value))
     low, high = math.inf, -math.inf
     for use in value.uses():
         output = use.node.outputs[0]
@@ -78,7 +79,7 @@ def activation_qparams(plan: Plan, ranges: dict[str, tuple[float, float]], schem
     for value in reversed(plan.observed):
         given = given_grid(value)
         if given is not None:
-            params[value] = grid_in_format(value, given, scheme.activations, scheme.name)
+            params[value] = grid_in_format(value, given, scheme.format_of(given.zero_point), scheme.name)
             continue
         low, high = ranges[value.name]
         clamp_low, clamp_high = value.meta.get(CLAMP, (-math.inf, math.inf))
@@ -90,12 +91,13 @@ def activation_qparams(plan: Plan, ranges: dict[str, tuple[float, float]], schem
             # One step of margin: rounding the zero point moves the grid by up to half a step, and
             # the grid must still reach the bound for clipped inputs to give the saturated code.
             span = max(min(high, live[1]) - max(low, live[0]), 0.0)
-            step = span / (scheme.activations.qmax - scheme.activations.qmin)
+            fmt = scheme.activation_format(max(low, live[0]), bool(value.meta.get(UNSIGNED_GRID)))
+            step = span / (fmt.qmax - fmt.qmin)
             clamp_low, clamp_high = max(clamp_low, live[0] - step), min(clamp_high, live[1] + step)
         low, high = max(low, clamp_low), min(high, clamp_high)
         if low > high:  # everything observed lies outside the clamp
             low = high = clamp_low if math.isfinite(clamp_low) else clamp_high if math.isfinite(clamp_high) else 0.0
-        params[value] = choose_qparams(low, high, scheme.activations)
+        params[value] = choose_qparams(low, high, scheme.activation_format(low, bool(value.meta.get(UNSIGNED_GRID))))
     ordered = {value: params[value] for value in plan.observed}
     for node in plan.int8_nodes:
         output = node.outputs[0]
@@ -137,15 +139,19 @@ class InsertQDQ(ir.passes.InPlacePass):
     - its bias becomes int32 at scale s_input * s_weight + DequantizeLinear (eq. 7), its values
       saturated to scheme.bias_bits (counted per node in `bias_saturation`), or stays float where the
       scheme says (scheme.float_bias);
-    - other constant inputs (an Add's addend) are stored in the activation format.
+    - other constant inputs (an Add's addend) are stored in the activation format;
+    - without `pairs_after_moves`, a data-movement op's output gets no pair of its own: it moves values already
+      on its input's grid, and its readers read them as they are (OpenVINO moves the dequantization through
+      such ops; a pair after each would keep it from fusing them, section 6d).
     Readers of an int8 op's output all read the dequantized value; readers of a float op's
     output keep the float value unless they are int8 themselves. Graph outputs keep their names.
     """
 
     def __init__(self, plan: Plan, qparams: dict[ir.Value, QParams], scheme: Scheme,
-                 moments: dict[str, np.ndarray] | None = None) -> None:
+                 moments: dict[str, np.ndarray] | None = None, pairs_after_moves: bool = True) -> None:
         super().__init__()
         self.plan, self.qparams, self.scheme = plan, qparams, scheme
+        self.pairs_after_moves = pairs_after_moves
         # Node name -> its inputs' second moments: those nodes' weight codes are chosen by eq. 34 (once for
         # every build that shares an InputMoments).
         self.moments = moments or {}
@@ -159,6 +165,8 @@ class InsertQDQ(ir.passes.InPlacePass):
         int8 = set(self.plan.int8_nodes)
         self._constants(graph, taken)
         for value, (scale, zero_point) in self.qparams.items():
+            if value in self.plan.same_as and not self.pairs_after_moves:
+                continue
             dequantized = quantize_dequantize(graph, value, scale, zero_point, taken)
             quantizer = dequantized.producer().inputs[0].producer()
             from_int8 = value.producer() in int8
@@ -206,9 +214,8 @@ class InsertQDQ(ir.passes.InPlacePass):
                     replacement, weight_scale = weights[key]
                 else:
                     if value.name not in others:
-                        others[value.name], _ = dequantized_constant(
-                            graph, value, array, self.scheme.activations, None, node, taken
-                        )
+                        fmt = self.scheme.activation_format(float(np.min(array, initial=0.0)))
+                        others[value.name], _ = dequantized_constant(graph, value, array, fmt, None, node, taken)
                     replacement = others[value.name]
                 node.replace_input_with(index, replacement)
             bias_index = rule.bias_input

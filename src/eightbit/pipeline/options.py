@@ -181,9 +181,12 @@ def opset_for(options: QuantizeOptions) -> int | None:
 
 
 def _for_target(scheme: Scheme, target: Target) -> Scheme:
-    """The scheme in the formats `target` takes (docs/quantization.md, section 6c): TensorRT, symmetric s8
-    activations, float biases and activations fused into the op before them; an NPU, 16-bit activations with
-    8-bit weights (A16W8)."""
+    """The scheme in the formats `target` takes (docs/quantization.md, sections 6c and 6d): OpenVINO, activations
+    with zero point 0 (u8 where the range has no negative values, s8 symmetric elsewhere); TensorRT, symmetric
+    s8 activations, float biases and activations fused into the op before them; an NPU, 16-bit activations
+    with 8-bit weights (A16W8)."""
+    if target is Target.OPENVINO and scheme.kind is SchemeKind.STATIC and not scheme.activations.symmetric:
+        return dataclasses.replace(scheme, activations=ACTIVATIONS_S8, nonnegative_activations=scheme.activations)
     if target.runs_here:
         return scheme
     if scheme.kind is not SchemeKind.STATIC:

@@ -24,7 +24,7 @@ from eightbit.measure.context import CHECK_BATCHES
 from eightbit.metadata import BIAS_KEY
 from eightbit.passes.channel_shuffle import ChannelShuffleAsGather
 from eightbit.passes.clamps_before_quantize import ClampsBeforeQuantize
-from eightbit.passes.float_outputs import with_float_outputs
+from eightbit.passes.float_outputs import FLOAT_OUTPUT_OPS, with_float_outputs
 from eightbit.passes.fuse_activation import FuseActivations, name_after_activations
 from eightbit.passes.insert_qdq import InsertQDQ, QParams, activation_qparams
 from eightbit.passes.read_qdq import GIVEN_GRID, given_grid, grid_in_format
@@ -32,7 +32,7 @@ from eightbit.passes.resize_channels_first import ResizeChannelsFirst
 from eightbit.pipeline.correct_biases import corrected_outputs
 from eightbit.pipeline.job import Build, Decision, Job, taken
 from eightbit.pipeline.options import Target, WeightRange, gives_weight_grids
-from eightbit.plan import FloatNode, Plan, make_plan
+from eightbit.plan import FloatNode, Plan, make_plan, openvino
 from eightbit.quant.rounding import InputMoments
 
 
@@ -96,20 +96,27 @@ class _Builder:
         scheme = self.job.options.scheme
         model = ir.from_proto(self.unfused)
         _carry_given_grids(self.float_model, model)
-        if not scheme.activations.symmetric or scheme.activations_in_kernel:  # eq. 8, or written back after
-            FuseActivations(self.kept_float or ())(model)
-        if self.job.options.target is Target.ORT:
+        target, kept = self.job.options.target, dict(self.kept_float or {})
+        if target is Target.OPENVINO:  # grids only where OpenVINO's integer kernels read them (section 6d)
+            kept = {**openvino.computed_in_kernel(model.graph), **kept}
+            openvino.mark_unsigned_grids(model.graph)
+        if not scheme.activations.symmetric or scheme.activations_in_kernel or scheme.nonnegative_activations:
+            FuseActivations(kept)(model)  # eq. 8 (a grid from 0), or written back after
+        if target is Target.ORT:
             ChannelShuffleAsGather()(model)  # the same function, in a form ONNX Runtime moves fast as codes
             ResizeChannelsFirst()(model)  # the same, in the layout where ONNX Runtime's Resize on codes is fast
-        plan = make_plan(model.graph, self.kept_float)
-        return model, (with_float_outputs(plan) if scheme.float_outputs else plan)
+        plan = make_plan(model.graph, kept)
+        if not scheme.float_outputs:
+            return model, plan
+        return model, with_float_outputs(plan, openvino.FLOAT_OUTPUT_OPS if target is Target.OPENVINO
+                                         else FLOAT_OUTPUT_OPS)
 
     def _calibrated(self, plan: Plan) -> None:
         """The ranges of the tensors `plan` observes that have no given grid, from the calibration samples."""
         job, scheme = self.job, self.job.options.scheme
         for value in plan.observed:  # a given grid the scheme cannot hold is the first thing to hear of
             if given_grid(value) is not None:
-                grid_in_format(value, given_grid(value), scheme.activations, scheme.name)
+                grid_in_format(value, given_grid(value), scheme.format_of(given_grid(value).zero_point), scheme.name)
         unknown = [v.name for v in plan.observed if given_grid(v) is None]
         if not unknown or self.ranges:
             return
@@ -156,7 +163,8 @@ class _Builder:
             run_pass(self.float_model, self.moment_samples or job.samples, [moment_pass], job.options.threads,
                      job.options.show_progress, "input moments")
             self._keep_moments(moment_pass)
-        rewrite = InsertQDQ(plan, qparams, chosen, None if self.nearest_codes else self.moments)
+        rewrite = InsertQDQ(plan, qparams, chosen, None if self.nearest_codes else self.moments,
+                            pairs_after_moves=job.options.target is not Target.OPENVINO)
         rewrite(model)
         if scheme.activations.symmetric and scheme.activations_in_kernel:
             ClampsBeforeQuantize()(model)

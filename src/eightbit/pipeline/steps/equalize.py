@@ -12,6 +12,7 @@ from eightbit.calibrate.means import channel_ranges
 from eightbit.config import Granularity
 from eightbit.passes.equalize_channels import equalize_channels, equalize_weights, find_pairs
 from eightbit.pipeline.job import Build, Decision, Job, taken
+from eightbit.pipeline.options import Target
 from eightbit.pipeline.static import held_out_from_checks
 from eightbit.pipeline.steps.gates import form_of, with_gates
 
@@ -32,6 +33,13 @@ def _by_weights(job: Job) -> bool:
     return job.options.scheme.weights.granularity is Granularity.PER_TENSOR
 
 
+def _through_swish(job: Job) -> bool:
+    """Whether pairs may have a hard-swish between: not for OpenVINO, which computes a hard-swish inside the
+    convolution before it, where the gate form of eq. 35b would cost a depthwise convolution and a product more
+    (section 6d)."""
+    return job.options.target is not Target.OPENVINO
+
+
 def _candidates(job: Job, pairs: list) -> list[tuple[str, ir.Model, dict[str, np.ndarray]]]:
     """(how, equalized copy of the reference, its factors) for each equalization that moved something: eq. 35
     where a depthwise convolution reads the pair (its ranges read on the samples the choice is not measured on,
@@ -42,10 +50,10 @@ def _candidates(job: Job, pairs: list) -> list[tuple[str, ir.Model, dict[str, np
     if names:  # eq. 35 reads the ranges of the tensors before depthwise convolutions; eq. 35c, weights only
         ranges = channel_ranges(reference, names, held_out_from_checks(job.samples), job.options.threads)
         equalized = ir.from_proto(ir.to_proto(reference))
-        candidates.append(("eq. 35", equalized, equalize_channels(equalized.graph, ranges)))
+        candidates.append(("eq. 35", equalized, equalize_channels(equalized.graph, ranges, _through_swish(job))))
     if _by_weights(job):
         equalized = ir.from_proto(ir.to_proto(reference))
-        candidates.append(("weights, eq. 35c", equalized, equalize_weights(equalized.graph)))
+        candidates.append(("weights, eq. 35c", equalized, equalize_weights(equalized.graph, _through_swish(job))))
     return [candidate for candidate in candidates if candidate[2]]
 
 
@@ -54,7 +62,7 @@ def equalized(job: Job) -> Equalized:
     agrees better with float on the calibration samples by MARGIN_DB; else the reference as it is. Weights on one
     grid per tensor have their own equalization (eq. 35c) built as well, and the better of the two is the one
     weighed against the reference."""
-    pairs = find_pairs(job.reference.graph, dense=_by_weights(job))
+    pairs = find_pairs(job.reference.graph, dense=_by_weights(job), through_swish=_through_swish(job))
     candidates = _candidates(job, pairs)
     if not candidates:
         return Equalized(job.reference, {}, None, None)
