@@ -3,7 +3,8 @@
     python -m benchmarks.speed                         # all models, writes its BENCHMARKS.md section
     python -m benchmarks.speed --models shufflenet --no-write
 
-Per model: eightbit quantizes on the harness's 32 calibration samples; eightbit.report.bench
+Per model: eightbit quantizes on the harness's 32 calibration samples, for ONNX Runtime and for OpenVINO
+(`--target openvino`, run in OpenVINO); eightbit.report.bench
 then times every session in turn in this one process (medians, 10 blocks of at least 3 runs and
 20 ms, batch 1, 2 threads), compares outputs with the float model in ONNX Runtime on the 16 evaluation
 samples (digits: the 360 held-out images) and measures each session's resident memory in a
@@ -34,9 +35,10 @@ def run(names: list[str]) -> list[str]:
         calibration = load_samples({case.input_name: case.calibration}, model)
         evaluation = load_samples({case.input_name: case.evaluation}, model)
         with tempfile.TemporaryDirectory(prefix="eightbit-speed-") as scratch:
-            ours = Path(scratch) / "eightbit.onnx"
+            ours, for_openvino = Path(scratch) / "eightbit.onnx", Path(scratch) / "eightbit_openvino.onnx"
             eightbit.quantize(case.path, calibration, output=ours)
-            result = bench(case.path, ours, evaluation, calibration)
+            eightbit.quantize(case.path, calibration, output=for_openvino, target="openvino")
+            result = bench(case.path, ours, evaluation, calibration, openvino_int8_path=for_openvino)
         for row in result.rows:
             rows.append(f"| {case.name} | " + " | ".join(bench_cells(row)) + " |")
             print(rows[-1], flush=True)

@@ -15,7 +15,7 @@ from eightbit.backends.openvino import openvino_available
 from eightbit.cli import main
 from eightbit.ir import load_model
 from eightbit.isa import cpu_features
-from eightbit.report.bench import BASELINE, bench
+from eightbit.report.bench import BASELINE, OPENVINO_TARGET, bench
 from eightbit.report.compare import compare_models
 from eightbit.report.explain import explain
 from test_cli import assert_refused, run_cli
@@ -74,6 +74,17 @@ def test_bench_runs_both_models_in_openvino_and_says_when_bf16_is_not_there(cnn_
         assert bf16.milliseconds is not None
     else:
         assert bf16.milliseconds is None and "has no bf16" in bf16.note
+
+
+@needs_openvino
+def test_bench_command_makes_and_runs_a_model_for_openvino_too(cnn_path, cnn_data, capsys):
+    assert main(["bench", str(cnn_path), "--calibration", str(cnn_data), "--rounds", "2", "--no-memory",
+                 "--no-peer", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = {row["label"]: row for row in result["rows"]}
+    assert rows[OPENVINO_TARGET]["runtime"] == "openvino" and rows[OPENVINO_TARGET]["sqnr_db"] > 20
+    advice = [note for note in result["notes"] if note.startswith("recommended here:")]
+    assert len(advice) == 1 and ("--target openvino -o" in advice[0]) == ("made with --target openvino" in advice[0])
 
 
 def test_bench_command_writes_its_table_as_markdown(cnn_path, cnn_data, tmp_path, capsys):
@@ -193,3 +204,6 @@ def test_the_recommendation_is_the_fastest_row_that_agrees():
     assert recommendation(result, 25.0).startswith("recommended here: eightbit's int8 model, in ONNX Runtime")
     assert "in OpenVINO" in recommendation(result, 20.0)
     assert recommendation(result, 35.0).startswith("recommended here: keep the float model, in OpenVINO")
+    result.rows.append(_row(OPENVINO_TARGET, 2.5, 28))
+    assert recommendation(result, 25.0).startswith("recommended here: eightbit's int8 model made with --target "
+                                                   "openvino, in OpenVINO (2.50 ms")

@@ -146,12 +146,22 @@ def _quantize(args: argparse.Namespace) -> int:
         if args.eval is None:
             samples = samples.take(0, min(samples.count, DEFAULT_REPORT_SAMPLES))
         comparison = compare_models(float_model, output, samples, threads=args.threads,
-                                    show_progress=_show_progress(args))
+                                    show_progress=_show_progress(args), **_timed_in(args.target))
     if args.json:
         print(json.dumps(_quantize_json(args, model, comparison, seconds), indent=2))
     else:
         _print_quantize_report(args, model, comparison, seconds)
     return 0
+
+
+def _timed_in(target: str) -> dict:
+    """compare_models' timing for a model made for `target`: in its runtime where that runs here (OpenVINO where
+    installed); not timed for a runtime that does not (TensorRT, an NPU)."""
+    from eightbit.backends.openvino import openvino_available
+
+    if target == "ort" or (target == "openvino" and openvino_available()):
+        return {"timed_in": target}
+    return {"time_it": False}
 
 
 def _quantize_json(args: argparse.Namespace, model, comparison, seconds: dict[str, float]) -> dict:
@@ -181,6 +191,7 @@ def _quantize_json(args: argparse.Namespace, model, comparison, seconds: dict[st
 def _print_quantize_report(args: argparse.Namespace, model, comparison, seconds: dict[str, float]) -> None:
     """The quantize report for a person: the table, a line per decision, the budget, the float nodes."""
     from eightbit import api
+    from eightbit.never_slower import RUNTIMES
     from eightbit.report.compare import file_size
     from eightbit.report.tables import comparison_table, float_nodes_table, print_tables
 
@@ -192,7 +203,8 @@ def _print_quantize_report(args: argparse.Namespace, model, comparison, seconds:
         print_tables(comparison_table(comparison, f"{source.name} -> {output.name}, {comparison.samples} {where}"))
         if comparison.latency is not None and comparison.latency.speedup < 1.0:
             print(f"slower than float here: {comparison.latency.second_ms:.3f} ms against "
-                  f"{comparison.latency.first_ms:.3f} ms for the float model (ONNX Runtime, interleaved medians); "
+                  f"{comparison.latency.first_ms:.3f} ms for the float model ({RUNTIMES[comparison.timed_in]}, "
+                  "interleaved medians); "
                   f"`eightbit explain {output} --float {source}` shows where the time goes")
     else:
         print(f"{source.name} -> {output.name}: {sizes[0]} -> {sizes[1]} bytes (x{sizes[1] / sizes[0]:.2f})")
@@ -385,8 +397,9 @@ def _save_inspected_recipe(args: argparse.Namespace, inspection) -> list[str]:
 
 def _bench(args: argparse.Namespace) -> int:
     from eightbit import api
+    from eightbit.backends.openvino import openvino_available
     from eightbit.ir import check_output_path, load_model, save_model, write_atomically
-    from eightbit.report.bench import bench, bench_markdown, recommendation
+    from eightbit.report.bench import RECOMMENDABLE, bench, bench_markdown, recommendation, recommended
     from eightbit.report.tables import bench_table, print_tables
 
     source = Path(args.model)
@@ -412,18 +425,26 @@ def _bench(args: argparse.Namespace) -> int:
         else:
             evaluation = calibration.take(0, min(calibration.count, DEFAULT_REPORT_SAMPLES))
         int8 = Path(args.int8) if args.int8 else Path(scratch) / f"{source.stem}.int8.onnx"
+        # Made here, the model is made for each runtime benched: for ONNX Runtime, and for OpenVINO too.
+        for_openvino = Path(scratch) / f"{source.stem}.ov.int8.onnx" \
+            if args.int8 is None and not args.no_openvino and openvino_available() else None
         if args.int8 is None:
-            api.quantize(float_path, calibration, output=int8, images=images, threads=args.threads,
-                         show_progress=_show_progress(args))
+            for target, path in (("ort", int8), ("openvino", for_openvino)):
+                if path is not None:
+                    api.quantize(float_path, calibration, output=path, images=images, threads=args.threads,
+                                 show_progress=_show_progress(args), target=target)
         else:
             load_model(int8)
         result = bench(float_path, int8, evaluation, calibration, peer=not args.no_peer,
-                       openvino=not args.no_openvino, memory=not args.no_memory, threads=args.threads,
-                       rounds=args.rounds, show_progress=_show_progress(args))
+                       openvino=not args.no_openvino, openvino_int8_path=for_openvino, memory=not args.no_memory,
+                       threads=args.threads, rounds=args.rounds, show_progress=_show_progress(args))
     result.model = source
     advice = recommendation(result, args.min_sqnr)
-    if "eightbit's int8 model" in advice and args.int8 is None:
-        made = ["quantize", str(source), "--calibration", args.calibration, "-o", f"{source.stem}.int8.onnx"]
+    target = RECOMMENDABLE[recommended(result, args.min_sqnr).label].target
+    if target is not None and args.int8 is None:
+        flags = ["--target", target] if target != "ort" else []
+        made = ["quantize", str(source), "--calibration", args.calibration, *flags, "-o",
+                f"{source.stem}.{'ov.' if flags else ''}int8.onnx"]
         advice += f"; made by: eightbit {shlex.join(made)}"
     result.notes.append(advice)
     if args.json:

@@ -3,7 +3,8 @@
 The float model in ONNX Runtime is the baseline. Beside it: the int8 model in ONNX Runtime,
 ONNX Runtime's own quantizer's int8 model (the peer), NNCF's int8 model where NNCF is installed (in
 ONNX Runtime, and its quantization of OpenVINO's conversion in OpenVINO), and where OpenVINO is
-installed the float model in OpenVINO (f32 and bf16) and the int8 model in OpenVINO. Every session gets the same
+installed the float model in OpenVINO (f32 and bf16), the int8 model in OpenVINO, and the int8 model made for
+OpenVINO (`--target openvino`) where one is given. Every session gets the same
 inputs; latencies are medians of blocks taken in turn in this one process (so that machine load
 falls on all alike) and speed-ups are ratios to the baseline's median. Agreement is measured
 against the baseline's outputs on the evaluation samples; resident memory in a child process
@@ -35,6 +36,7 @@ from eightbit.report.compare import file_size
 from eightbit.report.memory import SessionMemory, memory_supported, session_memory
 
 BASELINE = "float, ONNX Runtime"
+OPENVINO_TARGET = "eightbit --target openvino, OpenVINO"
 
 
 @dataclasses.dataclass
@@ -103,6 +105,7 @@ def bench(
     *,
     peer: bool = True,
     openvino: bool = True,
+    openvino_int8_path: str | os.PathLike | None = None,
     memory: bool = True,
     threads: int = DEFAULT_THREADS,
     rounds: int = 10,
@@ -110,7 +113,8 @@ def bench(
 ) -> Bench:
     """Measure `float_path` and `int8_path` (and the peer, and OpenVINO) on `evaluation` samples.
 
-    `calibration` feeds the peer's quantizer; without it the peer is left out.
+    `calibration` feeds the peer's quantizer; without it the peer is left out. `openvino_int8_path`, the model
+    made with `--target openvino`, is run in OpenVINO beside the rest.
     """
     float_path, int8_path = Path(float_path), Path(int8_path)
     notes: list[str] = []
@@ -128,6 +132,8 @@ def bench(
             rows += [BenchRow("float, OpenVINO f32", "openvino", float_path, "f32"),
                      BenchRow("float, OpenVINO bf16", "openvino", float_path, "bf16"),
                      BenchRow("eightbit int8, OpenVINO", "openvino", int8_path, "f32")]
+            if openvino_int8_path is not None:
+                rows.append(BenchRow(OPENVINO_TARGET, "openvino", Path(openvino_int8_path), "f32"))
             rows += [row for row in peer_rows if row.runtime == "openvino"]
         feed = evaluation.single_feed()
         # Each session first opens in a child process: there its resident memory is measured, and a
@@ -259,27 +265,41 @@ COLUMNS = ("runs as", "median ms", "speed-up", "output SQNR", "top-1 same", "res
 
 # What bench can recommend: the float model and eightbit's int8 model, in each runtime measured (the peers'
 # models are measured beside them, not made by this tool).
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """What a row recommends: the advice, and the --target eightbit made its model for (None: the float model)."""
+
+    advice: str
+    target: str | None
+
+
 RECOMMENDABLE = {
-    BASELINE: "keep the float model, in ONNX Runtime",
-    "float, OpenVINO f32": "keep the float model, in OpenVINO",
-    "float, OpenVINO bf16": "keep the float model, in OpenVINO with bf16 inference precision",
-    "eightbit int8, ONNX Runtime": "eightbit's int8 model, in ONNX Runtime",
-    "eightbit int8, OpenVINO": "eightbit's int8 model, in OpenVINO",
+    BASELINE: Choice("keep the float model, in ONNX Runtime", None),
+    "float, OpenVINO f32": Choice("keep the float model, in OpenVINO", None),
+    "float, OpenVINO bf16": Choice("keep the float model, in OpenVINO with bf16 inference precision", None),
+    "eightbit int8, ONNX Runtime": Choice("eightbit's int8 model, in ONNX Runtime", "ort"),
+    "eightbit int8, OpenVINO": Choice("eightbit's int8 model, in OpenVINO", "ort"),
+    OPENVINO_TARGET: Choice("eightbit's int8 model made with --target openvino, in OpenVINO", "openvino"),
 }
 
 
-def recommendation(result: Bench, min_sqnr_db: float) -> str:
-    """The fastest of the float and eightbit rows whose output agrees with float to `min_sqnr_db` or better, in
-    a line; the rule: the lowest median latency among those rows (timed side by side in this run)."""
+def recommended(result: Bench, min_sqnr_db: float) -> BenchRow:
+    """The fastest of the float and eightbit rows whose output agrees with float to `min_sqnr_db` or better (the
+    lowest median latency among those rows, timed side by side in this run)."""
     agreeing = [row for row in result.rows if row.label in RECOMMENDABLE and row.milliseconds is not None
                 and row.agreement is not None and row.agreement.sqnr_db >= min_sqnr_db]
-    best = min(agreeing, key=lambda row: row.milliseconds)  # the baseline always agrees with itself
+    return min(agreeing, key=lambda row: row.milliseconds)  # the baseline always agrees with itself
+
+
+def recommendation(result: Bench, min_sqnr_db: float) -> str:
+    """recommended(), in a line."""
+    best = recommended(result, min_sqnr_db)
     speed = f"{best.milliseconds:.2f} ms, {best.speedup:.2f}x float in ONNX Runtime"
+    advice = RECOMMENDABLE[best.label].advice
     if best.label.startswith("float"):
-        return (f"recommended here: {RECOMMENDABLE[best.label]} ({speed}): no int8 model agreeing to "
-                f"{min_sqnr_db:g} dB runs faster on this machine")
-    return (f"recommended here: {RECOMMENDABLE[best.label]} ({speed}, output SQNR "
-            f"{_json_db(best.agreement.sqnr_db)} dB >= {min_sqnr_db:g})")
+        return (f"recommended here: {advice} ({speed}): no int8 model agreeing to {min_sqnr_db:g} dB runs faster "
+                "on this machine")
+    return f"recommended here: {advice} ({speed}, output SQNR {_json_db(best.agreement.sqnr_db)} dB >= {min_sqnr_db:g})"
 
 
 def bench_markdown(result: Bench, command: str) -> str:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import onnx_ir as ir
 
 from eightbit.backends import OrtSession, open_session
+from eightbit.backends.openvino import OpenVinoSession
 from eightbit.config import DEFAULT_THREADS
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
+from eightbit.ir import save_model
 from eightbit.measure.latency import LatencyPair, interleaved
 from eightbit.measure.metrics import Agreement
 from eightbit.measure.progress import progress_bar
@@ -25,6 +28,7 @@ class Comparison:
     latency: LatencyPair | None
     float_bytes: int | None = None
     quantized_bytes: int | None = None
+    timed_in: str | None = None  # the runtime `latency` was timed in: "ort" or "openvino"
 
     def as_dict(self) -> dict:
         def finite(x: float | None) -> float | str | None:
@@ -44,7 +48,7 @@ class Comparison:
         if self.latency is not None:
             result["latency_ms"] = {"float": round(self.latency.first_ms, 4),
                                     "quantized": round(self.latency.second_ms, 4),
-                                    "speedup": round(self.latency.speedup, 3)}
+                                    "speedup": round(self.latency.speedup, 3), "runtime": self.timed_in}
         if self.float_bytes is not None:
             result["size_bytes"] = {"float": self.float_bytes, "quantized": self.quantized_bytes,
                                     "ratio": round(self.quantized_bytes / self.float_bytes, 4)}
@@ -69,10 +73,12 @@ def compare_models(
     time_it: bool = True,
     show_progress: bool = False,
     backend: str = "ort",
+    timed_in: str = "ort",
 ) -> Comparison:
-    """Agreement of `quantized_model` (run in `backend`) with `float_model` (run in ONNX Runtime).
-
-    Latency is measured in ONNX Runtime only: the reference backend defines results, not speed.
+    """Agreement of `quantized_model` (run in `backend`) with `float_model` (run in ONNX Runtime), and with
+    `time_it` both models' latency in `timed_in` ("ort", or "openvino" at f32 for a model made for OpenVINO),
+    timed in turn (the method `bench` uses). The reference backend defines results, not speed: a comparison
+    run in it is not timed.
     """
     reference = OrtSession(float_model, threads=threads)
     test = open_session(quantized_model, backend, threads=threads)
@@ -86,10 +92,26 @@ def compare_models(
         expected, got = reference.run(feeds), test.run(feeds)
         for name, agreement in agreements.items():
             agreement.add(expected[name], got[name])
-    latency = None
-    if time_it and backend == "ort":
-        first = samples.single_feed()
-        latency = interleaved(lambda: reference.run(first), lambda: test.run(first))
     reference.close()
     test.close()
-    return Comparison(agreements, samples.count, latency)
+    if not time_it or backend != "ort":
+        return Comparison(agreements, samples.count, None)
+    return Comparison(agreements, samples.count, _latency(float_model, quantized_model, samples, threads, timed_in),
+                      timed_in=timed_in)
+
+
+def _latency(float_model: ir.Model | str | os.PathLike, quantized_model: ir.Model | str | os.PathLike,
+             samples: Samples, threads: int, runtime: str) -> LatencyPair:
+    """Both models' median latency on the first sample in `runtime`, timed in alternating blocks."""
+    with tempfile.TemporaryDirectory(prefix="eightbit-timed-") as scratch:
+        if runtime == "openvino":  # OpenVINO opens files: a model held in memory is written first
+            paths = [save_model(model, Path(scratch) / f"{index}.onnx") if isinstance(model, ir.Model) else model
+                     for index, model in enumerate((float_model, quantized_model))]
+            sessions = [OpenVinoSession(path, threads=threads) for path in paths]
+        else:
+            sessions = [OrtSession(model, threads=threads) for model in (float_model, quantized_model)]
+        first = samples.single_feed()
+        latency = interleaved(lambda: sessions[0].run(first), lambda: sessions[1].run(first))
+        for session in sessions:
+            session.close()
+    return latency

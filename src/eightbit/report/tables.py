@@ -8,6 +8,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from eightbit.never_slower import RUNTIMES
 from eightbit.plan import FloatNode
 from eightbit.report.bench import COLUMNS, Bench, bench_cells, machine_line
 from eightbit.report.compare import Comparison
@@ -47,7 +48,8 @@ def comparison_table(comparison: Comparison, title: str) -> Table:
             table.add_row(f"top-1 agreement  {name}", f"{agreement.top1_agreement:.2%}")
     if comparison.latency is not None:
         lat = comparison.latency
-        table.add_row("latency float / quantized", f"{lat.first_ms:.3f} ms / {lat.second_ms:.3f} ms")
+        runtime = RUNTIMES.get(comparison.timed_in, "ONNX Runtime")
+        table.add_row(f"latency float / quantized ({runtime})", f"{lat.first_ms:.3f} ms / {lat.second_ms:.3f} ms")
         table.add_row("speed-up", f"x{lat.speedup:.2f}")
     return table
 
