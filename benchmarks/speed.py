@@ -54,6 +54,8 @@ SECTION = """## Every runtime side by side: speed, agreement, memory
 Made by `{command}` (see benchmarks/speed.py; one model: `eightbit bench MODEL --calibration DATA`).
 "resident MiB (peak)": what opening the session and one run add to a fresh process's resident
 memory, and its peak. Peers: ONNX Runtime's `quantize_static` and NNCF's `nncf.quantize`, their defaults.
+"eightbit int8" is the model made for ONNX Runtime (the default target), run in both runtimes; "eightbit
+--target openvino" the model made for OpenVINO (docs/quantization.md, section 6d).
 
 {table}
 """
