@@ -13,7 +13,8 @@ from conftest import make_model, tensor, value_info
 from eightbit.api import load_samples
 from eightbit.backends.openvino import openvino_available
 from eightbit.cli import main
-from eightbit.ir import load_model
+from eightbit.errors import InputError
+from eightbit.ir import as_model, load_model
 from eightbit.isa import cpu_features
 from eightbit.report.bench import BASELINE, OPENVINO_TARGET, bench
 from eightbit.report.compare import compare_models
@@ -97,8 +98,29 @@ def test_bench_command_writes_its_table_as_markdown(cnn_path, cnn_data, tmp_path
     assert "| runs as |" in text and "eightbit bench" in text and cpu_features().summary() in text
 
 
+def test_bench_times_a_batch_of_samples(cnn_path, cnn_data, capsys):
+    assert main(["bench", str(cnn_path), "--calibration", str(cnn_data), "--rounds", "1", "--no-memory",
+                 "--no-peer", "--no-openvino", "--batch", "40", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["batch"] == 40 and all(row["milliseconds"] > 0 for row in result["rows"])
+
+
+def test_a_batch_feed_repeats_the_samples_and_a_fixed_batch_is_refused(cnn_path, cnn_data):
+    samples = load_samples(cnn_data, load_model(cnn_path))
+    feed = samples.feed_of(samples.count + 3)["x"]
+    assert feed.shape[0] == samples.count + 3
+    np.testing.assert_array_equal(feed[samples.count:], feed[:3])
+    one_by_one = np.random.default_rng(1).normal(size=(3, 1, 3, 16, 16)).astype(np.float32)  # rows with a batch axis
+    per_sample = load_samples({"x": one_by_one}, load_model(cnn_path))
+    assert per_sample.per_sample and per_sample.feed_of(5)["x"].shape == (5, 3, 16, 16)
+    fixed = make_model([helper.make_node("Relu", ["x"], ["y"])], [value_info("x", [2, 3])], [value_info("y", [2, 3])])
+    with pytest.raises(InputError, match="fixed batch of 2"):
+        load_samples({"x": np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)}, as_model(fixed)).feed_of(8)
+
+
 def test_bench_refuses_what_it_cannot_measure(cnn_path, cnn_data, tmp_path):
     assert_refused(run_cli("bench", cnn_path), "--calibration")
+    assert_refused(run_cli("bench", cnn_path, "--calibration", cnn_data, "--batch", "0"), "--batch")
     before = cnn_path.read_bytes()
     assert_refused(run_cli("bench", cnn_path, "--calibration", cnn_data, "--markdown", cnn_path), "overwrite")
     assert cnn_path.read_bytes() == before

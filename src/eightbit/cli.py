@@ -408,6 +408,8 @@ def _bench(args: argparse.Namespace) -> int:
         check_output_path(markdown, source, *(p for p in (args.int8, args.calibration, args.eval) if p))
     if args.rounds < 1:
         raise InputError(f"--rounds {args.rounds}: give at least 1 timed block per session")
+    if args.batch < 1:
+        raise InputError(f"--batch {args.batch}: give at least 1 sample per timed call")
     if args.int8 is None and args.calibration is None:
         raise InputError("bench needs --calibration DATA to quantize the model (or --int8 QUANTIZED.onnx, a model "
                          "already quantized from it)")
@@ -437,7 +439,8 @@ def _bench(args: argparse.Namespace) -> int:
             load_model(int8)
         result = bench(float_path, int8, evaluation, calibration, peer=not args.no_peer,
                        openvino=not args.no_openvino, openvino_int8_path=for_openvino, memory=not args.no_memory,
-                       threads=args.threads, rounds=args.rounds, show_progress=_show_progress(args))
+                       threads=args.threads, rounds=args.rounds, show_progress=_show_progress(args),
+                       batch=args.batch)
     result.model = source
     advice = recommendation(result, args.min_sqnr)
     target = RECOMMENDABLE[recommended(result, args.min_sqnr).label].target
@@ -732,6 +735,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--eval", help="samples to compare outputs on and to time with (default: the first "
                                       f"{DEFAULT_REPORT_SAMPLES} calibration samples)")
     bench.add_argument("--rounds", type=int, default=10, help="timed blocks per session (3 runs each; default 10)")
+    bench.add_argument("--batch", type=int, default=1, help="samples per timed call, for throughput (the "
+                       "evaluation samples repeated where there are fewer; memory is measured at it too; default 1)")
     bench.add_argument("--min-sqnr", type=float, default=DEFAULT_MIN_SQNR_DB, metavar="DB",
                        help="the agreement a recommended model must keep: output SQNR vs float (default "
                             f"{DEFAULT_MIN_SQNR_DB:g} dB)")

@@ -86,6 +86,26 @@ class Samples:
         """The smallest feed the model accepts (one sample, or one fixed-size batch): for timing."""
         return next(self.take(0, self.batch if self.fixed_batch and not self.per_sample else 1).batches())
 
+    def feed_of(self, size: int) -> dict[str, np.ndarray]:
+        """One feed of `size` samples (the first ones, repeated where there are fewer), for timing at that batch
+        size; the smallest feed where `size` is 1. An InputError where the model's batch dimension is fixed at
+        another size."""
+        if size == 1:
+            return self.single_feed()
+        if self.fixed_batch and self.batch != size:
+            raise InputError(f"batch {size}: the model's inputs take a fixed batch of {self.batch}; bench it with "
+                             f"--batch {self.batch}, or export it with a free batch dimension")
+        feed = {}
+        for name, source in self.sources.items():
+            rows = np.ascontiguousarray(source.rows(self.start, self.start + min(size, self.count)),
+                                        dtype=self.dtypes[name])
+            if self.per_sample:  # each row a whole input: their own batch axes, joined
+                if rows.ndim < 2:
+                    raise InputError(f"batch {size}: input {name!r} has no batch axis; bench it with --batch 1")
+                rows = rows.reshape(-1, *rows.shape[2:])
+            feed[name] = np.concatenate([rows] * -(-size // len(rows)))[:size]
+        return feed
+
 
 def _is_float(dtype: np.dtype) -> bool:
     """A real floating type: numpy's own, or bfloat16 (which numpy knows only through ml_dtypes)."""

@@ -82,10 +82,12 @@ class Bench:
     samples: int
     output: str  # the output compared
     notes: list[str]
+    batch: int = 1  # samples in the feed each session was timed (and its memory measured) on
 
     def as_dict(self) -> dict:
-        return {"model": str(self.model), "cpu": self.cpu, "threads": self.threads, "samples": self.samples,
-                "output_compared": self.output, "rows": [row.as_dict() for row in self.rows], "notes": self.notes}
+        return {"model": str(self.model), "cpu": self.cpu, "threads": self.threads, "batch": self.batch,
+                "samples": self.samples, "output_compared": self.output,
+                "rows": [row.as_dict() for row in self.rows], "notes": self.notes}
 
 
 def _versions() -> str:
@@ -93,8 +95,9 @@ def _versions() -> str:
     return text + (f", OpenVINO {openvino_version()}" if openvino_available() else "")
 
 
-def machine_line(threads: int) -> str:
-    return f"CPU {cpu_features().summary()}; {_versions()}; {threads} threads, batch as given"
+def machine_line(threads: int, batch: int | None = None) -> str:
+    return f"CPU {cpu_features().summary()}; {_versions()}; {threads} threads, " + \
+        ("batch as given" if batch is None else f"batch {batch}")
 
 
 def bench(
@@ -110,11 +113,13 @@ def bench(
     threads: int = DEFAULT_THREADS,
     rounds: int = 10,
     show_progress: bool = False,
+    batch: int = 1,
 ) -> Bench:
     """Measure `float_path` and `int8_path` (and the peer, and OpenVINO) on `evaluation` samples.
 
     `calibration` feeds the peer's quantizer; without it the peer is left out. `openvino_int8_path`, the model
-    made with `--target openvino`, is run in OpenVINO beside the rest.
+    made with `--target openvino`, is run in OpenVINO beside the rest. Each session is timed, and its memory
+    measured, on a feed of `batch` samples (throughput: int8 gains grow with the work per call).
     """
     float_path, int8_path = Path(float_path), Path(int8_path)
     notes: list[str] = []
@@ -135,7 +140,7 @@ def bench(
             if openvino_int8_path is not None:
                 rows.append(BenchRow(OPENVINO_TARGET, "openvino", Path(openvino_int8_path), "f32"))
             rows += [row for row in peer_rows if row.runtime == "openvino"]
-        feed = evaluation.single_feed()
+        feed = evaluation.feed_of(batch)
         # Each session first opens in a child process: there its resident memory is measured, and a
         # runtime that crashes on a model (OpenVINO does on some int8 graphs) loses its row, not the run.
         if memory and not memory_supported():
@@ -173,7 +178,7 @@ def bench(
                 row.speedup = medians[BASELINE] / row.milliseconds
         for session in sessions.values():
             session.close()
-    return Bench(float_path, rows, cpu_features().summary(), threads, evaluation.count, output, notes)
+    return Bench(float_path, rows, cpu_features().summary(), threads, evaluation.count, output, notes, batch)
 
 
 def _peer(label: str, quantize: Callable[[], Path], runtime: str) -> tuple[BenchRow | None, str]:
@@ -304,8 +309,8 @@ def recommendation(result: Bench, min_sqnr_db: float) -> str:
 
 def bench_markdown(result: Bench, command: str) -> str:
     """The table as Markdown, with the machine and the command that made it."""
-    lines = [f"`{command}`", "", f"{machine_line(result.threads)}; {result.samples} samples compared on output "
-             f"`{result.output}`; speed-up: float in ONNX Runtime's median / the row's median.", "",
+    lines = [f"`{command}`", "", f"{machine_line(result.threads, result.batch)}; {result.samples} samples compared "
+             f"on output `{result.output}`; speed-up: float in ONNX Runtime's median / the row's median.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(bench_cells(row)) + " |" for row in result.rows]
     lines += [f"- {note}" for note in result.notes]

@@ -56,7 +56,7 @@ def comparison_table(comparison: Comparison, title: str) -> Table:
 
 def bench_table(result: Bench) -> Table:
     title = (f"{result.model.name}: {result.samples} samples compared on output {result.output!r}\n"
-             f"{machine_line(result.threads)}")
+             f"{machine_line(result.threads, result.batch)}")
     table = Table(title=title, title_justify="left")
     for index, column in enumerate(COLUMNS):
         table.add_column(column, justify="right" if 0 < index < len(COLUMNS) - 1 else "left")
