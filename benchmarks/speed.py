@@ -15,30 +15,49 @@ is; each peer's quantize time is listed under the table.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
 
 import eightbit
 from benchmarks.models import ALL_MODELS
-from benchmarks.run import build_cases
+from benchmarks.run import Case, build_cases
 from benchmarks.sections import table_harness
 from eightbit.api import load_samples
+from eightbit.datasets import Samples
 from eightbit.ir import load_model
 from eightbit.report.bench import COLUMNS, bench, bench_cells, machine_line
+
+
+@dataclasses.dataclass(frozen=True)
+class Benched:
+    """A case's samples, and eightbit's models of it: for ONNX Runtime (`ours`) and for OpenVINO."""
+
+    calibration: Samples
+    evaluation: Samples
+    ours: Path
+    for_openvino: Path
+
+
+def made_for_both(case: Case, scratch: Path) -> Benched:
+    """The case's samples, and its model quantized by eightbit for each runtime bench runs, in `scratch`."""
+    model = load_model(case.path)
+    calibration = load_samples({case.input_name: case.calibration}, model)
+    evaluation = load_samples({case.input_name: case.evaluation}, model)
+    made = Benched(calibration, evaluation, scratch / "eightbit.onnx", scratch / "eightbit_openvino.onnx")
+    eightbit.quantize(case.path, calibration, output=made.ours)
+    eightbit.quantize(case.path, calibration, output=made.for_openvino, target="openvino")
+    return made
 
 
 def run(names: list[str]) -> list[str]:
     rows, notes = [], []
     for case in build_cases(names):
-        model = load_model(case.path)
-        calibration = load_samples({case.input_name: case.calibration}, model)
-        evaluation = load_samples({case.input_name: case.evaluation}, model)
         with tempfile.TemporaryDirectory(prefix="eightbit-speed-") as scratch:
-            ours, for_openvino = Path(scratch) / "eightbit.onnx", Path(scratch) / "eightbit_openvino.onnx"
-            eightbit.quantize(case.path, calibration, output=ours)
-            eightbit.quantize(case.path, calibration, output=for_openvino, target="openvino")
-            result = bench(case.path, ours, evaluation, calibration, openvino_int8_path=for_openvino)
+            made = made_for_both(case, Path(scratch))
+            result = bench(case.path, made.ours, made.evaluation, made.calibration,
+                           openvino_int8_path=made.for_openvino)
         for row in result.rows:
             rows.append(f"| {case.name} | " + " | ".join(bench_cells(row)) + " |")
             print(rows[-1], flush=True)

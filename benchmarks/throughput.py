@@ -16,11 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import eightbit
 from benchmarks.run import build_cases
 from benchmarks.sections import table_harness
-from eightbit.api import load_samples
-from eightbit.ir import load_model
+from benchmarks.speed import made_for_both
 from eightbit.report.bench import BASELINE, OPENVINO_TARGET, bench, machine_line
 
 MODELS = ["ppocr_det", "ppocr_cls", "digits"]  # the light zoo models take a fixed batch of 1
@@ -39,16 +37,11 @@ def _cells(result, label: str) -> str:
 def run(names: list[str]) -> list[str]:
     rows = []
     for case in build_cases(names):
-        model = load_model(case.path)
-        calibration = load_samples({case.input_name: case.calibration}, model)
-        evaluation = load_samples({case.input_name: case.evaluation}, model)
         with tempfile.TemporaryDirectory(prefix="eightbit-throughput-") as scratch:
-            ours, for_openvino = Path(scratch) / "eightbit.onnx", Path(scratch) / "eightbit_openvino.onnx"
-            eightbit.quantize(case.path, calibration, output=ours)
-            eightbit.quantize(case.path, calibration, output=for_openvino, target="openvino")
+            made = made_for_both(case, Path(scratch))
             for batch in BATCHES:
-                result = bench(case.path, ours, evaluation, calibration, openvino_int8_path=for_openvino,
-                               batch=batch, rounds=10 if batch == 1 else 3)
+                result = bench(case.path, made.ours, made.evaluation, made.calibration,
+                               openvino_int8_path=made.for_openvino, batch=batch, rounds=10 if batch == 1 else 3)
                 rows.append(f"| {case.name} | {batch} | " + " | ".join(_cells(result, label) for label in SHOWN) + " |")
                 print(rows[-1], flush=True)
     return [f"{machine_line(2)}: 1, 8 and 32; samples per second (speed-up against the float model in ONNX Runtime "
