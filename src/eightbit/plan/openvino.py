@@ -23,7 +23,6 @@ IN_KERNEL_AFFINE = ("Add", "Mul")
 FLOAT_OUTPUT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 IN_KERNEL = "OpenVINO computes it in float, in the kernel of the op before it"
-FLOAT_CONCAT = "only float ops read it"
 
 # Value metadata: this tensor's grid is unsigned, with a zero point where its range has negative values.
 UNSIGNED_GRID = "eightbit.unsigned_grid"
@@ -37,30 +36,31 @@ def _by_constant(node: ir.Node) -> bool:
 
 def computed_in_kernel(graph: ir.Graph) -> dict[str, str]:
     """Rule: the activations of one tensor, and every Add or Mul by a constant, stay float (node name ->
-    reason), so that no grid separates them from the op whose kernel computes them; and so does a Concat that
-    only float ops read (DenseNet's, before a batch normalization: its readers want float, and OpenVINO 2026.4
-    crashed on DenseNet-121 with a grid on that Concat's output)."""
-    kept = {node.name: IN_KERNEL for node in graph if node.name and node.domain in ("", "ai.onnx") and
+    reason), so that no grid separates them from the op whose kernel computes them."""
+    return {node.name: IN_KERNEL for node in graph if node.name and node.domain in ("", "ai.onnx") and
             (node.op_type in IN_KERNEL_ACTIVATIONS or (node.op_type in IN_KERNEL_AFFINE and _by_constant(node)))}
 
-    def read_in_float(value: ir.Value) -> bool:
-        return not value.is_graph_output() and all(
-            use.node.name in kept or use.node.op_type not in OP_RULES for use in value.uses())
 
-    for node in reversed(list(graph)):  # readers first: a Concat that only float Concats read is read in float
-        if node.name and node.op_type == "Concat" and read_in_float(node.outputs[0]):
-            kept[node.name] = FLOAT_CONCAT
-    return kept
+def _read_by_product(value: ir.Value) -> bool:
+    """Whether a convolution or matrix product reads `value`, directly or through data movement."""
+    for use in value.uses():
+        rule = OP_RULES.get(use.node.op_type)
+        if use.node.op_type in FLOAT_OUTPUT_OPS:
+            return True
+        if rule is not None and rule.output is OutputRange.SAME_AS_INPUT and _read_by_product(use.node.outputs[0]):
+            return True
+    return False
 
 
 def mark_unsigned_grids(graph: ir.Graph) -> None:
-    """Rule: a Concat's output and inputs (and, through data movement, the tensors those are moved from) take
-    the unsigned grid. OpenVINO 2026.4's CPU plugin computes a convolution of a Concat's output on a signed grid
-    wrongly (a float Concat, an s8 QuantizeLinear with zero point 0, a convolution: off from ONNX Runtime by 8.7
-    of 188, from a rounding of one input to whole numbers); with the Concat and its inputs on unsigned grids it
-    agrees to rounding."""
+    """Rule: a Concat that a convolution or matrix product reads takes the unsigned grid on its output and inputs
+    (and, through data movement, on the tensors those are moved from). OpenVINO 2026.4's CPU plugin computes a
+    convolution of a Concat's output on a signed grid wrongly (a float Concat, an s8 QuantizeLinear with zero
+    point 0, a convolution: off from ONNX Runtime by 8.7 of 188, from a rounding of one input to whole numbers);
+    on unsigned grids it agrees to rounding. Other Concats keep the usual grids: DenseNet's, which batch
+    normalizations read, crashed OpenVINO (signal 11) with an unsigned grid that had a zero point."""
     for node in graph:
-        if node.op_type != "Concat" or node.domain not in ("", "ai.onnx"):
+        if node.op_type != "Concat" or node.domain not in ("", "ai.onnx") or not _read_by_product(node.outputs[0]):
             continue
         for value in (node.outputs[0], *node.inputs):
             while value is not None and constant_array(value) is None:
