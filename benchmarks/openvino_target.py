@@ -136,27 +136,26 @@ model has none (the light zoo's random-weight models: output SQNR only).
 
 {table}
 
-What the rows say (the run above; OpenVINO's own f32 drifts by 10-30% between runs on this shared machine,
-so read the ratios):
-- With every grid integer, eightbit's model runs as fast as NNCF's (0.97x to 1.13x of its speed) on eight of
-  the nine models, at higher output SQNR on five of them and the same (exact) on ShuffleNet; PP-OCRv4 det
-  is level (19.1 against 19.4 dB, IoU 0.977 against 0.978) and PP-OCR cls behind (16.9 against 18.3 dB,
-  top-1 agreement 0.955 against 0.973).
-  The forms that made this (docs/quantization.md, section 6d), each step on PP-OCRv4 det all-integer against
+What the rows say (the run above; OpenVINO's own f32 drifts by 10-40% between runs on this shared machine,
+so read the ratios within a row):
+- With every grid integer (`--min-sqnr off`), eightbit's model runs as fast as NNCF's, within a few percent,
+  on seven of the nine models, at higher output SQNR on six and the same (exact) on ShuffleNet. The rows of
+  PP-OCRv4 det and digits were taken under load (det's f32 16.5 ms, against 10 to 12 in other runs): run alone
+  right after (`--models ppocr_det digits --no-write`), det was 0.78x / 0.97x NNCF's speed and digits 1.01x /
+  1.01x. Det is level on agreement (19.1 against 19.4 dB, IoU 0.977 against 0.978) and PP-OCR cls behind
+  (16.9 against 18.3 dB, top-1 agreement 0.955 against 0.973).
+- The forms that made this (docs/quantization.md, section 6d), each step on PP-OCRv4 det all-integer against
   NNCF's model in the same run (ms): the forms made for ONNX Runtime 9.57 against 5.87; grids only where
   integer kernels read them 6.05 against 5.15; zero points 0, 5.06 against 5.02; no pair after data
-  movement, 4.61 against 4.56.
-- DenseNet-121 runs 0.76x NNCF's speed, at 52.0 dB against its 39.0: its Concats, read only by batch
-  normalizations, stay float here (a grid on their output crashed OpenVINO), so they move f32; NNCF's model
-  concatenates codes (its profile runs the Concats in i8). Quantizing those Concats' inputs without a grid on
-  their output is not built.
-- PP-OCRv4 det with default flags keeps its first 64 grids float to meet the 25 dB floor: 0.80x NNCF's speed,
-  text-map IoU 0.991 against NNCF's 0.978; all-integer (`--min-sqnr off`) it is 0.97x at 0.977.
+  movement, 4.61 against 4.56. DenseNet-121 with its Concats in float (an earlier form, after a zero point on
+  them crashed OpenVINO) ran 0.76x NNCF's speed; as integer Concats with zero point 0, 1.00x.
+- PP-OCRv4 det with default flags keeps its first 64 grids float to meet the 25 dB floor: 0.66x to 0.80x
+  NNCF's speed over three runs, text-map IoU 0.991 against NNCF's 0.978.
 - PP-OCR cls misses its 30 dB floor in OpenVINO's formats (25.4 dB at best within the budget's bound), so the
   all-integer model is returned and the report says so; made for ONNX Runtime it reaches the floor, and runs
   slower in OpenVINO (BENCHMARKS.md, "Every runtime side by side").
-- int8 is not faster than OpenVINO's f32 on the two smallest models (cls 1.01x, digits 0.94x): per-layer
-  overhead, where every model here is under a millisecond.
+- On the two smallest models int8 gains little or nothing over OpenVINO's f32 (cls 1.01x; digits 0.98x to
+  1.22x between runs): per-layer overhead, where every model here is under a millisecond.
 """
 
 if __name__ == "__main__":
