@@ -92,24 +92,26 @@ def compare_models(
         expected, got = reference.run(feeds), test.run(feeds)
         for name, agreement in agreements.items():
             agreement.add(expected[name], got[name])
+    timed = time_it and backend == "ort"
+    latency = None
+    if timed and timed_in == "ort":
+        first = samples.single_feed()
+        latency = interleaved(lambda: reference.run(first), lambda: test.run(first))
     reference.close()
     test.close()
-    if not time_it or backend != "ort":
-        return Comparison(agreements, samples.count, None)
-    return Comparison(agreements, samples.count, _latency(float_model, quantized_model, samples, threads, timed_in),
-                      timed_in=timed_in)
+    if timed and timed_in == "openvino":
+        latency = _openvino_latency(float_model, quantized_model, samples, threads)
+    return Comparison(agreements, samples.count, latency, timed_in=timed_in if timed else None)
 
 
-def _latency(float_model: ir.Model | str | os.PathLike, quantized_model: ir.Model | str | os.PathLike,
-             samples: Samples, threads: int, runtime: str) -> LatencyPair:
-    """Both models' median latency on the first sample in `runtime`, timed in alternating blocks."""
+def _openvino_latency(float_model: ir.Model | str | os.PathLike, quantized_model: ir.Model | str | os.PathLike,
+                      samples: Samples, threads: int) -> LatencyPair:
+    """Both models' median latency on the first sample in OpenVINO (f32 for what stays float), timed in
+    alternating blocks. OpenVINO opens files: a model held in memory is written first."""
     with tempfile.TemporaryDirectory(prefix="eightbit-timed-") as scratch:
-        if runtime == "openvino":  # OpenVINO opens files: a model held in memory is written first
-            paths = [save_model(model, Path(scratch) / f"{index}.onnx") if isinstance(model, ir.Model) else model
-                     for index, model in enumerate((float_model, quantized_model))]
-            sessions = [OpenVinoSession(path, threads=threads) for path in paths]
-        else:
-            sessions = [OrtSession(model, threads=threads) for model in (float_model, quantized_model)]
+        paths = [save_model(model, Path(scratch) / f"{index}.onnx") if isinstance(model, ir.Model) else model
+                 for index, model in enumerate((float_model, quantized_model))]
+        sessions = [OpenVinoSession(path, threads=threads) for path in paths]
         first = samples.single_feed()
         latency = interleaved(lambda: sessions[0].run(first), lambda: sessions[1].run(first))
         for session in sessions:
