@@ -49,6 +49,34 @@ def test_output_error_is_below_nearest_rounding(seed, columns):
     assert chosen < nearest
 
 
+def _one_column_at_a_time(weights, moments, scale):
+    """Eq. 34 without blocks: U from H⁻¹ directly, each column's error moved onto every later column at once."""
+    h = moments + np.eye(len(moments)) * 0.01 * np.mean(np.diag(moments))
+    spread = np.linalg.cholesky(np.linalg.inv(h)).T  # upper: H⁻¹ = Uᵀ·U
+    w = np.array(weights, dtype=np.float64)
+    codes = np.empty_like(w)
+    for c in range(w.shape[1]):
+        codes[:, c] = np.clip(np.rint(w[:, c] / scale), S7.qmin, S7.qmax)
+        error = (w[:, c] - codes[:, c] * scale) / spread[c, c]
+        w[:, c + 1:] -= np.outer(error, spread[c, c + 1:])
+    return codes
+
+
+def test_blocks_of_columns_give_the_codes_of_one_column_at_a_time():
+    """Over three blocks of columns: the later blocks take the earlier blocks' errors as each column would."""
+    rng = np.random.default_rng(3)
+    columns, rows = 300, 24
+    inputs = rng.normal(size=(900, columns)) @ rng.normal(size=(columns, columns))
+    moments = inputs.T @ inputs / len(inputs)
+    weights = rng.normal(size=(rows, columns))
+    scale = np.abs(weights).max(axis=1) / S7.qmax
+    codes = error_feedback_codes(weights, moments, scale, np.zeros(rows), S7)
+    expected = _one_column_at_a_time(weights, moments, scale)
+    assert np.mean(codes != expected) < 1e-3  # float rounding may move a code that sits on a half step
+    assert output_error(weights, codes * scale[:, None], moments) == pytest.approx(
+        output_error(weights, expected * scale[:, None], moments), rel=1e-3)
+
+
 def test_uncorrelated_and_dead_inputs_give_nearest_codes():
     rng = np.random.default_rng(0)
     weights = rng.normal(size=(6, 10))
