@@ -21,7 +21,7 @@ from eightbit.config import DEFAULT_THREADS
 from eightbit.errors import InputError, first_line
 from eightbit.ir import model_to_bytes, save_model
 
-_PROTOBUF_LIMIT = 2**31 - 1
+PROTOBUF_LIMIT = 2**31 - 1
 _LEVELS = {
     "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -68,7 +68,7 @@ class OrtSession:
                 source = model_to_bytes(model)
             except (ValueError, EncodeError):  # above protobuf's 2 GiB: through a file with external data
                 source = ""
-            if not source or len(source) >= _PROTOBUF_LIMIT:
+            if not source or len(source) >= PROTOBUF_LIMIT:
                 self._scratch = tempfile.TemporaryDirectory(prefix="eightbit-")
                 source = os.fspath(save_model(model, Path(self._scratch.name) / "model.onnx"))
         elif isinstance(model, bytes):
