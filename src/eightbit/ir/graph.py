@@ -44,7 +44,7 @@ def unique_name(graph: ir.Graph, base: str, taken: set[str]) -> str:
 def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     """Register `array` as an initializer called `name` and return its value."""
     array = np.array(array, order="C")  # np.ascontiguousarray would turn a scalar into shape [1]
-    tensor = ir.tensor(array, name=name)
+    tensor = ir.Tensor(array, name=name)  # what ir.tensor makes of an array, without its checks of the type
     value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
     graph.register_initializer(value)
     return value
