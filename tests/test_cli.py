@@ -71,6 +71,13 @@ def test_quantize_says_when_the_int8_model_ran_slower(cnn_path, cnn_data, out, c
         text = capsys.readouterr().out
         assert ("slower than float here: 2.500 ms against 2.000 ms" in text) is said
         assert ("eightbit explain" in text) is said
+        assert (f"`eightbit bench {cnn_path} --calibration {cnn_data}`" in text) is said
+        assert "--min-sqnr off" not in text  # every node the budget measured is integer: nothing to let go
+    # A budget out of reach keeps the first grids float: the all-integer model is the one to try for speed.
+    timings["pair"] = LatencyPair(2.0, 2.5)
+    assert main(["quantize", str(cnn_path), "--calibration", str(cnn_data), "-o", str(out), "-q",
+                 "--min-sqnr", "60"]) == 0
+    assert "`--min-sqnr off` writes the all-integer model" in capsys.readouterr().out
 
 
 def test_run_and_compare(cnn_path, cnn_data, out, tmp_path, capsys):

@@ -191,7 +191,6 @@ def _quantize_json(args: argparse.Namespace, model, comparison, seconds: dict[st
 def _print_quantize_report(args: argparse.Namespace, model, comparison, seconds: dict[str, float]) -> None:
     """The quantize report for a person: the table, a line per decision, the budget, the float nodes."""
     from eightbit import api
-    from eightbit.never_slower import RUNTIMES
     from eightbit.report.compare import file_size
     from eightbit.report.tables import comparison_table, float_nodes_table, print_tables
 
@@ -202,10 +201,7 @@ def _print_quantize_report(args: argparse.Namespace, model, comparison, seconds:
         where = "held-out samples" if args.eval is not None else "calibration samples (pass --eval for held-out)"
         print_tables(comparison_table(comparison, f"{source.name} -> {output.name}, {comparison.samples} {where}"))
         if comparison.latency is not None and comparison.latency.speedup < 1.0:
-            print(f"slower than float here: {comparison.latency.second_ms:.3f} ms against "
-                  f"{comparison.latency.first_ms:.3f} ms for the float model ({RUNTIMES[comparison.timed_in]}, "
-                  "interleaved medians); "
-                  f"`eightbit explain {output} --float {source}` shows where the time goes")
+            print(_slower_than_float(args, comparison, api.fallback_of(model)))
     else:
         print(f"{source.name} -> {output.name}: {sizes[0]} -> {sizes[1]} bytes (x{sizes[1] / sizes[0]:.2f})")
     _print_decisions(model, seconds, args.verbose)
@@ -227,6 +223,24 @@ def _print_quantize_report(args: argparse.Namespace, model, comparison, seconds:
         print(f"nodes left in float: {len(float_nodes)} ({_reasons(float_nodes)}); --verbose lists them")
     else:
         print("nodes left in float: none")
+
+
+def _slower_than_float(args: argparse.Namespace, comparison, fallback) -> str:
+    """The report's line for a model timed slower than float: by how much, where the time goes, and what to make
+    instead: the all-integer model where a budget kept nodes float, else whatever `bench` finds fastest here
+    (the float model itself where nothing is)."""
+    from eightbit.never_slower import RUNTIMES
+
+    source, output, latency = Path(args.model), Path(args.output), comparison.latency
+    line = (f"slower than float here: {latency.second_ms:.3f} ms against {latency.first_ms:.3f} ms for the float "
+            f"model ({RUNTIMES[comparison.timed_in]}, interleaved medians); `eightbit explain {output} --float "
+            f"{source}` shows where the time goes")
+    if fallback is not None and fallback.kept:
+        line += (f"; nodes are kept float for {fallback.budget.flag} {fallback.budget.limit:g} "
+                 f"{fallback.budget.unit}: `--min-sqnr off` writes the all-integer model")
+    calibration = f" --calibration {args.calibration}" if args.calibration else ""
+    return (line + f"; `eightbit bench {source}{calibration}` times every runtime and target here and names the "
+            "fastest, and where none is faster than float, keep the float model")
 
 
 # The quantize report lists the nodes left float where there are at most this many (--verbose: always).
