@@ -122,3 +122,42 @@ def test_tensors_without_a_grid_still_need_calibration():
     x = np.random.default_rng(1).uniform(-2, 2, (16, 2, 6, 6)).astype(np.float32)
     converted = eightbit.quantize(model, {"x": x})
     assert _grids(converted)["x"] == (X_SCALE, X_ZERO, "uint8")
+
+
+def _as_exported_by_pytorch(model):
+    """hand_written_qdq's model as PyTorch's ONNX exporter writes it: the pool a ReduceMean over the spatial
+    axes (axes as an input, opset 18), the flatten a Reshape."""
+    graph = model.graph
+    pool = next(n for n in graph.node if n.op_type == "GlobalAveragePool")
+    pool.op_type = "ReduceMean"
+    pool.input.append("spatial")
+    graph.initializer.extend([tensor("spatial", np.array([-1, -2], np.int64)),
+                              tensor("flat_shape", np.array([-1, 4], np.int64))])
+    flatten = next(n for n in graph.node if n.op_type == "Flatten")
+    flatten.op_type = "Reshape"
+    flatten.input.append("flat_shape")
+    model.opset_import[0].version = 18
+    return model
+
+
+def test_a_spatial_mean_and_a_reshape_after_a_pair_convert_as_the_pool_and_the_flatten_do():
+    """The mean keeps its grid as the GlobalAveragePool it is, and the Reshape's output the grid of its input."""
+    x = np.random.default_rng(1).uniform(-2, 2, (16, 2, 6, 6)).astype(np.float32)
+    model, _, _ = hand_written_qdq()
+    expected = ReferenceSession(eightbit.quantize(model)).run({"x": x})["logits"]
+    converted = eightbit.quantize(_as_exported_by_pytorch(hand_written_qdq()[0]))  # still no calibration
+    assert "ReduceMean" not in [node.op_type for node in converted.graph]
+    np.testing.assert_array_equal(ReferenceSession(converted).run({"x": x})["logits"], expected)
+
+
+def test_a_reshape_carries_its_inputs_grid_past_a_float_op():
+    """A grid given on a float op's output (a ReduceMax) holds for the Reshape of it that an integer Gemm reads."""
+    model = _as_exported_by_pytorch(hand_written_qdq()[0])
+    mean = next(n for n in model.graph.node if n.op_type == "ReduceMean")
+    mean.op_type = "ReduceMax"  # no integer kernel, and no pool to stand for it
+    mean.input.pop()
+    mean.attribute.extend([helper.make_attribute("axes", [2, 3])])
+    model.opset_import[0].version = 17
+    flatten = next(n for n in model.graph.node if n.op_type == "Reshape")
+    converted = eightbit.quantize(model)  # no calibration: the Reshape's output has its input's grid
+    assert _grids(converted)[flatten.output[0]] == (POOL_SCALE, int(POOL_ZERO) + 128, "uint8")

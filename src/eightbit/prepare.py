@@ -18,6 +18,7 @@ from eightbit.passes import (
 )
 from eightbit.passes.fold_input_affine import FoldAffineIntoNextConv
 from eightbit.passes.matmul_as_gemm import MatMulBiasAsGemm
+from eightbit.passes.mean_as_pool import ReduceMeanAsGlobalPool
 from eightbit.passes.read_qdq import ReadQDQ
 
 
@@ -52,10 +53,12 @@ def _check_finite_weights(model: ir.Model) -> None:
 
 def prepare(model: ir.Model) -> ir.Model:
     """Fold constants, batch norms and affine ops (into the linear op before or after them), remove
-    identities, read a QDQ model's grids; refuse a model whose weights are not finite."""
+    identities, read a QDQ model's grids, write spatial means as pools; refuse a model whose weights are not
+    finite."""
     passes = ir.passes.Sequential(
         FoldConstants(),
         RemoveIdentity(),
+        ReduceMeanAsGlobalPool(),  # before the grids are read: the pool's output takes the mean's
         ReadQDQ(),  # an already quantized model: its grids are kept, its Q/DQ pairs taken out
         SumToAdd(),
         MatMulBiasAsGemm(),

@@ -80,12 +80,28 @@ def weight_grid_choice(
     return given.axis, (scale, zero_point)
 
 
+# Ops whose output holds their first input's values, moved: a grid given for the input holds for the output.
+RESHAPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity")
+
+
+def _carry_through_reshapes(graph: ir.Graph) -> None:
+    """Each output of a RESHAPES op whose input has a per-tensor given grid, and which has none, takes it."""
+    for node in graph:  # in graph order: a chain of reshapes carries the grid to its end
+        if node.op_type not in RESHAPES or node.domain not in ("", "ai.onnx") or not node.inputs:
+            continue
+        grid, output = given_grid(node.inputs[0]), node.outputs[0]
+        if grid is not None and grid.axis is None and given_grid(output) is None:
+            output.meta[GIVEN_GRID] = grid
+
+
 class ReadQDQ(ir.passes.InPlacePass):
     """Rules, for the QuantizeLinear / DequantizeLinear nodes of an already quantized model:
     - x -> Q -> DQ -> readers, x computed at run time: the readers read x again and x keeps the
       pair's grid (GIVEN_GRID), per tensor;
     - integer codes -> DQ, or a float constant -> Q -> DQ: a float constant holding the
-      dequantized values (eq. 1), keeping the grid, per tensor or per channel.
+      dequantized values (eq. 1), keeping the grid, per tensor or per channel;
+    - what a reshape or a permutation (RESHAPES) makes of a tensor with a grid holds the same
+      values: it keeps that grid (an exporter may write a Flatten as a Reshape after the pair).
     The converter then quantizes those tensors on exactly these grids instead of calibrating
     them. Any other Q or DQ (codes a graph output, a DQ of a run-time integer input, grids
     that are not constants) stays in the graph and is computed in float.
@@ -121,6 +137,7 @@ class ReadQDQ(ir.passes.InPlacePass):
             modified = True
         if modified:
             common_passes.RemoveUnusedNodesPass()(model)
+            _carry_through_reshapes(graph)
         return ir.passes.PassResult(model, modified)
 
     @staticmethod
