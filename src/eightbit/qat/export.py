@@ -13,9 +13,10 @@ import torch.fx as fx
 
 from eightbit.ir.save import check_output_path, write_atomically
 from eightbit.qat.modules import QuantizedWeights
+from eightbit.qat.quantizers import ActivationQuantizer
 
-# Per-axis DequantizeLinear needs 13; HardSwish 14.
-EXPORT_OPSET = 17
+# Per-axis DequantizeLinear needs 13; HardSwish 14; 18: the exporter's own opset at torch 2.13.
+EXPORT_OPSET = 18
 
 
 def export(model: fx.GraphModule, path: str | os.PathLike, *, input_names: Sequence[str] | None = None,
@@ -27,20 +28,17 @@ def export(model: fx.GraphModule, path: str | os.PathLike, *, input_names: Seque
     path = check_output_path(path)
     copied = copy.deepcopy(model).eval()
     for module in copied.modules():
-        if isinstance(module, QuantizedWeights):
+        if isinstance(module, (QuantizedWeights, ActivationQuantizer)):
             module.prepare_export()
     inputs = tuple(model.example_inputs)
     input_names = list(input_names or [n.name for n in model.graph.nodes if n.op == "placeholder"])
-    outputs = copied(*inputs)
+    with torch.no_grad():
+        outputs = copied(*inputs)
     count = len(outputs) if isinstance(outputs, (tuple, list)) else 1
     output_names = list(output_names or (["output"] if count == 1 else [f"output_{i}" for i in range(count)]))
-    dynamic_axes = {name: {0: "batch"} for name in input_names + output_names} if dynamic_batch else None
-
-    def write(temporary: Path) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's notices; the model is checked on load
-            torch.onnx.export(copied, inputs, temporary, dynamo=False, opset_version=EXPORT_OPSET,
-                              input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
-                              do_constant_folding=False)
-
-    return write_atomically(path, write, suffix=".onnx.tmp")
+    dynamic = tuple({0: torch.export.Dim.AUTO} for _ in inputs) if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notices; the model is checked on load
+        program = torch.onnx.export(copied, inputs, dynamo=True, opset_version=EXPORT_OPSET, input_names=input_names,
+                                    output_names=output_names, dynamic_shapes=dynamic, verbose=False)
+    return write_atomically(path, lambda temporary: program.save(str(temporary)), suffix=".onnx.tmp")

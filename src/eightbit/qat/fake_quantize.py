@@ -5,7 +5,8 @@ QuantizeLinear / DequantizeLinear compute them (x / scale, round half to even, a
 integer zero point, clamp). Backward is the straight-through estimator (eq. 27): the
 gradient passes unchanged where x lies on the grid's span and is 0 where x was clamped.
 Exported to ONNX, a fake quantization is the QuantizeLinear -> DequantizeLinear pair it
-simulates.
+simulates: for export, its grid is fixed and it is written with PyTorch's decomposed quantize
+ops, which the ONNX exporter (torch.onnx.export, dynamo=True) writes as those two nodes.
 """
 
 from __future__ import annotations
@@ -38,29 +39,37 @@ class FakeQuantize(torch.autograd.Function):
         (inside,) = ctx.saved_tensors
         return grad * inside, None, None, None, None, None, None
 
-    @staticmethod
-    def symbolic(g, x, scale, zero_point, qmin: int, qmax: int, axis: int | None, ties_away: bool = False):
-        info = torch.iinfo(zero_point.type().dtype())
-        if (qmin, qmax) != (info.min, info.max):
-            raise ValueError(f"codes [{qmin}, {qmax}] are not the whole range of {info.dtype}: "
-                             "a QuantizeLinear could not clamp there")
-        attributes = {} if axis is None else {"axis_i": axis}
-        codes = g.op("QuantizeLinear", x, scale, zero_point, **attributes)
-        return g.op("DequantizeLinear", codes, scale, zero_point, **attributes)
+
+def dequantize_codes(codes: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+                     axis: int | None) -> torch.Tensor:
+    """Integer codes to float (eq. 1)."""
+    s, z = _along(scale, codes, axis), _along(zero_point, codes, axis)
+    return (codes.to(torch.int64) - z.to(torch.int64)).to(torch.float32) * s
 
 
-class Dequantize(torch.autograd.Function):
-    """Integer codes to float (eq. 1); exported as DequantizeLinear of constant codes."""
+def _decomposed():
+    """PyTorch's decomposed quantize ops (registered by the module that defines them)."""
+    import torch.ao.quantization.fx._decomposed  # noqa: F401
 
-    @staticmethod
-    def forward(ctx, codes, scale, zero_point, axis: int | None):
-        s, z = _along(scale, codes, axis), _along(zero_point, codes, axis)
-        return (codes.to(torch.int64) - z.to(torch.int64)).to(torch.float32) * s
+    return torch.ops.quantized_decomposed
 
-    @staticmethod
-    def symbolic(g, codes, scale, zero_point, axis: int | None):
-        attributes = {} if axis is None else {"axis_i": axis}
-        return g.op("DequantizeLinear", codes, scale, zero_point, **attributes)
+
+def exported_quantize_dequantize(x: torch.Tensor, scale: float, zero_point: int, dtype: torch.dtype) -> torch.Tensor:
+    """x on a grid fixed for export, as the QuantizeLinear -> DequantizeLinear pair the exporter writes. The
+    grid spans its code type's whole range: the range QuantizeLinear clamps to."""
+    info, ops = torch.iinfo(dtype), _decomposed()
+    codes = ops.quantize_per_tensor(x, scale, zero_point, info.min, info.max, dtype)
+    return ops.dequantize_per_tensor(codes, scale, zero_point, info.min, info.max, dtype)
+
+
+def exported_dequantize(codes: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+                        axis: int | None) -> torch.Tensor:
+    """Constant codes to float, as the DequantizeLinear the exporter writes: per channel along `axis`, or with
+    one scale and zero point (axis None)."""
+    info, ops = torch.iinfo(codes.dtype), _decomposed()
+    if axis is None:
+        return ops.dequantize_per_tensor(codes, float(scale), int(zero_point), info.min, info.max, codes.dtype)
+    return ops.dequantize_per_channel(codes, scale, zero_point, axis, info.min, info.max, codes.dtype)
 
 
 def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int,

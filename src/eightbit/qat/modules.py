@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from eightbit.config import Granularity, Scheme
-from eightbit.qat.fake_quantize import Dequantize
+from eightbit.qat.fake_quantize import exported_dequantize
 from eightbit.qat.quantizers import ActivationQuantizer, fake_quantize_bias, fake_quantize_weight, weight_grid
 from eightbit.quant import quantize
 
@@ -48,12 +48,13 @@ class QuantizedWeights(nn.Module):
         self.register_buffer("export_codes", torch.from_numpy(codes))
         self.register_buffer("export_scale", scale)
         self.register_buffer("export_zero_point", zero_point)
+        self.export_grid = (float(scale), int(zero_point)) if axis is None else None  # one grid: numbers
         self.register_buffer("export_bias", None if bias is None else bias.detach().clone())
         self.exporting = True
 
     def exported_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return Dequantize.apply(self.export_codes, self.export_scale, self.export_zero_point, self._axis()), \
-            self.export_bias
+        scale, zero_point = self.export_grid or (self.export_scale, self.export_zero_point)
+        return exported_dequantize(self.export_codes, scale, zero_point, self._axis()), self.export_bias
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError

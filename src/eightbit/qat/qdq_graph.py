@@ -26,7 +26,7 @@ from onnx import helper, numpy_helper
 
 from eightbit.config import BIAS_S32
 from eightbit.errors import InputError
-from eightbit.qat.fake_quantize import Dequantize, fake_quantize
+from eightbit.qat.fake_quantize import dequantize_codes, fake_quantize
 from eightbit.quant.affine import dequantize, quantize_bias
 
 GATE_SCALE = 1 / 255
@@ -258,7 +258,7 @@ def _dequantize_constant(args: list, attributes: dict) -> torch.Tensor:
     codes, scale = args[0], args[1]
     zero_point = args[2] if len(args) > 2 and args[2] is not None else torch.zeros_like(scale, dtype=torch.int64)
     axis = attributes.get("axis", 1) % codes.dim() if scale.dim() else None
-    return Dequantize.apply(codes, scale, zero_point, axis)
+    return dequantize_codes(codes, scale, zero_point, axis)
 
 
 def _conv(node, a, args):

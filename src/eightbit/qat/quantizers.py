@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from eightbit.config import IntegerFormat
-from eightbit.qat.fake_quantize import fake_quantize
+from eightbit.qat.fake_quantize import exported_quantize_dequantize, fake_quantize
 from eightbit.quant import choose_qparams
 from eightbit.quant.weights import weight_qparams
 
@@ -54,8 +54,23 @@ class ActivationQuantizer(nn.Module):
         self.register_buffer("batches", torch.zeros((), dtype=torch.int64))
         self.register_buffer("scale", torch.ones((), dtype=torch.float32))
         self.register_buffer("zero_point", torch.zeros((), dtype=_torch_dtype(fmt)))
+        self.export_grid: tuple[float, int] | None = None  # (scale, zero point), fixed by prepare_export
+
+    @torch.no_grad()
+    def prepare_export(self) -> None:
+        """Fix the grid as numbers, for the exporter to write as a QuantizeLinear -> DequantizeLinear pair."""
+        info = torch.iinfo(self.zero_point.dtype)
+        if (self.fmt.qmin, self.fmt.qmax) != (info.min, info.max):
+            raise ValueError(f"codes [{self.fmt.qmin}, {self.fmt.qmax}] are not the whole range of {info.dtype}: "
+                             "a QuantizeLinear could not clamp there")
+        if int(self.batches) == 0:
+            raise RuntimeError("an activation quantizer has seen no data: run the prepared model in train mode "
+                               "on some batches before exporting it")
+        self.export_grid = (float(self.scale), int(self.zero_point))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.export_grid is not None:
+            return exported_quantize_dequantize(x, *self.export_grid, self.zero_point.dtype)
         if self.training:
             self.observe(x.detach())
         elif int(self.batches) == 0:
