@@ -493,3 +493,28 @@ def test_quantized_resize_runs_on_codes_channels_first_with_the_same_outputs(mon
     assert not ReferenceSession(walled).float_nodes
     step = float(np.abs(reference).max()) / 100
     assert np.abs(reference - run(walled, sample)[0]).max() <= step
+
+
+@pytest.mark.parametrize(("shape", "axes", "keepdims", "pooled"), [
+    ([2, 3, 5, 4], [2, 3], 1, True),
+    ([2, 3, 5, 4], [-1, -2], 1, True),
+    ([2, 3, 5, 4], [2, 3], 0, False),  # the pool keeps the axes
+    ([2, 3, 5, 4], [3], 1, False),  # not every spatial axis
+    ([2, 5, 4], [2], 1, False),  # rank 3: a layer norm's mean as often as a pool
+])
+def test_a_mean_over_every_spatial_axis_becomes_a_global_pool(shape, axes, keepdims, pooled):
+    from eightbit.passes.mean_as_pool import ReduceMeanAsGlobalPool
+
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    out_shape = [d if i not in [a % len(shape) for a in axes] else 1 for i, d in enumerate(shape)] if keepdims \
+        else [d for i, d in enumerate(shape) if i not in [a % len(shape) for a in axes]]
+    proto = make_model([helper.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=keepdims)],
+                       [value_info("x", shape)], [value_info("y", out_shape)],
+                       [tensor("axes", np.array(axes, np.int64))], opset=18)
+    model = ir.from_proto(proto)
+    ReduceMeanAsGlobalPool()(model)
+    assert [node.op_type for node in model.graph] == (["GlobalAveragePool"] if pooled else ["ReduceMean"])
+    assert model.graph.outputs[0].name == "y"
+    expected = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})[0]
+    got = ort.InferenceSession(model_to_bytes(model)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)

@@ -18,8 +18,9 @@ def _axes(node: ir.Node) -> list[int] | None:
 
 
 class ReduceMeanAsGlobalPool(ir.passes.InPlacePass):
-    """Rule: ReduceMean(x) over exactly the axes after the second of an x of rank 3 or more, with keepdims,
-    -> GlobalAveragePool(x). The same values; GlobalAveragePool has an integer kernel, ReduceMean none."""
+    """Rule: ReduceMean(x) over exactly the axes after the second of an x of rank 4 or more, with keepdims,
+    -> GlobalAveragePool(x). The same values; GlobalAveragePool has an integer kernel, ReduceMean none. Not at
+    rank 3: there a mean over the last axis is as often a layer norm's, over features, as a pool over time."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -28,7 +29,7 @@ class ReduceMeanAsGlobalPool(ir.passes.InPlacePass):
             if node.op_type != "ReduceMean" or node.domain not in ("", "ai.onnx") or not attribute(node, "keepdims", 1):
                 continue
             shape, axes = node.inputs[0].shape, _axes(node)
-            if shape is None or shape.rank() < 3 or axes is None:
+            if shape is None or shape.rank() < 4 or axes is None:
                 continue
             if sorted(axis % shape.rank() for axis in axes) != list(range(2, shape.rank())):
                 continue
