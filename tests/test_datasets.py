@@ -70,6 +70,31 @@ def test_truncated_archive_is_refused(tmp_path):
         load_npz(path, SPECS)
 
 
+def _claiming(descr: str, shape: tuple) -> bytes:
+    """An .npy file whose header claims `shape`, holding 64 bytes."""
+    import struct
+
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}".ljust(118) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + bytes(64)
+
+
+def test_a_header_that_claims_more_than_the_file_holds_is_refused_unread(tmp_path):
+    """An .npy header may claim any shape: 2**34 samples (6 TiB) in a file of a few hundred bytes."""
+    import zipfile
+
+    path = tmp_path / "claims.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", _claiming("<f4", (2**34, 3, 8, 8)))
+        archive.writestr("k.npy", _claiming("<i8", (2**34, 2)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match="array '.' is truncated"):
+            load_npz(path, SPECS)
+        assert tracemalloc.get_traced_memory()[1] < 2**26  # nothing near the claimed size was allocated
+    finally:
+        tracemalloc.stop()
+
+
 def test_memory_does_not_grow_with_the_samples(tmp_path, monkeypatch):
     """Checking and going over 2,000 samples (25 MB) holds one check chunk (here 1 MiB) and one
     batch (0.1 MB) of them at a time, not the file."""
