@@ -111,7 +111,7 @@ def run(names: list[str]) -> list[str]:
     import eightbit.api  # noqa: F401
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
-    rows, notes, unprocessed = [], [], set()
+    rows, notes, unprocessed, ratios = [], [], set(), {}
     for case in build_cases(names):
         with tempfile.TemporaryDirectory(prefix="eightbit-conversion-") as scratch:
             folder = Path(scratch)
@@ -122,6 +122,8 @@ def run(names: list[str]) -> list[str]:
             same = _same_beside_a_busy_cpu(case, ours, folder) if ours_s is not None else False
             size_mb = case.path.stat().st_size / 2**20
             ratio = "–" if ours_s is None or theirs_s is None else f"{ours_s / theirs_s:.1f}x"
+            if ours_s is not None and theirs_s is not None:
+                ratios[case.name] = (ours_s, ours_s / theirs_s)
             rows.append(f"| {case.name} | {size_mb:.1f} | {_cell(ours_s)} | {_cell(theirs_s)} | {_cell(nncf_s)} | "
                         f"{ratio} | {'yes' if same else 'NO'} |")
             if case.name in unprocessed:
@@ -138,7 +140,15 @@ def run(names: list[str]) -> list[str]:
         "same bytes beside a busy CPU |",
         "|---|---|---|---|---|---|---|",
     ]
-    return header + rows + [""] + [f"- {note}" for note in notes]
+    return header + rows + [""] + [f"- {note}" for note in notes] + ["", _summary(ratios)]
+
+
+def _summary(ratios: dict[str, tuple[float, float]]) -> str:
+    """Which models took at most 3x ORT's time, which more (a model done within a second counts as within)."""
+    within = [name for name, (seconds, ratio) in ratios.items() if ratio <= 3.0 or seconds < 1.0]
+    above = [f"{name} ({ratio:.1f}x)" for name, (seconds, ratio) in ratios.items() if name not in within]
+    return (f"Within 3x of ORT's time (or done within a second): {', '.join(within) or 'none'}; above it: "
+            f"{', '.join(above) or 'none'}.")
 
 
 SECTION = """## Conversion time: eightbit, ONNX Runtime's quantizer, NNCF
@@ -146,6 +156,30 @@ SECTION = """## Conversion time: eightbit, ONNX Runtime's quantizer, NNCF
 Made by `{command}` (see benchmarks/conversion.py for what is timed and how).
 
 {table}
+
+This machine's speed drifts by 20% from run to run, for every tool alike: compare ratios, and those
+roughly. Where the time goes (pyinstrument, default flags): Inception-v1, 8.0 s under the profiler:
+the calibration pass 2.9 s (the float model with every tensor an output 1.3 s, eq. 34's moments 1.2 s),
+eq. 34's codes 1.2 s, bias correction's pass through the quantized model in pieces 1.5 s (its pieces
+compute each convolution in float: a whole run of the quantized model over the same samples takes
+0.45 s), four whole-model measures 2.0 s, loading 0.35 s. PP-OCRv4 det, 20 s under the profiler: the
+budget's search 9.7 s (its probes: building 3.6 s, measuring 5.4 s), equalization 5.3 s (three builds
+and two calibration passes), weight codes 3.8 s.
+
+What moved these figures since the previous run (resnet50 20.9 s, squeezenet 2.3, inception_v1 9.8,
+densenet121 23.7, shufflenet 3.0, vgg19 95.1, ppocr_det 16.5, ppocr_cls 6.3; 2.0x to 5.8x ORT's time;
+the files are byte-identical before and after both changes):
+- eq. 34's column walk calls the BLAS that factored H (SciPy's) for its products. NumPy and SciPy each
+  load their own OpenBLAS, whose idle threads spin for a while after each call; alternating the two
+  layer by layer had both sets of threads on the two cores at once: Inception-v1's codes 2.2 s ->
+  0.9 s (one 1,296-wide H took 0.14 s to factor there, 0.03 s alone).
+- A candidate measured again (the budget's measure of the model weight rounding measured, bias
+  correction's of the one the budget measured) runs only the batches not measured before:
+  Inception-v1 7.6-8.1 s -> 7.2-7.5 s.
+Tried and not kept: running bias correction's pieces on all samples at once (one run per piece instead
+of one per sample and piece; Inception-v1's pass 1.3 s -> 1.5 s: the pieces' float convolutions, not
+the calls, take the time); OPENBLAS_THREAD_TIMEOUT set low for the whole process (no faster once the
+walk uses one BLAS).
 """
 
 
