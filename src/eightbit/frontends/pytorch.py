@@ -8,9 +8,12 @@ does not depend on it. The exporter needs onnxscript (pip install onnxscript).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx_ir as ir
@@ -48,6 +51,21 @@ def _batch_dynamic(torch, inputs: tuple) -> tuple:
                  for x in inputs)
 
 
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """The exporter's notices held back (its warnings, and its log lines about optional packages such as
+    torchvision): what it writes is checked when loaded."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def _export(torch, model, inputs: tuple | None, what: str) -> ir.Model:
     """torch.onnx.export's ONNX model of `model`, or InputError naming what failed."""
     try:
@@ -56,8 +74,7 @@ def _export(torch, model, inputs: tuple | None, what: str) -> ir.Model:
         raise InputError(f"exporting {what} to ONNX needs onnxscript: pip install onnxscript") from None
     dynamic = _batch_dynamic(torch, inputs) if inputs is not None else None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the exporter's notices; the model is validated on load
+        with quiet_exporter():
             program = torch.onnx.export(model, inputs, dynamo=True, opset_version=EXPORT_OPSET,
                                         dynamic_shapes=dynamic, verbose=False)
     except Exception as error:  # the exporter raises many kinds; each is the user's model not exporting

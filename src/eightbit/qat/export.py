@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.fx as fx
 
+from eightbit.frontends.pytorch import quiet_exporter
 from eightbit.ir.save import check_output_path, write_atomically
 from eightbit.qat.modules import QuantizedWeights
 from eightbit.qat.quantizers import ActivationQuantizer
@@ -37,8 +37,7 @@ def export(model: fx.GraphModule, path: str | os.PathLike, *, input_names: Seque
     count = len(outputs) if isinstance(outputs, (tuple, list)) else 1
     output_names = list(output_names or (["output"] if count == 1 else [f"output_{i}" for i in range(count)]))
     dynamic = tuple({0: torch.export.Dim.AUTO} for _ in inputs) if dynamic_batch else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's notices; the model is checked on load
+    with quiet_exporter():
         program = torch.onnx.export(copied, inputs, dynamo=True, opset_version=EXPORT_OPSET, input_names=input_names,
                                     output_names=output_names, dynamic_shapes=dynamic, verbose=False)
     return write_atomically(path, lambda temporary: program.save(str(temporary)), suffix=".onnx.tmp")
