@@ -64,6 +64,22 @@ def test_fewest_meeting_reports_the_most_it_could_keep_when_nothing_meets_the_bu
     assert (count, measured) == (2, 10.0)
 
 
+def test_fewest_meeting_most_first_settles_a_budget_out_of_reach_with_one_model():
+    asked = []
+
+    def measure(count):
+        asked.append(count)
+        return float(count)
+
+    assert fewest_meeting(lambda value: value >= 100.0, 40, measure, most_first=True) == (40, 40.0, 1)
+    assert asked == [40]
+    # in reach: bisection from the most down, the same count as doubling up finds, with fewer models here
+    asked.clear()
+    count, _, probes = fewest_meeting(lambda value: value >= 30.0, 40, measure, most_first=True)
+    assert count == 30 and 29 in asked and min(asked) >= 20
+    assert probes < fewest_meeting(lambda value: value >= 30.0, 40, float)[2]
+
+
 def _harms(*impacts):
     """Groups named g0, g1, ... in graph order, with these single-group impacts."""
     return [Harm((f"g{i}",), (f"node{i}",), impact) for i, impact in enumerate(impacts)]

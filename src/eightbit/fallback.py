@@ -234,12 +234,16 @@ def in_search_order(harms: list[Harm], order: str) -> list[Harm]:
 
 
 def fewest_meeting(meets: Callable[[float], bool], available: int, measure: Callable[[int], float],
-                   standing: Callable[[float], float] | None = None, slack: float = 0.0) -> tuple[int, float, int]:
+                   standing: Callable[[float], float] | None = None, slack: float = 0.0,
+                   most_first: bool = False) -> tuple[int, float, int]:
     """The smallest k in 1..available whose measure(k) meets the budget, assuming more kept float never
     hurts: doubling, then bisection, which stops once the k found is within `slack` (a share of it) of the
     smallest that can meet it. Returns (k, its measure, probes). Where none meets it: k = available, or,
     given `standing` (a measure -> higher is closer to the budget), the k measured closest; more kept float
-    does not always measure better (the errors of separate grids can partly cancel)."""
+    does not always measure better (the errors of separate grids can partly cancel).
+
+    `most_first`: k = available is measured first; where it misses, the search ends there (one probe), and
+    where it meets, bisection starts from it, without doubling."""
     measured: dict[int, float] = {}
 
     def good(k: int) -> bool:
@@ -248,6 +252,8 @@ def fewest_meeting(meets: Callable[[float], bool], available: int, measure: Call
         return meets(measured[k])
 
     low, high = 0, 1  # low: known not to meet (0: nothing kept)
+    if most_first:
+        high = available
     while high < available and not good(high):
         low, high = high, min(2 * high, available)
     if not good(high):
@@ -271,7 +277,10 @@ def searched_prefixes(
     one, the prefix measured closest to it. No prefix is longer than `at_most` groups. Each order after the first
     is searched only for fewer groups than one already found; `slack` as fewest_meeting's. `measure(order, kept)`
     builds and measures the model with `kept` float. Returns (order, kept, its measure, models measured), or None
-    where no order has anything to keep float."""
+    where no order has anything to keep float.
+
+    For the scheme's floor each order's longest prefix is measured first (fewest_meeting's `most_first`): where
+    even that misses the floor, the all-integer model is returned, so one model settles it."""
     searched: list[tuple[str, list[Harm], float]] = []
     probes = 0
     for order in orders:
@@ -284,7 +293,8 @@ def searched_prefixes(
         def measure_count(count: int, order: str = order, ordered: list[Harm] = ordered) -> float:
             return measure(order, ordered[:count])
 
-        count, value, used = fewest_meeting(budget.meets, most, measure_count, budget.standing, slack)
+        count, value, used = fewest_meeting(budget.meets, most, measure_count, budget.standing, slack,
+                                            most_first=budget.floor)
         probes += used
         searched.append((order, ordered[:count], value))
     if not searched:
