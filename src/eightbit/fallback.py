@@ -271,16 +271,15 @@ def fewest_meeting(meets: Callable[[float], bool], available: int, measure: Call
 def searched_prefixes(
     harms: list[Harm], budget: Budget, measure: Callable[[str, list[Harm]], float],
     orders: tuple[str, ...] = SEARCH_ORDERS, at_most: int | None = None, slack: float = 0.0,
+    most_first: bool = False,
 ) -> tuple[str, list[Harm], float, int] | None:
     """The shortest prefix of `harms` (as measured_harms gives them), in any of `orders` (SEARCH_ORDERS), whose
     keeping float meets `budget` (the first order's, where two meet it with as many groups); where no order has
     one, the prefix measured closest to it. No prefix is longer than `at_most` groups. Each order after the first
     is searched only for fewer groups than one already found; `slack` as fewest_meeting's. `measure(order, kept)`
     builds and measures the model with `kept` float. Returns (order, kept, its measure, models measured), or None
-    where no order has anything to keep float.
-
-    For the scheme's floor each order's longest prefix is measured first (fewest_meeting's `most_first`): where
-    even that misses the floor, the all-integer model is returned, so one model settles it."""
+    where no order has anything to keep float. `most_first`: each order's longest prefix is measured first, as
+    fewest_meeting's."""
     searched: list[tuple[str, list[Harm], float]] = []
     probes = 0
     for order in orders:
@@ -293,8 +292,7 @@ def searched_prefixes(
         def measure_count(count: int, order: str = order, ordered: list[Harm] = ordered) -> float:
             return measure(order, ordered[:count])
 
-        count, value, used = fewest_meeting(budget.meets, most, measure_count, budget.standing, slack,
-                                            most_first=budget.floor)
+        count, value, used = fewest_meeting(budget.meets, most, measure_count, budget.standing, slack, most_first)
         probes += used
         searched.append((order, ordered[:count], value))
     if not searched:

@@ -91,7 +91,8 @@ def within_budget(job: Job, built: Build, moments: InputMoments | None,
     """`built`, or the job's reference built again with the fewest tensor grids kept float (their producers and
     readers float nodes) for `measured` to meet the job's budget: the first from the input or, at MAX effort,
     also the most harmful first, whichever meets it with fewer. Each probe is built with `built`'s weight range
-    and, at FAST effort, its hard-swish form.
+    and, at FAST effort, its hard-swish form. For the scheme's floor at FAST effort the longest prefix is
+    measured first, and bisection runs down from it.
 
     Where no prefix meets it: the scheme's floor returns `built` and says how close the search came; a budget of
     the caller's returns the model measured closest to it (`built` where none measured better)."""
@@ -113,8 +114,11 @@ def within_budget(job: Job, built: Build, moments: InputMoments | None,
         candidates[order, len(kept_groups)] = with_gates(job, built.weight_range, kept, moments, like=like)
         return measured(candidates[order, len(kept_groups)].model)
 
-    slack = FAST_SLACK if job.options.effort is Effort.FAST else 0.0
-    found = searched_prefixes(harms, budget, measure, orders, slack=slack)
+    fast = job.options.effort is Effort.FAST
+    # The floor at FAST effort: where even the most the search keeps float misses it, the all-integer model is
+    # returned, so the longest prefix is measured first and one model settles it.
+    found = searched_prefixes(harms, budget, measure, orders, slack=FAST_SLACK if fast else 0.0,
+                              most_first=fast and budget.floor)
     if found is None:
         return built, Fallback(budget, before, before, [], 1)
     order, kept, after, probes = found
