@@ -162,13 +162,13 @@ roughly. Where the time goes (pyinstrument, default flags): Inception-v1, 8.0 s 
 the calibration pass 2.9 s (the float model with every tensor an output 1.3 s, eq. 34's moments 1.2 s),
 eq. 34's codes 1.2 s, bias correction's pass through the quantized model in pieces 1.5 s (its pieces
 compute each convolution in float: a whole run of the quantized model over the same samples takes
-0.45 s), four whole-model measures 2.0 s, loading 0.35 s. PP-OCRv4 det, 20 s under the profiler: the
-budget's search 9.7 s (its probes: building 3.6 s, measuring 5.4 s), equalization 5.3 s (three builds
-and two calibration passes), weight codes 3.8 s.
+0.45 s), four whole-model measures 2.0 s, loading 0.35 s. PP-OCRv4 det, 20 s under the profiler, before
+the floor's search below: the budget's search 9.7 s (11 probes: building 3.6 s, measuring 5.4 s),
+equalization 5.3 s (three builds and two calibration passes), weight codes 3.8 s.
 
-What moved these figures since the previous run (resnet50 20.9 s, squeezenet 2.3, inception_v1 9.8,
-densenet121 23.7, shufflenet 3.0, vgg19 95.1, ppocr_det 16.5, ppocr_cls 6.3; 2.0x to 5.8x ORT's time;
-the files are byte-identical before and after both changes):
+What moved these figures since the run before these changes (resnet50 20.9 s, squeezenet 2.3,
+inception_v1 9.8, densenet121 23.7, shufflenet 3.0, vgg19 95.1, ppocr_det 16.5, ppocr_cls 6.3; 2.0x to
+5.8x ORT's time; the first two changes leave the files byte-identical):
 - eq. 34's column walk calls the BLAS that factored H (SciPy's) for its products. NumPy and SciPy each
   load their own OpenBLAS, whose idle threads spin for a while after each call; alternating the two
   layer by layer had both sets of threads on the two cores at once: Inception-v1's codes 2.2 s ->
@@ -176,6 +176,11 @@ the files are byte-identical before and after both changes):
 - A candidate measured again (the budget's measure of the model weight rounding measured, bias
   correction's of the one the budget measured) runs only the batches not measured before:
   Inception-v1 7.6-8.1 s -> 7.2-7.5 s.
+- The floor's budget search (default flags) measures the longest prefix it may keep float first, and
+  bisects down from it where that meets the floor (docs/quantization.md, section 11b): PP-OCRv4 det
+  builds and measures 6 models where doubling from one took 11 (15.9 s -> 12.9 s, run alone; 70 grids
+  float where it kept 69; BENCHMARKS' main table); where even that prefix misses, one model settles it
+  (BlazeFace front: 2 models where it took 7).
 Tried and not kept: running bias correction's pieces on all samples at once (one run per piece instead
 of one per sample and piece; Inception-v1's pass 1.3 s -> 1.5 s: the pieces' float convolutions, not
 the calls, take the time); OPENBLAS_THREAD_TIMEOUT set low for the whole process (no faster once the
