@@ -138,24 +138,23 @@ model has none (the light zoo's random-weight models: output SQNR only).
 
 What the rows say (the run above; OpenVINO's own f32 drifts by 10-40% between runs on this shared machine,
 so read the ratios within a row):
-- With every grid integer (`--min-sqnr off`), eightbit's model runs as fast as NNCF's, within a few percent,
-  on seven of the nine models, at higher output SQNR on six and the same (exact) on ShuffleNet. The rows of
-  PP-OCRv4 det and digits were taken under load (det's f32 16.5 ms, against 10 to 12 in other runs): run alone
-  right after (`--models ppocr_det digits --no-write`), det was 0.78x / 0.97x NNCF's speed and digits 1.01x /
-  1.01x. Det is level on agreement (19.1 against 19.4 dB, IoU 0.977 against 0.978) and PP-OCR cls behind
-  (16.9 against 18.3 dB, top-1 agreement 0.955 against 0.973).
+- With every grid integer (`--min-sqnr off`), eightbit's model runs within 5% of NNCF's speed on every
+  model (0.95x to 1.02x), at higher output SQNR on six and the same (exact) on ShuffleNet. PP-OCRv4 det is
+  level on agreement (19.1 against 19.4 dB, IoU 0.977 against 0.978) and PP-OCR cls behind (16.9 against
+  18.3 dB, top-1 agreement 0.955 against 0.973). ResNet-50 runs 3.62x and VGG-19 3.95x OpenVINO's f32.
 - The forms that made this (docs/quantization.md, section 6d), each step on PP-OCRv4 det all-integer against
-  NNCF's model in the same run (ms): the forms made for ONNX Runtime 9.57 against 5.87; grids only where
-  integer kernels read them 6.05 against 5.15; zero points 0, 5.06 against 5.02; no pair after data
+  NNCF's model in the same earlier run (ms): the forms made for ONNX Runtime 9.57 against 5.87; grids only
+  where integer kernels read them 6.05 against 5.15; zero points 0, 5.06 against 5.02; no pair after data
   movement, 4.61 against 4.56. DenseNet-121 with its Concats in float (an earlier form, after a zero point on
   them crashed OpenVINO) ran 0.76x NNCF's speed; as integer Concats with zero point 0, 1.00x.
-- PP-OCRv4 det with default flags keeps its first 64 grids float to meet the 25 dB floor: 0.66x to 0.80x
-  NNCF's speed over three runs, text-map IoU 0.991 against NNCF's 0.978.
-- PP-OCR cls misses its 30 dB floor in OpenVINO's formats (25.4 dB at best within the budget's bound), so the
-  all-integer model is returned and the report says so; made for ONNX Runtime it reaches the floor, and runs
-  slower in OpenVINO (BENCHMARKS.md, "Every runtime side by side").
-- On the two smallest models int8 gains little or nothing over OpenVINO's f32 (cls 1.01x; digits 0.98x to
-  1.22x between runs): per-layer overhead, where every model here is under a millisecond.
+- PP-OCRv4 det with default flags keeps its first 33 grids float to meet the 25 dB floor (14.4 -> 25.6 dB on
+  the calibration samples, 6 models searched): 0.74x NNCF's speed here (0.66x to 0.80x over earlier runs,
+  whose search kept 64), text-map IoU 0.990 against NNCF's 0.978.
+- PP-OCR cls misses its 30 dB floor in OpenVINO's formats, so the all-integer model is returned and the
+  report says so; made for ONNX Runtime it reaches the floor, and runs slower in OpenVINO (BENCHMARKS.md,
+  "Every runtime side by side").
+- On the two smallest models int8 gains nothing over OpenVINO's f32 here (cls 0.97x; digits 0.85x, 0.98x to
+  1.22x in earlier runs): per-layer overhead, where every model here is under a millisecond.
 """
 
 if __name__ == "__main__":
