@@ -58,9 +58,9 @@ Made by `{command}` (see benchmarks/throughput.py; one model: `eightbit bench MO
 The light zoo models (ResNet-50 and the rest) take a fixed batch of 1 and are left out. What the rows say
 (this run; the machine was loaded unevenly, so compare within a row):
 - PP-OCRv4 det gains from int8 at every batch in both runtimes; NNCF's model stays ahead of eightbit's
-  (default flags keep the first 64 grids float for the 25 dB floor, BENCHMARKS.md "OpenVINO: eightbit's
+  (default flags keep the first grids float for the 25 dB floor, BENCHMARKS.md "OpenVINO: eightbit's
   `--target openvino` against NNCF"); memory grows with the batch about as in float.
-- PP-OCR cls made for ONNX Runtime runs slower than float there at batch 32 (0.86x; 1.17x at batch 1): per
+- PP-OCR cls made for ONNX Runtime runs slower than float there at batch 32 (0.79x; 1.14x at batch 1): per
   call, its float kernels batch better than its integer ones. In OpenVINO both int8 models gain over f32 at
   every batch.
 - The digits CNN is too small for OpenVINO at any batch here (a call costs more than the model).
