@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from eightbit.config import DEFAULT_THREADS
 from eightbit.errors import InputError, first_line
 from eightbit.ir import model_to_bytes, save_model
 
-PROTOBUF_LIMIT = 2**31 - 1
+_PROTOBUF_LIMIT = 2**31 - 1
 _LEVELS = {
     "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -64,11 +66,8 @@ class OrtSession:
         self._scratch: tempfile.TemporaryDirectory | None = None
         source: bytes | str
         if isinstance(model, ir.Model):
-            try:
-                source = model_to_bytes(model)
-            except (ValueError, EncodeError):  # above protobuf's 2 GiB: through a file with external data
-                source = ""
-            if not source or len(source) >= PROTOBUF_LIMIT:
+            source = serialized(model)
+            if source is None:  # above protobuf's 2 GiB: through a file with external data
                 self._scratch = tempfile.TemporaryDirectory(prefix="eightbit-")
                 source = os.fspath(save_model(model, Path(self._scratch.name) / "model.onnx"))
         elif isinstance(model, bytes):
@@ -125,17 +124,33 @@ def check_loads(path: Path) -> None:
         raise UnloadableOutput(f"ONNX Runtime cannot open the model made ({first}); nothing was written") from None
 
 
-def session_with_outputs(model: ir.Model, values: list[ir.Value], threads: int = DEFAULT_THREADS,
-                         optimize: str = "all") -> OrtSession:
-    """A session on `model` whose graph also outputs `values`; the model is left as it was."""
+def serialized(model: ir.Model) -> bytes | None:
+    """`model`'s bytes, or None where it is above protobuf's 2 GiB (such a model goes through a file)."""
+    try:
+        source = model_to_bytes(model)
+    except (ValueError, EncodeError):
+        return None
+    return source if len(source) < _PROTOBUF_LIMIT else None
+
+
+@contextlib.contextmanager
+def with_outputs(model: ir.Model, values: list[ir.Value]) -> Iterator[ir.Model]:
+    """`model` with `values` among its graph's outputs for the block, as it was after."""
     outputs = model.graph.outputs
     added = [v for v in values if v not in outputs]
     outputs.extend(added)
     try:
-        return OrtSession(model, threads=threads, optimize=optimize)
+        yield model
     finally:
         for _ in added:
             outputs.pop()
+
+
+def session_with_outputs(model: ir.Model, values: list[ir.Value], threads: int = DEFAULT_THREADS,
+                         optimize: str = "all") -> OrtSession:
+    """A session on `model` whose graph also outputs `values`; the model is left as it was."""
+    with with_outputs(model, values):
+        return OrtSession(model, threads=threads, optimize=optimize)
 
 
 def _zeros_for(session: ort.InferenceSession) -> dict[str, np.ndarray]:

@@ -15,12 +15,10 @@ from typing import Protocol
 
 import numpy as np
 import onnx_ir as ir
-from google.protobuf.message import EncodeError
 
-from eightbit.backends.onnxruntime import PROTOBUF_LIMIT, OrtSession, session_with_outputs
+from eightbit.backends.onnxruntime import OrtSession, serialized, session_with_outputs, with_outputs
 from eightbit.datasets import Samples
 from eightbit.errors import InputError
-from eightbit.ir import model_to_bytes
 from eightbit.measure.metrics import Agreement, compared_values
 
 # The choices measured on the calibration samples (weight range, codes, gates, equalization, bias correction)
@@ -127,7 +125,8 @@ class Measure:
         """(signal, noise) power of each compared output of `model` against `reference`'s, batch by batch, on at
         least the batches of `expected`: those measured before for the same bytes and the rest run now."""
         compared = list(compared_values(model).values())
-        source = _with_outputs_serialized(model, compared)
+        with with_outputs(model, compared):
+            source = serialized(model)
         key = None if source is None else (id(reference), hashlib.blake2b(source, digest_size=16).digest())
         powers = self._powers_seen.setdefault(key, []) if key is not None else []
         if len(powers) < len(expected):
@@ -144,19 +143,3 @@ class Measure:
                 powers.append([(metric.signal, metric.noise) for metric in metrics])
             session.close()
         return powers
-
-
-def _with_outputs_serialized(model: ir.Model, values: list[ir.Value]) -> bytes | None:
-    """`model` with `values` among its outputs, serialized (the model is left as it was); None where it is above
-    protobuf's limit."""
-    outputs = model.graph.outputs
-    added = [v for v in values if v not in outputs]
-    outputs.extend(added)
-    try:
-        source = model_to_bytes(model)
-    except (ValueError, EncodeError):
-        return None
-    finally:
-        for _ in added:
-            outputs.pop()
-    return source if len(source) < PROTOBUF_LIMIT else None
