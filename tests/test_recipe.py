@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
+from onnx import helper
 
 import eightbit
-from conftest import small_cnn
+from conftest import make_model, small_cnn, tensor, value_info
 from eightbit.cli import main
 from eightbit.ir import load_model
 from eightbit.pipeline.options import QuantizeOptions
@@ -54,7 +56,9 @@ def test_a_flag_beside_a_recipe_is_refused(run, capsys):
 
 @pytest.mark.parametrize("text, message", [
     ("format = 1\n[quantize]\nbits = 4\n", "unknown option(s) bits"),
-    ('format = 1\n[quantize]\n[nodes."conv1"]\nbits = 4\n', "float = true only"),
+    ('format = 1\n[quantize]\n[nodes."conv1"]\nbits = 4\n', "takes float and weight_bits only"),
+    ('format = 1\n[quantize]\n[nodes."conv1"]\nweight_bits = 5\n', "weight_bits must be 4 or 8"),
+    ('format = 1\n[quantize]\n[nodes."conv1"]\nweight_bits = 8\n', "set weight_bits = 4 in [quantize]"),
     ("format = 1\nquantize = [", "not a readable TOML recipe"),
     ("[quantize]\n", "not an eightbit recipe"),
 ])
@@ -77,6 +81,39 @@ def test_options_round_trip_through_a_recipe(tmp_path):
     assert (read.scheme, read.calibrate, read.min_sqnr_db, read.bias_correction, read.exclude, read.target) == \
         ("po2", "percentile", "off", False, ("conv*", "Softmax"), "tensorrt")
     assert recipe_text(read, [], []) == path.read_text()  # every other option as it was
+
+
+def _two_matmuls(path):
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="first"),
+             helper.make_node("MatMul", ["h", "w2"], ["y"], name="second")]
+    onnx.save(make_model(nodes, [value_info("x", ["batch", 64])], [value_info("y", ["batch", 32])],
+                         [tensor("w1", rng.normal(0, 0.2, (64, 64)).astype(np.float32)),
+                          tensor("w2", rng.normal(0, 0.2, (64, 32)).astype(np.float32))]), path)
+    data = path.with_suffix(".npz")
+    np.savez(data, x=rng.normal(0, 1, (16, 64)).astype(np.float32))
+    return data
+
+
+def test_a_recipe_gives_one_node_8_bit_blocks_under_4_bit_ones(tmp_path):
+    model, recipe = tmp_path / "two.onnx", tmp_path / "two.toml"
+    data = _two_matmuls(model)
+    common = ["quantize", str(model), "--calibration", str(data), "--no-report", "-q"]
+    assert main([*common, "--scheme", "weights", "--weight-bits", "4", "--save-recipe", str(recipe),
+                 "-o", str(tmp_path / "four.onnx")]) == 0
+    recipe.write_text(recipe.read_text() + '\n[nodes."second"]\nweight_bits = 8\n')
+    assert main([*common, "--recipe", str(recipe), "-o", str(tmp_path / "mixed.onnx")]) == 0
+
+    def bits(path):
+        return {node.name: helper.get_attribute_value(next(a for a in node.attribute if a.name == "bits"))
+                for node in onnx.load(path).graph.node if node.op_type == "MatMulNBits"}
+    assert set(bits(tmp_path / "four.onnx").values()) == {4}
+    mixed = bits(tmp_path / "mixed.onnx")
+    assert mixed == {"first": 4, "second": 8}
+    again = tmp_path / "again.toml"
+    assert main([*common, "--recipe", str(recipe), "-o", str(tmp_path / "again.onnx"), "--save-recipe",
+                 str(again)]) == 0
+    assert read_recipe(again).eight_bit_weights == ("second",)  # kept in the recipe it writes
 
 
 def test_inspect_writes_a_recipe_that_keeps_the_worst_layers_float(run, capsys):

@@ -4,8 +4,8 @@
 as comments, what it decided; `quantize --recipe FILE` takes its options from the file. quantize is
 deterministic for one input, one set of options and one instruction set (docs/quantization.md, section 11d),
 so a recipe run again gives the same bytes, and a recipe edited gives exactly the model of the edited options.
-Per node, a recipe takes `float = true` (the node stays float, as --exclude keeps it); other per-node settings
-are refused by name.
+Per node, a recipe takes `float = true` (the node stays float, as --exclude keeps it) and, under 4-bit blocks,
+`weight_bits = 8` (the node's weights take 8-bit blocks); other per-node settings are refused by name.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ FIELDS = ("scheme", "calibrate", "weight_range", "bias_bits", "weight_granularit
           "speed_check", "target", "effort")
 # A field's key in the recipe: the command line's flag, with _ for -.
 KEYS = {field: {"min_sqnr_db": "min_sqnr", "max_drop_points": "max_drop"}.get(field, field) for field in FIELDS}
-NODE_KEYS = ("float",)
+NODE_KEYS = ("float", "weight_bits")
 
 
 def _value(value) -> str | None:
@@ -60,9 +60,12 @@ def recipe_text(options: QuantizeOptions, decisions: list[dict], float_nodes: li
         text = '"off"' if field == "min_sqnr_db" and value is None else _value(value)
         lines.append(f"{KEYS[field]} = {text}" if text is not None else f"# {KEYS[field]}: the default")
     lines.append(f"exclude = {json.dumps(list(options.exclude))}")
+    for name in options.eight_bit_weights:
+        lines += ["", f"[nodes.{json.dumps(name)}]", "weight_bits = 8"]
     lines += ["", "# What the run decided (for reading; quantize decides again from the options above):"]
     lines += [f"#   {d['step']}: {d['taken']}" for d in decisions]
-    lines += ["# Nodes it left float, and why (add [nodes.\"NAME\"] float = true to keep another one float):"]
+    lines += ["# Nodes it left float, and why (add [nodes.\"NAME\"] float = true to keep another one float; under",
+              "# 4-bit blocks, weight_bits = 8 gives a node's weights 8-bit blocks):"]
     lines += [f"#   {node.name} ({node.op_type}): {node.reason}" for node in float_nodes] or ["#   none"]
     return "\n".join(lines) + "\n"
 
@@ -79,19 +82,32 @@ def _checked(table: dict, path: Path) -> dict:
     return {field: table[key] for field, key in KEYS.items() if key in table}
 
 
-def _float_nodes(nodes: dict, path: Path) -> list[str]:
-    """The names of the [nodes."NAME"] tables that say float = true."""
-    names = []
+@dataclasses.dataclass(frozen=True)
+class _NodeSettings:
+    """The [nodes."NAME"] tables' settings: the names kept float, and those whose weights take 8 bits."""
+
+    float: tuple[str, ...]
+    eight_bit: tuple[str, ...]
+
+
+def _node_settings(nodes: dict, path: Path) -> _NodeSettings:
+    """What the [nodes."NAME"] tables say (NODE_KEYS), or InputError naming the table and key that is wrong."""
+    kept, eight_bit = [], []
     for name, settings in nodes.items():
+        table = f"[nodes.{json.dumps(name)}]"
         unknown = sorted(set(settings) - set(NODE_KEYS)) if isinstance(settings, dict) else ["(not a table)"]
         if unknown:
-            raise InputError(f"{path}: [nodes.{json.dumps(name)}] sets {', '.join(unknown)}; per node a recipe "
-                             "takes float = true only")
+            raise InputError(f"{path}: {table} sets {', '.join(unknown)}; per node a recipe takes "
+                             f"{' and '.join(NODE_KEYS)} only")
+        if not isinstance(settings.get("float", False), bool):
+            raise InputError(f"{path}: {table} float must be true or false")
+        if settings.get("weight_bits", 4) not in (4, 8) or isinstance(settings.get("weight_bits", 4), bool):
+            raise InputError(f"{path}: {table} weight_bits must be 4 or 8")
         if settings.get("float") is True:
-            names.append(name)
-        elif "float" in settings and settings["float"] is not False:
-            raise InputError(f"{path}: [nodes.{json.dumps(name)}] float must be true or false")
-    return names
+            kept.append(name)
+        if settings.get("weight_bits") == 8:
+            eight_bit.append(name)
+    return _NodeSettings(tuple(kept), tuple(eight_bit))
 
 
 def read_recipe(path: str | os.PathLike) -> QuantizeOptions:
@@ -110,8 +126,9 @@ def read_recipe(path: str | os.PathLike) -> QuantizeOptions:
     nodes = recipe.get("nodes", {})
     if not isinstance(nodes, dict):
         raise InputError(f"{path}: nodes must be tables: [nodes.\"NAME\"]")
-    exclude = tuple(dict.fromkeys([*recipe["quantize"].get("exclude", []), *_float_nodes(nodes, path)]))
+    settings = _node_settings(nodes, path)
+    exclude = tuple(dict.fromkeys([*recipe["quantize"].get("exclude", []), *settings.float]))
     try:
-        return dataclasses.replace(QuantizeOptions(), exclude=exclude, **table)
+        return dataclasses.replace(QuantizeOptions(), exclude=exclude, eight_bit_weights=settings.eight_bit, **table)
     except TypeError as error:
         raise InputError(f"{path}: {error}") from None

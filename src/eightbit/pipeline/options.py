@@ -121,6 +121,7 @@ class QuantizeOptions:
     block_size: int | None = None  # BLOCK_SIZES; None: per channel, or DEFAULT_BLOCK_SIZE for 4 bits
     weight_symmetric: bool | None = None  # blocks without zero points; None: at 8 bits only
     exclude: tuple[str, ...] = ()  # node names (globs) or op types kept float
+    eight_bit_weights: tuple[str, ...] = ()  # node names (globs) or op types whose weights take 8-bit blocks
     min_sqnr_db: float | str | None = "auto"  # dB, "auto" (the scheme's floor), "off" or None (no budget)
     max_drop_points: float | None = None
     metric: Callable[[np.ndarray, np.ndarray], float] | None = None
@@ -143,6 +144,7 @@ class Resolved:
     weight_rounding: WeightRounding  # AUTO only for a static scheme with samples
     blocks: BlockFormat | None  # weights in blocks (the weights scheme only); None: per channel or tensor
     excluded: dict[str, str]  # node name -> why it stays float (--exclude)
+    eight_bit: frozenset[str]  # nodes whose weights take 8-bit blocks under 4-bit ones (a recipe's weight_bits = 8)
     budget: Budget | None
     metric: Callable[[np.ndarray, np.ndarray], float] | None
     bias_correction: bool  # resolved: a static scheme, samples, weights not given
@@ -265,20 +267,33 @@ def _blocks(options: QuantizeOptions, scheme: Scheme) -> BlockFormat | None:
     return block_format(bits, size or DEFAULT_BLOCK_SIZE, symmetric)
 
 
+def _matched(pattern: str, model: ir.Model, what: str) -> list[str]:
+    """The nodes a pattern names: those whose name it matches as a glob (fnmatch, case-sensitive) or whose op
+    type it is; one that matches no node is refused (a misspelt name would otherwise leave the layer the user
+    meant as it was)."""
+    matched = [node.name for node in model.graph if node.name and (fnmatch.fnmatchcase(node.name, pattern)
+                                                                  or node.op_type == pattern)]
+    if not matched:
+        raise InputError(f"{what} {pattern!r} matches no node of the model; give node names (globs such "
+                         "as 'encoder.*' allowed) or op types, as `eightbit inspect` lists them")
+    return matched
+
+
 def _excluded(patterns: tuple[str, ...], model: ir.Model) -> dict[str, str]:
-    """The nodes --exclude names, each with its reason: a pattern matches a node whose name it matches as a glob
-    (fnmatch, case-sensitive) or whose op type it is; one that matches no node is refused (a misspelt name
-    would otherwise quantize the layer the user meant to keep float)."""
+    """The nodes --exclude names (_matched), each with its reason."""
     excluded: dict[str, str] = {}
     for pattern in patterns:
-        matched = [node.name for node in model.graph if node.name and (fnmatch.fnmatchcase(node.name, pattern)
-                                                                      or node.op_type == pattern)]
-        if not matched:
-            raise InputError(f"--exclude {pattern!r} matches no node of the model; give node names (globs such "
-                             "as 'encoder.*' allowed) or op types, as `eightbit inspect` lists them")
-        for name in matched:
+        for name in _matched(pattern, model, "--exclude"):
             excluded.setdefault(name, f"excluded (--exclude {pattern})")
     return excluded
+
+
+def _eight_bit(patterns: tuple[str, ...], model: ir.Model, blocks: BlockFormat | None) -> frozenset[str]:
+    """The nodes a recipe's per-node `weight_bits = 8` names (_matched): under 4-bit blocks only."""
+    if patterns and (blocks is None or blocks.bits != 4):
+        raise InputError(f"weight_bits = 8 for {', '.join(patterns)}: per-node weight bits choose between 4- and "
+                         "8-bit blocks; set weight_bits = 4 in [quantize] (the weights scheme) or drop them")
+    return frozenset(name for pattern in patterns for name in _matched(pattern, model, "weight_bits = 8 for"))
 
 
 def _calibration_method(options: QuantizeOptions, scheme: Scheme, samples: Samples | None) -> str:
@@ -391,6 +406,7 @@ def resolve(options: QuantizeOptions, model: ir.Model, samples: Samples | None) 
         weight_rounding=_rounding(options, scheme, samples, model),
         blocks=blocks,
         excluded=_excluded(tuple(options.exclude), model),
+        eight_bit=_eight_bit(tuple(options.eight_bit_weights), model, blocks),
         budget=_budget(options, scheme, samples, model, blocks),
         metric=options.metric,
         bias_correction=options.bias_correction and static and with_samples and not gives_weight_grids(model),

@@ -9,11 +9,12 @@ import onnx_ir as ir
 
 from eightbit.calibrate.moments import input_moments, weighted_nodes
 from eightbit.ir.load import upgraded
+from eightbit.passes.activation_scales import ScaleBeforeBlocks, norm_readers
 from eightbit.passes.block_forms import ACCURACY_LEVEL, BLOCK_OPSET, BlockForm
 from eightbit.passes.block_weights import BlockedNode, BlockedWeight, QuantizeBlockWeights
 from eightbit.passes.quantize_weights import QuantizeWeights
 from eightbit.pipeline.job import Build, Decision, Job
-from eightbit.pipeline.options import WeightRange, WeightRounding
+from eightbit.pipeline.options import MARGIN_DB, WeightRange, WeightRounding
 from eightbit.pipeline.static import held_out_from_checks
 from eightbit.pipeline.steps.embeddings import embedded
 
@@ -53,14 +54,14 @@ def _within_budget(job: Job, source: ir.Model, moments: dict, known: dict, first
     SQNR over its H first; the shortest such prefix is found by bisection (the SQNR taken as rising with it).
     Where even every weight at 8 bits falls short, that model is taken and the decision says so. `source` is
     the float model, left as it is."""
-    budget = job.options.budget
-    ranked = [node.name for node in sorted((n for n in first.nodes if n.sqnr_db is not None),
+    budget, fixed = job.options.budget, job.options.eight_bit
+    ranked = [node.name for node in sorted((n for n in first.nodes if n.sqnr_db is not None and n.name not in fixed),
                                            key=lambda n: n.sqnr_db)]
     measured: dict[int, tuple[_Blocked, float]] = {0: (first, job.worst_sqnr_db([first.model])[0])}
 
     def probe(count: int) -> float:
         if count not in measured:
-            built = _built(job, ir.from_proto(ir.to_proto(source)), moments, frozenset(ranked[:count]), known)
+            built = _built(job, ir.from_proto(ir.to_proto(source)), moments, frozenset(ranked[:count]) | fixed, known)
             measured[count] = (built, job.worst_sqnr_db([built.model])[0])
         return measured[count][1]
 
@@ -81,6 +82,23 @@ def _within_budget(job: Job, source: ir.Model, moments: dict, known: dict, first
                                                  "layer output SQNR over its inputs is lowest take 8 bits first)")
 
 
+def _scaled(job: Job, source: ir.Model, moments: dict) -> tuple[ir.Model, tuple[Decision, ...]]:
+    """`source`, or where ScaleBeforeBlocks' rule rescales a norm a copy of it so rescaled (`moments` updated),
+    and the decision."""
+    scaling = ScaleBeforeBlocks(job.options.blocks, moments, MARGIN_DB, job.excluded)
+    if not any(norm_readers(node, moments, job.options.blocks, job.excluded) for node in source.graph):
+        return source, ()
+    source = ir.from_proto(ir.to_proto(source))
+    scaling(source)
+    if not scaling.scaled:
+        return source, ()
+    alphas = sorted(norm.alpha for norm in scaling.scaled)
+    gain = [norm.after_db - norm.before_db for norm in scaling.scaled]
+    taken = f"{len(scaling.scaled)} norms' outputs rescaled (alpha {alphas[0]:g} to {alphas[-1]:g})"
+    return source, (Decision("activation scales", taken, f"{taken}: their readers' layer error with nearest codes "
+                                                          f"{min(gain):+.1f} to {max(gain):+.1f} dB (eq. 39)"),)
+
+
 def _blocks_decision(job: Job, nodes: tuple[BlockedNode, ...], moments: dict | None) -> Decision:
     block, form = job.options.blocks, job.options.block_form
     chosen = sum(node.chosen for node in nodes)
@@ -88,15 +106,18 @@ def _blocks_decision(job: Job, nodes: tuple[BlockedNode, ...], moments: dict | N
     codes = (f"; codes chosen from the calibration inputs (eq. 34) for {chosen} of them, rounded to nearest for "
              "the rest (whichever gives the layer's output less error)" if moments is not None else
              "; codes rounded to nearest")
-    return Decision("weight blocks", f"{len(nodes)} weights in {block.bits}-bit blocks of {block.size}",
-                    f"{len(nodes)} weights as {block.bits}-bit codes in blocks of {block.size} inputs ({kind}), "
+    asked = sum(node.name in job.options.eight_bit for node in nodes)
+    wider = f" ({asked} of them 8-bit, as the recipe says)" if asked else ""
+    return Decision("weight blocks", f"{len(nodes)} weights in {block.bits}-bit blocks of {block.size}{wider}",
+                    f"{len(nodes)} weights as {block.bits}-bit codes in blocks of {block.size} inputs ({kind}){wider}, "
                     f"written as {_forms(form)}{codes}; other weights and embedding tables 8-bit")
 
 
 def weights_in_blocks(job: Job) -> Build:
     """The reference (upgraded to opset 21 for the standard form) with its MatMul and Gemm weights (Gather
     tables too, at 8 bits) in blocks, codes chosen per node by QuantizeBlockWeights' rule where the job rounds
-    by eq. 34 (moments from every calibration sample), embedding tables under 4-bit blocks 8-bit
+    by eq. 34 (moments from every calibration sample), after ScaleBeforeBlocks' activation-aware scales (eq. 39),
+    the nodes a recipe gives weight_bits = 8 in 8-bit blocks, embedding tables under 4-bit blocks 8-bit
     (QuantizeEmbeddings' rule for ONNX Runtime), and the weights no block form takes (convolutions, narrow or
     batched weights, other tables) 8-bit per channel or row; under a --min-sqnr budget, some weights in 8-bit
     blocks (_within_budget)."""
@@ -109,15 +130,20 @@ def weights_in_blocks(job: Job) -> Build:
         with job.timed("input moments"):
             moments = input_moments(source, weighted_nodes(source.graph, list(source.graph)), samples,
                                     options.threads, options.show_progress)
+    scaled: tuple[Decision, ...] = ()
+    if moments is not None:
+        with job.timed("activation scales"):
+            source, scaled = _scaled(job, source, moments)
     known: dict[tuple[str, int], BlockedWeight] = {}
     searching = options.budget is not None and moments is not None
     with job.timed("weight codes"):
-        built = _built(job, ir.from_proto(ir.to_proto(source)) if searching else source, moments, frozenset(), known)
+        built = _built(job, ir.from_proto(ir.to_proto(source)) if searching else source, moments, options.eight_bit,
+                       known)
     budget = ()
     if searching:
         with job.timed("budget"):
             built, decision = _within_budget(job, source, moments, known, built)
         budget = (decision,)
     decisions = (Decision("scheme", "weights only", "weights only: no activation grids are stored"),
-                 _blocks_decision(job, built.nodes, moments), *budget, *built.tables)
+                 _blocks_decision(job, built.nodes, moments), *scaled, *budget, *built.tables)
     return Build(built.model, job.excluded_nodes(built.model), decisions, WeightRange.FULL)
