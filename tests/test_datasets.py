@@ -39,6 +39,17 @@ def test_batches_match_the_arrays_in_any_order(tmp_path, save):
     np.testing.assert_array_equal(early.take(1, 5).single_feed()["x"], arrays["x"][3:4].astype(np.float32))
 
 
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_an_input_of_no_values_per_row_is_read_as_empty_rows(tmp_path, save):
+    """An empty KV cache: past length 0, so each row holds no values."""
+    path = tmp_path / "cache.npz"
+    save(path, tokens=np.arange(10).reshape(5, 2), past=np.zeros((5, 2, 0, 4), np.float32))
+    specs = [InputSpec("tokens", np.dtype(np.int64), (None, None)),
+             InputSpec("past", np.dtype(np.float32), (None, 2, None, 4))]
+    feeds = list(load_npz(path, specs).batches())
+    assert sum(len(feed["past"]) for feed in feeds) == 5 and feeds[0]["past"].shape[1:] == (2, 0, 4)
+
+
 def test_whole_inputs_per_row_and_fortran_order(tmp_path):
     x = np.asfortranarray(np.arange(5 * 1 * 3 * 8 * 8, dtype=np.float32).reshape(5, 1, 3, 8, 8))
     k = np.zeros((5, 1, 2), np.int64)

@@ -94,7 +94,9 @@ class NpzMemberRows(RowSource):
                     self._whole = archive[self.name]
             return self._whole[start:stop]
         out = np.empty((stop - start, *self.shape[1:]), dtype=self.dtype)
-        view = memoryview(out).cast("B") if out.size else memoryview(b"")
+        if not out.size:  # rows of no values (an empty KV cache's past length 0): nothing to read
+            return out
+        view = memoryview(out).cast("B")
         if self.stored:
             with open(self.path, "rb") as file:
                 file.seek(self.file_offset + start * self.row_bytes)
