@@ -92,9 +92,11 @@ def _scaled(job: Job, source: ir.Model, moments: dict) -> tuple[ir.Model, tuple[
     scaling(source)
     if not scaling.scaled:
         return source, ()
-    alphas = sorted(norm.alpha for norm in scaling.scaled)
+    alphas = sorted({norm.alpha for norm in scaling.scaled})
     gain = [norm.after_db - norm.before_db for norm in scaling.scaled]
-    taken = f"{len(scaling.scaled)} norms' outputs rescaled (alpha {alphas[0]:g} to {alphas[-1]:g})"
+    count = len(scaling.scaled)
+    taken = (f"{count} norm output{'s' if count > 1 else ''} rescaled (alpha {alphas[0]:g}"
+             f"{f' to {alphas[-1]:g}' if len(alphas) > 1 else ''})")
     return source, (Decision("activation scales", taken, f"{taken}: their readers' layer error with nearest codes "
                                                           f"{min(gain):+.1f} to {max(gain):+.1f} dB (eq. 39)"),)
 
