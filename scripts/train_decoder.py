@@ -47,6 +47,8 @@ class Shape:
 # The benchmark's decoder (7.2 M parameters, 28 MiB in float32) and the tests' one.
 BENCHMARK = Shape(width=384, layers=4, heads=6, hidden=1536, context=128)
 TINY = Shape(width=32, layers=2, heads=2, hidden=64, context=32)
+# AdamW's peak learning rate, reached after WARMUP steps, then a cosine down to 0.
+LEARNING_RATE, WARMUP = 1e-3, 50
 # The benchmark decoder's training: 800 steps of 16 runs of 129 bytes, about one pass over the text.
 STEPS = 800
 
@@ -147,13 +149,15 @@ def windows(text: bytes, length: int, count: int, seed: int) -> np.ndarray:
     return np.stack([data[start:start + length] for start in starts]).astype(np.int64)
 
 
-def train(shape: Shape, text: bytes, steps: int, batch: int = 16, seed: int = 0) -> Decoder:
-    """The decoder after `steps` AdamW steps (cosine learning rate from 3e-3) on runs of `shape.context + 1`
-    bytes of `text`, predicting each next byte."""
+def train(shape: Shape, text: bytes, steps: int, batch: int = 16, seed: int = 0,
+          learning_rate: float = LEARNING_RATE) -> Decoder:
+    """The decoder after `steps` AdamW steps (learning rate up to `learning_rate` in WARMUP steps, then a cosine
+    down to 0) on runs of `shape.context + 1` bytes of `text`, predicting each next byte."""
     torch.manual_seed(seed)
     model = Decoder(shape)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.99), weight_decay=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / WARMUP) * 0.5 * (
+        1 + math.cos(math.pi * step / steps)))
     runs = torch.from_numpy(windows(text, shape.context + 1, steps * batch, seed + 1))
     model.train()
     for step in range(steps):
