@@ -17,6 +17,7 @@ from conftest import make_model, small_cnn, tensor, value_info
 from eightbit import api
 from eightbit.calibrate import moments as moments_module
 from eightbit.calibrate.moments import input_moments, weighted_nodes
+from eightbit.calibrate.runner import run_pass
 from eightbit.config import IntegerFormat
 from eightbit.datasets import input_specs, samples_from_arrays
 from eightbit.ir import as_model
@@ -98,9 +99,8 @@ def test_uncorrelated_and_dead_inputs_give_nearest_codes():
     {"pads": [2, 2, 2, 2], "dilations": [2, 2], "group": 2},
     {"auto_pad": "SAME_UPPER", "strides": [2, 2], "group": 4},
 ])
-def test_conv_moments_give_the_mean_squared_output(attributes, monkeypatch):
+def test_conv_moments_give_the_mean_squared_output(attributes):
     """For a Conv without bias, mean over output positions of Σ_o y_o² is tr(W_g H_g W_gᵀ) summed over groups."""
-    monkeypatch.setattr(moments_module, "FIELDS_PER_COLUMN", 10**6)  # every position
     rng = np.random.default_rng(1)
     groups = attributes.get("group", 1)
     w = rng.normal(size=(8, 4 // groups, 3, 3)).astype(np.float32)
@@ -120,11 +120,13 @@ def test_conv_moments_give_the_mean_squared_output(attributes, monkeypatch):
     assert predicted == pytest.approx(measured, rel=1e-4)
 
 
-@pytest.mark.parametrize(("most", "per_column", "step"), [
-    (20, 10**6, 3),  # 130 positions, at most 20 a sample: every 3rd row and column
-    (4096, 1, 4),  # 27 columns, 2 samples: 14 fields a sample suffice, so every 4th
+@pytest.mark.parametrize(("most", "per_column", "thinned", "step"), [
+    (20, 10**6, True, 3),  # 130 positions, at most 20 a sample: every 3rd row and column
+    (4096, 1, True, 4),  # 27 columns, 2 samples: 14 fields a sample suffice, so every 4th
+    (4096, 1, False, 1),  # not thinned (the weights schemes' input_moments): every field
 ])
-def test_large_feature_maps_give_the_moments_of_every_kth_row_and_column(monkeypatch, most, per_column, step):
+def test_large_feature_maps_give_the_moments_of_every_kth_row_and_column(monkeypatch, most, per_column, thinned,
+                                                                         step):
     rng = np.random.default_rng(6)
     w = rng.normal(size=(5, 3, 3, 3)).astype(np.float32)
     conv = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])
@@ -136,8 +138,13 @@ def test_large_feature_maps_give_the_moments_of_every_kth_row_and_column(monkeyp
     monkeypatch.setattr(moments_module, "FIELDS_PER_COLUMN", per_column)
     ir_model = as_model(model)
     samples = samples_from_arrays({"x": x}, input_specs(ir_model))
-    moments = input_moments(ir_model, weighted_nodes(ir_model.graph, list(ir_model.graph)), samples,
-                            show_progress=False)["conv"]
+    moment_pass = moments_module.MomentPass(weighted_nodes(ir_model.graph, list(ir_model.graph)), samples.count,
+                                            thinned=thinned)
+    run_pass(ir_model, samples, [moment_pass], show_progress=False)
+    moments = moment_pass.moments()["conv"]
+    if not thinned:  # what the weights schemes take
+        np.testing.assert_array_equal(moments, input_moments(
+            ir_model, weighted_nodes(ir_model.graph, list(ir_model.graph)), samples, show_progress=False)["conv"])
     predicted = output_error(w.reshape(5, -1), 0, moments[0])
     kept = y[:, :, ::step, ::step].astype(np.float64)
     assert predicted == pytest.approx(float((kept ** 2).sum(axis=1).mean()), rel=1e-4)

@@ -28,16 +28,19 @@ DIAGONAL_BLOCK = 4096
 # same for both). H is a mean; 4,096 fields a sample over the calibration set estimate it well, and
 # VGG-19's first layers have 50,176.
 POSITIONS_PER_SAMPLE = 4096
-# Fewer suffice where the layer has few inputs: a Conv's fields are thinned further while the samples still
-# give this many per column of H (neighbouring fields overlap and hold nearly the same values).
+# Fewer suffice where the layer has few inputs and a whole-model measure checks the codes H chooses (the static
+# schemes): a Conv's fields are thinned further while the samples still give this many per column of H
+# (neighbouring fields overlap and hold nearly the same values).
 FIELDS_PER_COLUMN = 8
 
 
-def _positions_per_sample(columns: int, samples: int) -> int:
-    """How many receptive fields a sample gives a Conv with `columns` inputs per group, at most: enough that
-    `samples` samples give FIELDS_PER_COLUMN per column, and never more than POSITIONS_PER_SAMPLE. H's cost
-    is the fields times its columns squared; ResNet-50's first 3x3 convolutions have 3,136 fields a sample
-    and 576 columns."""
+def _positions_per_sample(columns: int, samples: int, thinned: bool) -> int:
+    """How many receptive fields a sample gives a Conv with `columns` inputs per group, at most:
+    POSITIONS_PER_SAMPLE, and where `thinned` only enough that `samples` samples give FIELDS_PER_COLUMN per
+    column. H's cost is the fields times its columns squared; ResNet-50's first 3x3 convolutions have 3,136
+    fields a sample and 576 columns."""
+    if not thinned:
+        return POSITIONS_PER_SAMPLE
     return min(POSITIONS_PER_SAMPLE, -(-FIELDS_PER_COLUMN * columns // max(samples, 1)))
 
 
@@ -146,16 +149,18 @@ class MomentPass:
     """The sums behind input_moments for `nodes` of one float model, fed a batch of its values at a time (a
     PassConsumer: the pass that collects the activation ranges can feed it too). It takes the batches `batches`
     counts (all where None), `count` samples in all; `sums`, where given, is fed the tensors it names from the
-    same batches (bias correction's float means)."""
+    same batches (bias correction's float means). `thinned`: a Conv's fields thinned to FIELDS_PER_COLUMN per
+    column (_positions_per_sample)."""
 
     def __init__(self, nodes: list[ir.Node], count: int, sums: ChannelSums | None = None,
-                 batches: range | None = None) -> None:
+                 batches: range | None = None, thinned: bool = True) -> None:
         self.nodes, self.sums, self.batches = nodes, sums, batches
         inputs = [node.inputs[0].name for node in nodes]
         self.names = list(dict.fromkeys([*inputs, *(sums.names if sums is not None else ())]))
         weights = {node.name: constant_array(node.inputs[1]).shape for node in nodes}
         self._kernels = {name: tuple(shape[2:]) for name, shape in weights.items()}
-        self._positions = {name: _positions_per_sample(math.prod(shape[1:]), count) for name, shape in weights.items()}
+        self._positions = {name: _positions_per_sample(math.prod(shape[1:]), count, thinned)
+                           for name, shape in weights.items()}
         self._sums = {node.name: _MomentSum() for node in nodes}
         self.taken = 0  # batches taken so far
 
@@ -188,8 +193,11 @@ def input_moments(
     """Node name -> H (groups, columns, columns), float64: the mean of x·xᵀ over every input vector of
     every sample (past DIAGONAL_BLOCK columns, its diagonal blocks: see _add_products).
 
-    `nodes` are nodes of `model` (see weighted_nodes); `model` runs as it is, in float.
+    `nodes` are nodes of `model` (see weighted_nodes); `model` runs as it is, in float. A Conv's fields are not
+    thinned past POSITIONS_PER_SAMPLE: the weights schemes keep eq. 34's codes on a layer's own error over this
+    H, with no whole-model measure after it, and an H from few fields misleads it (on PP-OCRv4 rec's
+    convolutions, 10 dB of output SQNR lost: BENCHMARKS.md, blocks section).
     """
-    moment_pass = MomentPass(nodes, samples.count)
+    moment_pass = MomentPass(nodes, samples.count, thinned=False)
     run_pass(model, samples, [moment_pass], threads, show_progress, "input moments")
     return moment_pass.moments()
