@@ -222,7 +222,11 @@ def test_cli_min_sqnr_prints_what_was_kept_and_refuses_what_it_cannot_measure(tm
     assert main(["quantize", str(source), "--calibration", str(data), "-o", str(out), "--min-sqnr", "300",
                  "--effort", "max", "--weight-range", "full", "--json", "-q"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["fallback"]["met"] is False and report["fallback"]["kept"][0]["tensors"] == ["rb"]
+    # Unmet, the closest prefix of either search order is kept: the outlier's tensor rb alone (most harmful
+    # first), or the first three from the input up to rb; which measures closer differs by a fraction of a dB
+    # between instruction sets.
+    kept = [name for group in report["fallback"]["kept"] for name in group["tensors"]]
+    assert report["fallback"]["met"] is False and "rb" in kept and len(kept) <= 3
 
     before = source.read_bytes()
     refused = tmp_path / "refused.onnx"
