@@ -166,10 +166,11 @@ DequantizeLinear whose scale has the wrong length). On the token encoder eightbi
 table as 8-bit codes (size 0.240), which ORT's quantizer leaves float (0.871); with the table in
 4-bit blocks too it measured 24.7 dB at 0.162. The digits transformer's and token encoder's
 matrices (128 and 256 wide) are too small for the block kernels to gain much over float at batch
-1, where they gain at all; the 96 MiB stack is the decode-step case. The 4/8-bit row's limit holds on the calibration samples,
-which are also those H comes from: on the held-out samples the token encoder measures 32.6 dB and
-the stack 23.7 dB (64 samples for 2,048 inputs give H of rank 64, so eq. 34's codes and the
-ranking fit those samples far better than others; nearest codes there: 14.4 dB at 4 bits).
+1, where they gain at all; the 96 MiB stack is the decode-step case. The 4/8-bit row's limit holds
+on the calibration samples, which are also those H comes from: on the held-out samples the token
+encoder measures 32.6 dB and the stack 23.7 dB (64 samples for 2,048 inputs give H of rank 64, so
+eq. 34's codes and the ranking fit those samples far better than others; nearest codes there: 14.4
+dB at 4 bits).
 """
 
 

@@ -35,7 +35,7 @@ class ScaledNorm:
 
 
 def norm_readers(norm: ir.Node, moments: dict[str, np.ndarray], block: BlockFormat,
-             exclude: frozenset[str]) -> list[ir.Node] | None:
+                 exclude: frozenset[str]) -> list[ir.Node] | None:
     """The MatMuls reading `norm`'s output, if the rule applies to it (module docstring), else None."""
     if norm.op_type != "LayerNormalization" or norm.domain not in ("", "ai.onnx") or attribute(norm, "axis", -1) != -1:
         return None
