@@ -19,22 +19,19 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnx.version_converter
 from onnxruntime.quantization import quant_pre_process
 
-import eightbit
 from benchmarks.dynamic import _scores, build_case, measure
 from benchmarks.run import Case
 from benchmarks.sections import table_harness
+from benchmarks.weight_quantizers import BLOCK, Convert, eightbit_blocks, nncf_weights, ort_nbits
 from eightbit.isa import cpu_features
 
 MODELS = ["digits_transformer", "ppocr_rec", "token_encoder", "matmul_stack"]
-BLOCK = 32
 # The synthetic stack: LAYERS square MatMuls of WIDTH with Relu between, random weights (1/sqrt(WIDTH)), one row
 # in: the shape of a language model's decode step, where batch-1 time is reading the weights.
 WIDTH, LAYERS = 2048, 6
@@ -59,53 +56,15 @@ def _stack(folder: Path) -> Case:
     return Case("matmul_stack", path, "h0", data[:64], data[64:], "sqnr")
 
 
-def _eightbit(bits: int, rounding: str | None, min_sqnr: float | None = None) -> Callable[[Case, Path, Path], None]:
-    def convert(case: Case, _prepared: Path, output: Path) -> None:
-        eightbit.quantize(case.path, {case.input_name: case.calibration}, scheme="weights", weight_bits=bits,
-                          block_size=BLOCK, weight_rounding=rounding, min_sqnr=min_sqnr, output=output)
-    return convert
-
-
-def _ort(method: str) -> Callable[[Case, Path, Path], None]:
-    def convert(_case: Case, prepared: Path, output: Path) -> None:
-        from onnxruntime.quantization import matmul_nbits_quantizer as nbits
-        config = (nbits.HQQWeightOnlyQuantConfig(block_size=BLOCK, bits=4) if method == "hqq" else
-                  nbits.DefaultWeightOnlyQuantConfig(block_size=BLOCK, is_symmetric=False))
-        quantizer = nbits.MatMulNBitsQuantizer(onnx.load(prepared), bits=4, block_size=BLOCK, is_symmetric=False,
-                                               algo_config=config)
-        quantizer.process()
-        quantizer.model.save_model_to_file(str(output), False)
-    return convert
-
-
-def _nncf(data_aware: bool) -> Callable[[Case, Path, Path], None]:
-    def convert(case: Case, prepared: Path, output: Path) -> None:
-        import nncf
-        from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
-        options = {}
-        if data_aware:
-            samples = [{case.input_name: sample[None]} for sample in case.calibration]
-            options = {"dataset": nncf.Dataset(samples), "awq": True, "scale_estimation": True}
-        # NNCF writes opset-21 block DequantizeLinear and refuses older models; weights too narrow for one block
-        # of 32 are adjusted (its option) rather than refused.
-        model = onnx.version_converter.convert_version(onnx.load(prepared), 21)
-        fallback = AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST,
-                                                 min_adjusted_group_size=16)
-        model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=BLOCK, ratio=1.0,
-                                      advanced_parameters=fallback, **options)
-        onnx.save(model, output)
-    return convert
-
-
-VARIANTS: dict[str, Callable[[Case, Path, Path], None]] = {
-    "eightbit 4-bit (default codes)": _eightbit(4, None),
-    "eightbit 4-bit, nearest codes": _eightbit(4, "nearest"),
-    "eightbit 8-bit": _eightbit(8, None),
-    f"eightbit 4/8-bit, --min-sqnr {MIXED_DB:g}": _eightbit(4, None, MIXED_DB),
-    "ORT MatMulNBits RTN": _ort("rtn"),
-    "ORT MatMulNBits HQQ": _ort("hqq"),
-    "NNCF int4_asym, data-free": _nncf(False),
-    "NNCF int4_asym, AWQ + scale estimation": _nncf(True),
+VARIANTS: dict[str, Convert] = {
+    "eightbit 4-bit (default codes)": eightbit_blocks(4, None),
+    "eightbit 4-bit, nearest codes": eightbit_blocks(4, "nearest"),
+    "eightbit 8-bit": eightbit_blocks(8, None),
+    f"eightbit 4/8-bit, --min-sqnr {MIXED_DB:g}": eightbit_blocks(4, None, MIXED_DB),
+    "ORT MatMulNBits RTN": ort_nbits(4, "rtn"),
+    "ORT MatMulNBits HQQ": ort_nbits(4, "hqq"),
+    "NNCF int4_asym, data-free": nncf_weights("int4", False),
+    "NNCF int4_asym, AWQ + scale estimation": nncf_weights("int4", True),
 }
 
 
@@ -126,7 +85,7 @@ def run(names: list[str]) -> list[str]:
                 output = folder / f"{len(rows)}.onnx"
                 start = time.perf_counter()
                 try:
-                    convert(case, prepared, output)
+                    convert(case.path, {case.input_name: case.calibration}, prepared, output)
                     seconds = time.perf_counter() - start
                     figures = measure(case, case.path, output)
                 except Exception as error:  # a peer that fails on a model is a figure too

@@ -22,14 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnx.version_converter
 from onnxruntime.quantization import quant_pre_process, quantize_dynamic
 
 import eightbit
 from benchmarks.dynamic import build_case
 from benchmarks.models import CACHE
 from benchmarks.sections import table_harness
+from benchmarks.weight_quantizers import BLOCK, Convert, eightbit_blocks, nncf_weights, ort_nbits
 from eightbit.backends import OrtSession
 from eightbit.backends.peer import quantize_with_onnxruntime
 from eightbit.datasets import input_specs, samples_from_arrays
@@ -42,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import train_decoder as decoder  # noqa: E402  (a script, not a package)
 
 MODELS = ["decoder", "digits_transformer"]
-BLOCK = 32
 RUNS, LENGTH = 64, 128
 
 
@@ -121,72 +119,30 @@ def _digits(folder: Path) -> Model:
                  {case.input_name: case.evaluation[:1]})
 
 
-Convert = Callable[[Model, Path, Path], None]
-
-
-def _eightbit(bits: int, rounding: str | None) -> Convert:
-    def convert(model: Model, _prepared: Path, output: Path) -> None:
-        eightbit.quantize(model.path, model.calibration, scheme="weights", weight_bits=bits, block_size=BLOCK,
-                          weight_rounding=rounding, output=output)
-    return convert
-
-
-def _ort(bits: int, method: str) -> Convert:
-    def convert(_model: Model, prepared: Path, output: Path) -> None:
-        from onnxruntime.quantization import matmul_nbits_quantizer as nbits
-        config = (nbits.HQQWeightOnlyQuantConfig(block_size=BLOCK, bits=bits) if method == "hqq" else
-                  nbits.DefaultWeightOnlyQuantConfig(block_size=BLOCK, is_symmetric=False, bits=bits))
-        quantizer = nbits.MatMulNBitsQuantizer(onnx.load(prepared), bits=bits, block_size=BLOCK, is_symmetric=False,
-                                               algo_config=config)
-        quantizer.process()
-        quantizer.model.save_model_to_file(str(output), False)
-    return convert
-
-
-def _nncf(mode: str, data_aware: bool) -> Convert:
-    def convert(model: Model, prepared: Path, output: Path) -> None:
-        import nncf
-        from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
-        options: dict[str, object] = {}
-        if data_aware:
-            count = len(next(iter(model.calibration.values())))
-            samples = [{name: rows[index:index + 1] for name, rows in model.calibration.items()}
-                       for index in range(count)]
-            options = {"dataset": nncf.Dataset(samples), "awq": True, "scale_estimation": True}
-        if mode == "int4":  # 4-bit groups: opset 21, groups narrower than a weight adjusted, not refused
-            options.update(group_size=BLOCK, ratio=1.0, advanced_parameters=AdvancedCompressionParameters(
-                group_size_fallback_mode=GroupSizeFallbackMode.ADJUST, min_adjusted_group_size=16))
-        compress = nncf.CompressWeightsMode.INT4_ASYM if mode == "int4" else nncf.CompressWeightsMode.INT8_ASYM
-        source = onnx.version_converter.convert_version(onnx.load(prepared), 21)
-        onnx.save(nncf.compress_weights(source, mode=compress, **options), output)
-    return convert
-
-
 def _eightbit_int8(scheme: str) -> Convert:
-    def convert(model: Model, _prepared: Path, output: Path) -> None:
-        eightbit.quantize(model.path, model.calibration, scheme=scheme, output=output)
+    def convert(model: Path, calibration: dict[str, np.ndarray], _prepared: Path, output: Path) -> None:
+        eightbit.quantize(model, calibration, scheme=scheme, output=output)
     return convert
 
 
-def _ort_static(model: Model, _prepared: Path, output: Path) -> None:
-    samples = samples_from_arrays(model.calibration, input_specs(load_model(model.path)))
-    quantize_with_onnxruntime(model.path, output, samples)
+def _ort_static(model: Path, calibration: dict[str, np.ndarray], _prepared: Path, output: Path) -> None:
+    quantize_with_onnxruntime(model, output, samples_from_arrays(calibration, input_specs(load_model(model))))
 
 
-def _ort_dynamic(_model: Model, prepared: Path, output: Path) -> None:
+def _ort_dynamic(_model: Path, _calibration: dict[str, np.ndarray], prepared: Path, output: Path) -> None:
     quantize_dynamic(str(prepared), str(output))
 
 
 VARIANTS: dict[str, Convert] = {
-    "eightbit 4-bit (default codes)": _eightbit(4, None),
-    "eightbit 4-bit, nearest codes": _eightbit(4, "nearest"),
-    "eightbit 8-bit": _eightbit(8, None),
-    "ORT MatMulNBits 4-bit RTN": _ort(4, "rtn"),
-    "ORT MatMulNBits 4-bit HQQ": _ort(4, "hqq"),
-    "ORT MatMulNBits 8-bit RTN": _ort(8, "rtn"),
-    "NNCF int4_asym, data-free": _nncf("int4", False),
-    "NNCF int4_asym, AWQ + scale estimation": _nncf("int4", True),
-    "NNCF int8_asym (per channel)": _nncf("int8", False),
+    "eightbit 4-bit (default codes)": eightbit_blocks(4, None),
+    "eightbit 4-bit, nearest codes": eightbit_blocks(4, "nearest"),
+    "eightbit 8-bit": eightbit_blocks(8, None),
+    "ORT MatMulNBits 4-bit RTN": ort_nbits(4, "rtn"),
+    "ORT MatMulNBits 4-bit HQQ": ort_nbits(4, "hqq"),
+    "ORT MatMulNBits 8-bit RTN": ort_nbits(8, "rtn"),
+    "NNCF int4_asym, data-free": nncf_weights("int4", False),
+    "NNCF int4_asym, AWQ + scale estimation": nncf_weights("int4", True),
+    "NNCF int8_asym (per channel)": nncf_weights("int8", False),
     "eightbit static int8 (default flags)": _eightbit_int8("eightbit"),
     "ORT quantize_static (QDQ, u8/s8 per channel)": _ort_static,
     "eightbit dynamic int8": _eightbit_int8("dynamic"),
@@ -198,7 +154,7 @@ def _row(model: Model, label: str, convert: Convert, prepared: Path, output: Pat
     """The table's row of one quantizer, `expected` the float model's scores."""
     start = time.perf_counter()
     try:
-        convert(model, prepared, output)
+        convert(model.path, model.calibration, prepared, output)
         seconds = time.perf_counter() - start
         scores = model.scores(output)
     except Exception as error:  # a peer that fails on a model is a figure too
