@@ -59,8 +59,6 @@ def decoder_path() -> Path:
     return path
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class Model:
     """A benchmark model: its file, calibration samples (input name -> rows), a model file's scores on the
@@ -89,10 +87,7 @@ def _decoder() -> Model:
     path = decoder_path()
 
     def feed(tokens: np.ndarray, cache: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        if cache is None:
-            depth = shape.width // shape.heads
-            cache = [np.zeros((len(tokens), shape.heads, 0, depth), np.float32) for _ in range(2 * shape.layers)]
-        return {"tokens": tokens, **dict(zip(decoder.input_names(shape)[1:], cache))}
+        return decoder.feeds(shape, tokens, cache)
 
     evaluation = decoder.windows(held_out, LENGTH, RUNS, 2)
 

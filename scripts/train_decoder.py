@@ -178,6 +178,15 @@ def input_names(shape: Shape) -> list[str]:
     return ["tokens"] + [f"past_{kind}_{layer}" for layer in range(shape.layers) for kind in ("key", "value")]
 
 
+def feeds(shape: Shape, tokens: np.ndarray, cache: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The ONNX model's inputs for `tokens` [batch, count] after `cache` (the present tensors a previous call
+    returned, in output order), or after an empty cache (past 0) where None."""
+    if cache is None:
+        depth = shape.width // shape.heads
+        cache = [np.zeros((len(tokens), shape.heads, 0, depth), np.float32) for _ in range(2 * shape.layers)]
+    return {"tokens": tokens, **dict(zip(input_names(shape)[1:], cache))}
+
+
 def output_names(shape: Shape) -> list[str]:
     return ["logits"] + [f"present_{kind}_{layer}" for layer in range(shape.layers) for kind in ("key", "value")]
 

@@ -45,11 +45,7 @@ def decoder(tmp_path_factory):
 
 
 def _feed(script, tokens: np.ndarray, cache: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    shape = script.TINY
-    if cache is None:
-        cache = [np.zeros((len(tokens), shape.heads, 0, shape.width // shape.heads), np.float32)
-                 for _ in range(2 * shape.layers)]
-    return {"tokens": tokens, **dict(zip(script.input_names(shape)[1:], cache))}
+    return script.feeds(script.TINY, tokens, cache)
 
 
 def _perplexity(script, path: Path, tokens: np.ndarray) -> float:
